@@ -1,0 +1,119 @@
+"""Every feature key of the project, in one place (spec/DATA.md §2).
+
+The sample builder writes these keys, `preprocessing_fn` reads them, the models name
+their inputs after them, and the export, the serving client and the tests import them.
+Nothing else in the project spells a feature name as a string literal.
+"""
+
+from __future__ import annotations
+
+# --- raw-log files (DATA.md §1) -------------------------------------------------
+ITEMS_FILE = "items.csv"
+EMBEDDINGS_FILE = "item_embeddings.parquet"
+USERS_FILE = "users.csv"
+BEHAVIORS_FILE = "behaviors.csv"
+IMPRESSIONS_FILE = "impressions.csv"
+TRUTH_FILE = "truth.csv"
+
+ITEMS_REQUIRED = ("item_id", "category_id")
+ITEMS_OPTIONAL = ("brand_id", "shop_id", "price", "title")
+EMBEDDINGS_COLUMNS = ("item_id", "embedding")
+USERS_REQUIRED = ("user_id",)
+BEHAVIORS_REQUIRED = ("user_id", "item_id", "timestamp")
+BEHAVIORS_OPTIONAL = ("behavior",)
+IMPRESSIONS_REQUIRED = (
+    "request_id", "user_id", "timestamp", "trigger_item_id", "item_id", "clicked",
+)
+IMPRESSIONS_OPTIONAL = ("position",)
+TRUTH_REQUIRED = ("request_id", "item_id", "p_click")
+
+BEHAVIOR_TYPES = ("click", "cart", "fav", "buy")
+DEFAULT_BEHAVIOR = "click"
+
+# --- training examples (DATA.md §2) ---------------------------------------------
+MAX_SEQ_LEN = 50
+
+REQUEST_ID = "request_id"
+USER_ID = "user_id"
+TIMESTAMP = "timestamp"
+USER_PREFIX = "user_"  # user profile columns become user_<col>
+
+# Item-side columns copied for trigger, target and history (bytes unless noted).
+ITEM_SIDE = ("item_id", "category_id", "brand_id", "shop_id")
+HIST_SIDE = ("item_id", "category_id", "brand_id")
+
+TRIGGER_ITEM_ID = "trigger_item_id"
+TRIGGER_CATEGORY_ID = "trigger_category_id"
+TRIGGER_BRAND_ID = "trigger_brand_id"
+TRIGGER_SHOP_ID = "trigger_shop_id"
+TRIGGER_PRICE = "trigger_price"
+
+TARGET_ITEM_ID = "target_item_id"
+TARGET_CATEGORY_ID = "target_category_id"
+TARGET_BRAND_ID = "target_brand_id"
+TARGET_SHOP_ID = "target_shop_id"
+TARGET_PRICE = "target_price"
+
+HIST_ITEM_ID = "hist_item_id"
+HIST_CATEGORY_ID = "hist_category_id"
+HIST_BRAND_ID = "hist_brand_id"
+HIST_BEHAVIOR = "hist_behavior"
+HIST_TIME_DELTA = "hist_time_delta"
+
+LABEL = "label"
+INTENT_LABEL = "intent_label"
+INTENT_MASK = "intent_mask"
+INTENT_LABEL_LOO = "intent_label_loo"
+INTENT_MASK_LOO = "intent_mask_loo"
+TARGET_SIM = "target_sim"
+INTENT_DIVERSITY = "intent_diversity"
+P_TRUE = "p_true"
+POSITION = "position"  # kept for analysis of position bias; never a model input
+
+TRIGGER_ITEM_KEYS = (TRIGGER_ITEM_ID, TRIGGER_CATEGORY_ID, TRIGGER_BRAND_ID,
+                     TRIGGER_SHOP_ID)
+TARGET_ITEM_KEYS = (TARGET_ITEM_ID, TARGET_CATEGORY_ID, TARGET_BRAND_ID,
+                    TARGET_SHOP_ID)
+HIST_ITEM_KEYS = (HIST_ITEM_ID, HIST_CATEGORY_ID, HIST_BRAND_ID)
+HIST_KEYS = HIST_ITEM_KEYS + (HIST_BEHAVIOR, HIST_TIME_DELTA)
+
+# Shared vocabularies: one item vocabulary for trigger, target and history, and
+# likewise for categories, brands and shops (DAIAN.md §1; PITFALLS "Sequences").
+SHARED_VOCABS = {
+    "item": (TRIGGER_ITEM_ID, TARGET_ITEM_ID, HIST_ITEM_ID),
+    "category": (TRIGGER_CATEGORY_ID, TARGET_CATEGORY_ID, HIST_CATEGORY_ID),
+    "brand": (TRIGGER_BRAND_ID, TARGET_BRAND_ID, HIST_BRAND_ID),
+    "shop": (TRIGGER_SHOP_ID, TARGET_SHOP_ID),
+    "behavior": (HIST_BEHAVIOR,),
+}
+PRICE_KEYS = (TRIGGER_PRICE, TARGET_PRICE)
+
+# The DIN attention pairs: each target key attends over its history key.
+DIN_PAIRS = (
+    (TARGET_ITEM_ID, HIST_ITEM_ID),
+    (TARGET_CATEGORY_ID, HIST_CATEGORY_ID),
+    (TARGET_BRAND_ID, HIST_BRAND_ID),
+)
+
+# Keys that must never reach a model: labels and analysis-only columns.
+LABEL_KEYS = (LABEL, INTENT_LABEL, INTENT_MASK, INTENT_LABEL_LOO, INTENT_MASK_LOO)
+ANALYSIS_KEYS = (INTENT_DIVERSITY, P_TRUE, POSITION, REQUEST_ID, TIMESTAMP)
+
+# --- transformed names ------------------------------------------------------------
+XF_SUFFIX = "_xf"
+PADDING_ID = 0  # id 0 is padding in every vocabulary; OOV ids follow the vocabulary
+USER_KEY = "user_key"  # raw user id passed through Transform, for GAUC only
+PRICE_BUCKETS = 10
+
+
+def xf(key: str) -> str:
+    """The transformed feature name of raw key `key`."""
+    return key + XF_SUFFIX
+
+
+def user_feature(column: str) -> str:
+    """Example key of user-profile column `column` of users.csv."""
+    return USER_PREFIX + column
+
+
+SIM_BIN = xf(TARGET_SIM)  # bin index of target_sim over [lo, hi]

@@ -1,0 +1,209 @@
+"""Typed configuration: frozen dataclasses with defaults, checked on construction.
+
+YAML files under `configs/` hold values only. `load_config(base, *overrides)` merges them
+(later files win, dictionaries merge key by key) and rejects any key that no dataclass
+field names, saying which file and which section it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from daian_tf.data import features as F
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """The simulated TIR world (`daian simulate`)."""
+
+    seed: int = 0
+    num_users: int = 1500
+    num_items: int = 3000
+    num_categories: int = 40
+    num_brands_per_category: int = 6
+    num_shops: int = 200
+    embedding_dim: int = 32
+    history_days: int = 14  # days of behaviours before the first request
+    request_days: int = 8  # days with requests (the last one becomes eval)
+    requests_per_user_day: float = 0.6
+    candidates_per_request: int = 12
+    near_duplicate_fraction: float = 0.25
+    cold_item_fraction: float = 0.02
+    empty_trigger_fraction: float = 0.2
+    start_timestamp: int = 1_700_006_400  # 2023-11-15 00:00:00 UTC, a day boundary
+
+    def __post_init__(self):
+        for name in ("num_users", "num_items", "num_categories", "embedding_dim",
+                     "request_days", "candidates_per_request"):
+            _check(getattr(self, name) > 0,
+                   f"simulation.{name} must be > 0, got {getattr(self, name)}")
+        _check(self.request_days >= 2,
+               f"simulation.request_days must be >= 2 (train and eval days), "
+               f"got {self.request_days}")
+        for name in ("near_duplicate_fraction", "cold_item_fraction",
+                     "empty_trigger_fraction"):
+            v = getattr(self, name)
+            _check(0.0 <= v < 1.0, f"simulation.{name} must be in [0, 1), got {v}")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Sample-builder rules (DATA.md §1, DAIAN.md §3.1)."""
+
+    history_days: int = 14
+    max_seq_len: int = F.MAX_SEQ_LEN
+    trigger_window_s: int = 4 * 3600
+    eval_days: int = 1
+    num_intent_levels: int = 6  # n of Eq. 1
+    # [I-2] None: [lo, hi] = 1st/99th percentile of train trigger-target similarity;
+    # a pair [lo, hi] fixes the range (e.g. [-1.0, 1.0]).
+    sim_range: Optional[Sequence[float]] = None
+    sim_percentiles: Sequence[float] = (1.0, 99.0)
+    user_columns: Sequence[str] = ()  # profile columns of users.csv to carry over
+    num_shards: int = 0  # 0: let the runner decide
+
+    def __post_init__(self):
+        _check(self.history_days > 0,
+               f"samples.history_days must be > 0, got {self.history_days}")
+        _check(0 < self.max_seq_len <= F.MAX_SEQ_LEN,
+               f"samples.max_seq_len must be in 1..{F.MAX_SEQ_LEN}, "
+               f"got {self.max_seq_len}")
+        _check(self.trigger_window_s > 0,
+               f"samples.trigger_window_s must be > 0, got {self.trigger_window_s}")
+        _check(self.eval_days > 0, f"samples.eval_days must be > 0, got {self.eval_days}")
+        _check(2 <= self.num_intent_levels <= 32,
+               f"samples.num_intent_levels must be in 2..32, "
+               f"got {self.num_intent_levels}")
+        if self.sim_range is not None:
+            _check(len(self.sim_range) == 2 and self.sim_range[0] < self.sim_range[1],
+                   f"samples.sim_range must be [lo, hi] with lo < hi, "
+                   f"got {self.sim_range}")
+        lo, hi = self.sim_percentiles
+        _check(0 <= lo < hi <= 100,
+               f"samples.sim_percentiles must be 0 <= lo < hi <= 100, got "
+               f"{self.sim_percentiles}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model hyper-parameters (DAIAN.md §2, §6)."""
+
+    name: str = "din"
+    embedding_dim: int = 16
+    hidden_units: Sequence[int] = (512, 256, 128)
+    attention_units: Sequence[int] = (64, 32)
+    attention_softmax: bool = False  # [I-1]
+    dropout: float = 0.0
+    num_sim_bins: int = 10
+
+    def __post_init__(self):
+        _check(self.name in ("din",), f"model.name must be one of ['din'], got "
+               f"{self.name!r}")
+        _check(self.embedding_dim > 0,
+               f"model.embedding_dim must be > 0, got {self.embedding_dim}")
+        _check(len(self.hidden_units) > 0 and all(u > 0 for u in self.hidden_units),
+               f"model.hidden_units must be positive, got {self.hidden_units}")
+        _check(0.0 <= self.dropout < 1.0,
+               f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for `model.fit`."""
+
+    batch_size: int = 256
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    shuffle_buffer: int = 10_000
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        _check(self.learning_rate > 0,
+               f"train.learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.optimizer in ("adam", "adagrad"),
+               f"train.optimizer must be 'adam' or 'adagrad', got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    samples: SampleConfig = field(default_factory=SampleConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTION_CLASSES = {
+    "simulation": SimulationConfig,
+    "samples": SampleConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+}
+
+
+def _merge(base: dict, override: Mapping, source: str) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if key not in _SECTION_CLASSES:
+            raise ConfigError(
+                f"{source}: unknown section {key!r}; known: {sorted(_SECTION_CLASSES)}")
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: section {key!r} must be a mapping, got "
+                              f"{type(value).__name__}")
+        known = {f.name for f in dataclasses.fields(_SECTION_CLASSES[key])}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown} in section {key!r}; "
+                              f"known: {sorted(known)}")
+        merged = dict(out.get(key, {}))
+        merged.update(value)
+        out[key] = merged
+    return out
+
+
+def config_from_dict(values: Mapping[str, Any], source: str = "<dict>") -> Config:
+    merged = _merge({}, values, source)
+    sections = {}
+    for name, cls in _SECTION_CLASSES.items():
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in merged.get(name, {}).items()}
+        sections[name] = cls(**kwargs)
+    return Config(**sections)
+
+
+def load_config(*paths: str | Path, overrides: Optional[Mapping] = None) -> Config:
+    """Merge YAML files (later wins) and an optional dict of overrides into a Config."""
+    merged: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        merged = _merge(merged, values, str(path))
+    if overrides:
+        merged = _merge(merged, overrides, "<overrides>")
+    return config_from_dict(merged, "<merged>")

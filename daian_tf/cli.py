@@ -90,7 +90,7 @@ def cmd_serve(args, _rest) -> int:
 
 
 def cmd_quickstart(args, beam_args) -> int:
-    from daian_tf.quickstart import run_quickstart
+    from tfx_pipeline.quickstart import run_quickstart
 
     run_quickstart(args.workdir, _config(args.config), scale=args.scale,
                    beam_args=beam_args)

@@ -1,0 +1,92 @@
+"""Offline evaluation on built examples: read an eval split, score it, tabulate metrics.
+
+Used by the quick start and the experiments. Scores come from any callable (a model
+in-process, a gRPC client, a baseline), so every row of a table is computed the same way.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from daian_tf.data import features as F
+from daian_tf.metrics.ranking import auc, gauc, logloss
+
+# Features a serving request never carries: labels and analysis-only columns.
+_NOT_IN_REQUESTS = F.LABEL_KEYS + (F.INTENT_DIVERSITY, F.P_TRUE)
+
+
+@dataclass
+class EvalSplit:
+    """The columns of an example split that evaluation needs, plus the requests."""
+
+    labels: np.ndarray  # (N,) int
+    users: np.ndarray  # (N,) object (bytes)
+    items: np.ndarray  # (N,) object (bytes): target item ids
+    p_true: np.ndarray  # (N,) float; NaN where the example has none
+    requests: List[bytes]  # serialized tf.Example without labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _value(example: tf.train.Example, key: str):
+    feature = example.features.feature.get(key)
+    if feature is None:
+        return None
+    kind = feature.WhichOneof("kind")
+    values = getattr(feature, kind).value if kind else []
+    return values[0] if len(values) else None
+
+
+def read_split(file_pattern: str, limit: int | None = None) -> EvalSplit:
+    """Reads gzipped TFRecords of DATA.md §2 examples into an `EvalSplit`."""
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        raise FileNotFoundError(f"no example files match {file_pattern}")
+    labels, users, items, p_true, requests = [], [], [], [], []
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit is not None:
+        dataset = dataset.take(limit)
+    for record in dataset.as_numpy_iterator():
+        example = tf.train.Example.FromString(record)
+        labels.append(int(_value(example, F.LABEL)))
+        users.append(_value(example, F.USER_ID))
+        items.append(_value(example, F.TARGET_ITEM_ID))
+        p = _value(example, F.P_TRUE)
+        p_true.append(np.nan if p is None else p)
+        for key in _NOT_IN_REQUESTS:
+            if key in example.features.feature:
+                del example.features.feature[key]
+        requests.append(example.SerializeToString())
+    return EvalSplit(np.asarray(labels), np.asarray(users, dtype=object),
+                     np.asarray(items, dtype=object), np.asarray(p_true, np.float64),
+                     requests)
+
+
+def score_in_batches(score_fn: Callable[[List[bytes]], np.ndarray],
+                     requests: Sequence[bytes], batch_size: int = 512) -> np.ndarray:
+    """Calls `score_fn` on consecutive batches of serialized requests."""
+    out = [np.asarray(score_fn(list(requests[i:i + batch_size]))).reshape(-1)
+           for i in range(0, len(requests), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def metric_row(name: str, split: EvalSplit, scores: np.ndarray) -> Dict[str, float]:
+    """AUC, GAUC (impression-weighted) and logloss of `scores` on `split`."""
+    g = gauc(split.labels, scores, split.users)
+    return {"model": name, "auc": auc(split.labels, scores), "gauc": g.value,
+            "logloss": logloss(split.labels, scores), "gauc_users": g.num_groups}
+
+
+def format_table(rows: Iterable[Dict[str, float]]) -> str:
+    """A markdown table of metric rows."""
+    lines = ["| model | AUC | GAUC | logloss |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['gauc']:.4f} | "
+                     f"{r['logloss']:.4f} |")
+    return "\n".join(lines)

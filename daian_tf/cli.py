@@ -85,7 +85,7 @@ def cmd_serve(args, _rest) -> int:
     from serving.server import serve
 
     serve(args.model_base_path, model_name=args.model_name, port=args.port,
-          wait=True)
+          host=args.host, wait=True)
     return 0
 
 
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_base_path")
     p.add_argument("--model-name", default="daian")
     p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; 0.0.0.0 to accept remote clients")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("quickstart", help="the README's main job, end to end")

@@ -28,36 +28,77 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """The simulated TIR world (`daian simulate`)."""
+    """The simulated TIR world (`daian simulate`; see daian_tf/data/simulator.py).
+
+    The defaults give the quick-start world: about 100k impressions over 8 request days.
+    """
 
     seed: int = 0
     num_users: int = 1500
     num_items: int = 3000
     num_categories: int = 40
+    num_super_groups: int = 8  # categories of one super-group complement each other
     num_brands_per_category: int = 6
     num_shops: int = 200
-    embedding_dim: int = 32
+    embedding_dim: int = 32  # d_m of the multimodal vectors
     history_days: int = 14  # days of behaviours before the first request
     request_days: int = 8  # days with requests (the last one becomes eval)
-    requests_per_user_day: float = 0.6
+    requests_per_user_day: float = 0.7  # sessions a user-day, on every day
+    background_per_user_day: float = 2.0  # browse behaviours a user-day
     candidates_per_request: int = 12
-    near_duplicate_fraction: float = 0.25
-    cold_item_fraction: float = 0.02
-    empty_trigger_fraction: float = 0.2
+    # share of candidate slots drawn as near-copy, same category, complement, unrelated
+    candidate_level_mix: Sequence[float] = (0.25, 0.25, 0.25, 0.25)
+    near_duplicate_fraction: float = 0.6  # items that are near-copies of another
+    cold_item_fraction: float = 0.02  # items first shown on the eval day
+    empty_trigger_fraction: float = 0.2  # requests logged without a trigger id
+    target_ctr: float = 0.10  # the click-model bias is solved for this mean CTR
+    intent_strength: float = 1.0  # weight of log pi_u[level] in the click logit
+    request_intent_concentration: float = 30.0  # request intent ~ Dir(k * pi_u)
+    favourite_bonus: float = 0.5  # logit bonus of a favourite super-group
+    quality_std: float = 0.5  # item quality, learnable from the item id only
+    position_decay: float = 0.3  # position bias = -decay * log(1 + position)
     start_timestamp: int = 1_700_006_400  # 2023-11-15 00:00:00 UTC, a day boundary
 
     def __post_init__(self):
         for name in ("num_users", "num_items", "num_categories", "embedding_dim",
-                     "request_days", "candidates_per_request"):
+                     "request_days", "candidates_per_request", "num_brands_per_category",
+                     "num_shops", "requests_per_user_day", "request_intent_concentration"):
             _check(getattr(self, name) > 0,
                    f"simulation.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("history_days", "background_per_user_day", "intent_strength",
+                     "favourite_bonus", "quality_std", "position_decay"):
+            _check(getattr(self, name) >= 0,
+                   f"simulation.{name} must be >= 0, got {getattr(self, name)}")
         _check(self.request_days >= 2,
                f"simulation.request_days must be >= 2 (train and eval days), "
                f"got {self.request_days}")
+        _check(self.num_super_groups >= 2,
+               f"simulation.num_super_groups must be >= 2, got {self.num_super_groups}")
+        _check(self.num_categories >= 2 * self.num_super_groups,
+               f"simulation.num_categories must be >= 2 * num_super_groups "
+               f"({2 * self.num_super_groups}), got {self.num_categories}")
+        _check(self.num_items >= 8 * self.num_categories,
+               f"simulation.num_items must be >= 8 * num_categories "
+               f"({8 * self.num_categories}), got {self.num_items}")
+        _check(self.candidates_per_request <= self.num_items // 4,
+               f"simulation.candidates_per_request must be <= num_items / 4, "
+               f"got {self.candidates_per_request}")
+        mix = self.candidate_level_mix
+        _check(len(mix) == 4 and all(v >= 0 for v in mix) and sum(mix) > 0,
+               f"simulation.candidate_level_mix must be 4 non-negative shares "
+               f"(near-copy, same category, complement, unrelated), got {mix}")
         for name in ("near_duplicate_fraction", "cold_item_fraction",
                      "empty_trigger_fraction"):
             v = getattr(self, name)
             _check(0.0 <= v < 1.0, f"simulation.{name} must be in [0, 1), got {v}")
+        _check(self.cold_item_fraction <= 0.25,
+               f"simulation.cold_item_fraction must be <= 0.25, "
+               f"got {self.cold_item_fraction}")
+        _check(0.0 < self.target_ctr < 1.0,
+               f"simulation.target_ctr must be in (0, 1), got {self.target_ctr}")
+        _check(self.start_timestamp % 86400 == 0,
+               f"simulation.start_timestamp must be a UTC day boundary (a multiple of "
+               f"86400), got {self.start_timestamp}")
 
 
 @dataclass(frozen=True)

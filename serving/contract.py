@@ -1,16 +1,18 @@
-"""Names of the serving contract (DESIGN.md "Serving contract"), in one place.
+"""The serving contract's names, re-exported from the library for the serving side.
 
-The export writes these signatures and tensor names; the client, the load test and
-the tests read them from here instead of spelling them as string literals.
+The library (`daian_tf.export.signatures`) owns them, since the export writes them; the
+server, client and load test read them from here.
 """
 
 from __future__ import annotations
 
-DEFAULT_MODEL_NAME = "daian"
-
-SIGNATURE_SERVING_DEFAULT = "serving_default"
-INPUT_EXAMPLES = "examples"  # tf.string [None]: serialized tf.train.Example batch
-OUTPUT_CTR = "ctr"
+from daian_tf.export.signatures import (  # noqa: F401
+    DEFAULT_MODEL_NAME,
+    INPUT_EXAMPLES,
+    OUTPUT_CTR,
+    SIGNATURE_CTR,
+    SIGNATURE_SERVING_DEFAULT,
+)
 
 # The only metadata field TF Serving's GetModelMetadata knows.
 METADATA_SIGNATURE_DEF = "signature_def"

@@ -1,0 +1,121 @@
+"""Benchmark: the sample builder against the leanest Beam join, on the same raw logs.
+
+For each scale (the simulator's `num_users` multiplier: 1 gives about 100k impressions,
+10 about 1M) and each DirectRunner setting (1 worker; 2 workers, multi_processing), run
+
+- the builder: `python -m daian_tf.cli build-samples RAW OUT [beam args]` (base config);
+- the reference: `/work/shared/bench/lean_beam_join.py RAW [beam args]` (join + history
+  cut only, writes nothing),
+
+each in its own subprocess, measuring wall time, impressions/s and peak RSS of the whole
+process tree (psutil, polled every 0.1 s, summed over the process and its children, so
+multi-processing workers count). Prints a markdown table with builder/lean ratios.
+
+usage: python bench/bench_sample_builder.py [--scales 1 10] [--workdir /tmp/daian_bench]
+       [--lean /work/shared/bench/lean_beam_join.py]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence
+
+import psutil
+
+WORKER_SETTINGS = {
+    "1 worker": ["--direct_num_workers=1"],
+    "2 workers (multi_processing)": ["--direct_num_workers=2",
+                                     "--direct_running_mode=multi_processing"],
+}
+
+
+def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
+    """Run `cmd`; return wall seconds and the peak summed RSS (MiB) of its tree."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root] + root.children(recursive=True)
+            peak = max(peak, sum(_rss(p) for p in tree))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(poll_s)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                           f"{err.decode()[-3000:]}")
+    return {"seconds": wall, "peak_rss_mib": peak / 2**20, "stdout": out.decode()}
+
+
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
+
+
+def ensure_raw(workdir: str, scale: float) -> str:
+    """Simulate the raw logs of `scale` once (same seed as the CLI's default)."""
+    from daian_tf.data.simulator import simulate
+    from daian_tf.training.config import SimulationConfig
+
+    raw = os.path.join(workdir, f"raw_scale{scale:g}")
+    if not os.path.exists(os.path.join(raw, "impressions.csv")):
+        base = SimulationConfig()
+        simulate(raw, dataclasses.replace(base, num_users=int(base.num_users * scale)))
+    return raw
+
+
+def count_rows(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f) - 1
+
+
+def main(argv: List[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
+    ap.add_argument("--workdir", default="/tmp/daian_bench")
+    ap.add_argument("--lean", default="/work/shared/bench/lean_beam_join.py")
+    args = ap.parse_args(argv)
+
+    rows = []
+    for scale in args.scales:
+        raw = ensure_raw(args.workdir, scale)
+        n_imp = count_rows(os.path.join(raw, "impressions.csv"))
+        for label, beam_args in WORKER_SETTINGS.items():
+            out = os.path.join(args.workdir, f"samples_scale{scale:g}_{len(rows)}")
+            builder = measure([sys.executable, "-m", "daian_tf.cli", "build-samples",
+                               raw, out, *beam_args])
+            lean = measure([sys.executable, args.lean, raw, *beam_args])
+            report = json.load(open(os.path.join(out, "report.json")))
+            samples = sum(s["samples"] for s in report["splits"].values())
+            rows.append((scale, n_imp, samples, label, builder, lean))
+            print(f"done: scale {scale:g}, {label}: builder {builder['seconds']:.1f} s, "
+                  f"lean {lean['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+    print("| impressions | runner | builder s | lean s | ratio | builder imp/s | "
+          "lean imp/s | builder peak RSS MiB | lean peak RSS MiB | RSS ratio |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for scale, n_imp, samples, label, b, l in rows:
+        print(f"| {n_imp:,} | {label} | {b['seconds']:.1f} | {l['seconds']:.1f} | "
+              f"{b['seconds'] / l['seconds']:.2f} | {n_imp / b['seconds']:,.0f} | "
+              f"{n_imp / l['seconds']:,.0f} | {b['peak_rss_mib']:,.0f} | "
+              f"{l['peak_rss_mib']:,.0f} | {b['peak_rss_mib'] / l['peak_rss_mib']:.2f} |")
+    print(f"\n(builder samples written: {', '.join(str(r[2]) for r in rows)}; machine: "
+          f"{os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""The sample builder: raw TIR logs (DATA.md §1) → `tf.Example` TFRecords (DATA.md §2).
+
+One Apache Beam pipeline, run by the CLI (`run_build_samples`, DirectRunner unless the Beam
+arguments say otherwise) and by the TFX example-gen component (`build_sample_pipeline` on
+the component's own pipeline, then `finalize_report`). Every Beam pipeline option passes
+through, so the same code runs on Dataflow, Flink or Spark.
+
+Data flow (memory per step is bounded by one request or one user, plus the catalog):
+
+    impressions.csv ─┬─ by request_id (CoGroupByKey with truth.csv) → Request
+                     └─ max timestamp → split boundary (side input)
+    Request, behaviors.csv, users.csv ── by user_id (CoGroupByKey) → RequestContext
+        (trigger derived if empty, history cut: strictly earlier, within history_days,
+         last max_seq_len, chronological)
+    RequestContext (train split) → cos(trigger, target) → approximate quantiles
+        → sim_range [lo, hi] (I-2; side input), unless samples.sim_range fixes it
+    RequestContext → tf.Examples (intent labels, LOO labels, target_sim, diversity)
+        → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
+
+The catalog (items.csv + item_embeddings.parquet) is one side input; its size is the
+catalog's, not the logs'. Drops and fallbacks are Beam counters; `finalize_report`
+gathers them with the in-pipeline statistics into `report.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from bisect import bisect_left
+from typing import Iterable, Iterator, List, Mapping, NamedTuple, Optional
+from typing import Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
+
+from daian_tf.data import features as F
+from daian_tf.data import intent_labels as IL
+from daian_tf.data.raw_logs import (Behavior, Catalog, Impression, RawLayout,
+                                    encode_error, find_raw_log_error,
+                                    inspect_raw_dir, load_catalog, read_behaviors,
+                                    read_impressions, read_truth, read_users)
+from daian_tf.errors import RawLogError
+from daian_tf.training.config import SampleConfig
+
+TRAIN, EVAL = "train", "eval"
+SPLITS = (TRAIN, EVAL)
+FILE_PREFIX, FILE_SUFFIX = "data", ".tfrecord.gz"
+REPORT_FILE = "report.json"
+DAY_S = 86400
+# Evenly spaced quantiles (0.1 % apart) and their rank error bound for I-2.
+NUM_QUANTILES, QUANTILE_EPSILON = 1001, 1e-3
+
+NAMESPACE = "daian_samples"
+COUNTERS = {
+    "impressions": "impression rows read",
+    "behaviors": "behaviour rows read",
+    "requests": "distinct request ids",
+    "requests_trigger_derived": "empty trigger replaced by the most recent click",
+    "requests_dropped_no_trigger": "dropped: empty trigger and no click within "
+                                   "trigger_window_s before the request",
+    "impressions_dropped_no_trigger": "impression rows of those dropped requests",
+    "requests_unknown_trigger_item": "trigger not in items.csv (kept, OOV)",
+    "requests_trigger_without_embedding": "trigger has no embedding (zero vector)",
+    "samples_unknown_target_item": "target not in items.csv (kept, OOV)",
+    "samples_target_without_embedding": "target has no embedding (zero vector)",
+    "behaviors_unknown_item": "behaviour item not in items.csv (kept, OOV)",
+    "users_without_impressions": "users with behaviours but no impressions",
+    "behaviors_of_users_without_impressions": "their behaviour rows (unused)",
+    "users_without_profile": "users with requests but no users.csv row "
+                             "(profile columns become '')",
+    "samples_without_truth": "samples with no truth.csv row (no p_true)",
+    "truth_rows_without_impression": "truth.csv rows of unknown requests (unused)",
+    "items_without_embedding": "catalog items with no embedding (zero vector)",
+    "embeddings_for_unknown_items": "embedding rows of ids not in items.csv",
+    "samples_train": "", "samples_eval": "", "requests_train": "", "requests_eval": "",
+    "requests_with_clicks": "requests with >= 1 click (intent_mask = 1)",
+}
+_META_FILES = {"split_boundary": "split_boundary.json", "sim_range": "sim_range.json",
+               "catalog": "catalog.json"}
+_META_DIR = "pipeline_stats"
+
+
+def _count(name: str, n: int = 1) -> None:
+    Metrics.counter(NAMESPACE, name).inc(n)
+
+
+# --- records between steps ----------------------------------------------------------
+class Target(NamedTuple):
+    item_id: str
+    clicked: int
+    position: Optional[int]
+    p_true: Optional[float]
+
+
+class Request(NamedTuple):
+    """All impression rows of one request_id, checked to agree."""
+
+    request_id: str
+    user_id: str
+    timestamp: int
+    trigger_item_id: str  # "" when to be derived
+    targets: Tuple[Target, ...]
+
+
+class RequestContext(NamedTuple):
+    """A request with its resolved trigger, its history and the user's profile."""
+
+    request: Request
+    trigger_item_id: str
+    history: Tuple[Behavior, ...]  # chronological, at most max_seq_len
+    profile: Tuple[str, ...]  # values of cfg.user_columns
+
+
+# --- per-request / per-user logic (pure) --------------------------------------------
+def assemble_request(rows: Sequence[Impression], truth: Mapping[str, float],
+                     path: str) -> Request:
+    """One Request from its impression rows; rows disagreeing on user, timestamp or
+    trigger are a RawLogError naming the request id and both rows."""
+    rows = sorted(rows, key=lambda r: r.row)
+    first = rows[0]
+    for r in rows[1:]:
+        for col in ("user_id", "timestamp", "trigger_item_id"):
+            a, b = getattr(first, col), getattr(r, col)
+            if a != b:
+                raise RawLogError(
+                    f"request_id {first.request_id!r}: rows {first.row} and {r.row} "
+                    f"disagree on {col} ({a!r} vs {b!r}); a request has one user, one "
+                    f"timestamp and one trigger", path, r.row, col)
+    targets = tuple(Target(r.item_id, r.clicked, r.position, truth.get(r.item_id))
+                    for r in rows)
+    return Request(first.request_id, first.user_id, first.timestamp,
+                   first.trigger_item_id, targets)
+
+
+def cut_history(behaviors: Sequence[Behavior], times: Sequence[int], timestamp: int,
+                cfg: SampleConfig) -> Tuple[Behavior, ...]:
+    """Behaviours with `timestamp - history_days*86400 <= ts < timestamp`, the last
+    `max_seq_len` of them, chronological. `behaviors` is sorted by (ts, row) and
+    `times` holds their timestamps."""
+    end = bisect_left(times, timestamp)
+    start = max(bisect_left(times, timestamp - cfg.history_days * DAY_S),
+                end - cfg.max_seq_len)
+    return tuple(behaviors[start:end])
+
+
+def derive_trigger(behaviors: Sequence[Behavior], times: Sequence[int], timestamp: int,
+                   window_s: int) -> Optional[str]:
+    """The item of the user's most recent click strictly before `timestamp` and at most
+    `window_s` seconds before it; None if there is none."""
+    k = bisect_left(times, timestamp) - 1
+    while k >= 0 and timestamp - times[k] <= window_s:
+        if behaviors[k].behavior == F.DEFAULT_BEHAVIOR:
+            return behaviors[k].item_id
+        k -= 1
+    return None
+
+
+def split_boundary(max_timestamp: int, eval_days: int) -> int:
+    """First second of the eval split: the last `eval_days` UTC days up to and
+    including the day of the latest impression."""
+    return (max_timestamp // DAY_S - eval_days + 1) * DAY_S
+
+
+# --- Beam steps --------------------------------------------------------------------
+def _surfacing(fn):
+    """Wrap a generator step so that a RawLogError keeps its file/row/column through
+    the runner's wrapping (see raw_logs.find_raw_log_error)."""
+
+    def step(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except RawLogError as e:
+            raise RuntimeError(encode_error(e)) from e
+
+    step.__name__ = fn.__name__
+    return step
+
+
+def _read(path: str, reader, *args) -> Iterator:
+    yield from reader(path, *args)
+
+
+def _load_catalog(layout: RawLayout) -> Iterator[Catalog]:
+    catalog = load_catalog(layout)
+    for name in ("items_without_embedding", "embeddings_for_unknown_items"):
+        _count(name, catalog.stats[name])
+    yield catalog
+
+
+def _request(kv, path: str) -> Iterator[Tuple[str, Request]]:
+    request_id, groups = kv
+    rows = list(groups["impressions"])
+    truth = dict(groups.get("truth", ()))
+    if not rows:
+        _count("truth_rows_without_impression", len(truth))
+        return
+    _count("requests")
+    _count("impressions", len(rows))
+    request = assemble_request(rows, truth, path)
+    yield request.user_id, request
+
+
+def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
+               has_truth: bool) -> Iterator[RequestContext]:
+    """Per user: resolve triggers and cut histories for each of the user's requests."""
+    user_id, groups = kv
+    requests: List[Request] = list(groups["requests"])
+    behaviors = sorted(groups["behaviors"], key=lambda b: (b.timestamp, b.row))
+    profiles = sorted(groups.get("users", ()), key=lambda u: u.row)
+    _count("behaviors", len(behaviors))
+    _count("behaviors_unknown_item",
+           sum(1 for b in behaviors if b.item_id not in catalog.items))
+    if len(profiles) > 1:
+        raise RawLogError(f"duplicate user_id {user_id!r} (first at row "
+                          f"{profiles[0].row})", users_path, profiles[1].row, "user_id")
+    if not requests:
+        if behaviors:
+            _count("users_without_impressions")
+            _count("behaviors_of_users_without_impressions", len(behaviors))
+        return
+    if profiles:
+        profile = profiles[0].values
+    else:
+        profile = ("",) * len(cfg.user_columns)
+        _count("users_without_profile")
+    times = [b.timestamp for b in behaviors]
+    for request in requests:
+        trigger = request.trigger_item_id
+        if not trigger:
+            trigger = derive_trigger(behaviors, times, request.timestamp,
+                                     cfg.trigger_window_s)
+            if trigger is None:
+                _count("requests_dropped_no_trigger")
+                _count("impressions_dropped_no_trigger", len(request.targets))
+                continue
+            _count("requests_trigger_derived")
+        if has_truth:
+            _count("samples_without_truth",
+                   sum(1 for t in request.targets if t.p_true is None))
+        yield RequestContext(request, trigger,
+                             cut_history(behaviors, times, request.timestamp, cfg),
+                             profile)
+
+
+def _train_similarities(ctx: RequestContext, catalog: Catalog,
+                        boundary: int) -> Iterator[float]:
+    if ctx.request.timestamp < boundary:
+        for t in ctx.request.targets:
+            yield catalog.cos(ctx.trigger_item_id, t.item_id)
+
+
+def _sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
+               path: str) -> Iterator[Tuple[float, float]]:
+    if not quantiles:
+        raise RawLogError("no train-split impressions to derive sim_range from (I-2); "
+                          "set samples.sim_range or lower samples.eval_days", path)
+    lo, hi = IL.range_from_quantiles(quantiles, percentiles)
+    if not hi > lo:
+        raise RawLogError(f"train trigger-target similarities have no spread "
+                          f"(percentiles {list(percentiles)} are both {lo}); set "
+                          f"samples.sim_range", path)
+    yield lo, hi
+
+
+class _EmitExamples(beam.DoFn):
+    """RequestContext → one serialized tf.Example per target, tagged with its split."""
+
+    def __init__(self, cfg: SampleConfig, has_truth: bool, has_position: bool):
+        self._cfg, self._has_truth, self._has_position = cfg, has_truth, has_position
+        self._example = None
+
+    def setup(self):
+        from tensorflow.core.example import example_pb2
+
+        self._example = example_pb2.Example
+
+    def process(self, ctx: RequestContext, catalog: Catalog, boundary: int,
+                sim_range: Tuple[float, float]):
+        cfg, n = self._cfg, self._cfg.num_intent_levels
+        lo, hi = sim_range
+        request, trigger = ctx.request, ctx.trigger_item_id
+        split = EVAL if request.timestamp >= boundary else TRAIN
+        _count(f"requests_{split}")
+        _count(f"samples_{split}", len(request.targets))
+        if trigger not in catalog.items:
+            _count("requests_unknown_trigger_item")
+        if not catalog.has_embedding(trigger):
+            _count("requests_trigger_without_embedding")
+
+        sims = [catalog.cos(trigger, t.item_id) for t in request.targets]
+        levels = [IL.intent_level(s, lo, hi, n) for s in sims]
+        click_levels = [lv for lv, t in zip(levels, request.targets) if t.clicked]
+        label, mask = IL.intent_histogram(click_levels, n)
+        if mask:
+            _count("requests_with_clicks")
+        trig = catalog.side(trigger)
+        diversity = IL.intent_diversity(
+            (catalog.side(t.item_id).category_id for t in request.targets if t.clicked),
+            trig.category_id)
+        hist_sides = [catalog.side(b.item_id) for b in ctx.history]
+
+        # Request-level part of every example, built once.
+        base = self._example()
+        f = base.features.feature
+        _bytes(f, F.REQUEST_ID, [request.request_id])
+        _bytes(f, F.USER_ID, [request.user_id])
+        _ints(f, F.TIMESTAMP, [request.timestamp])
+        for col, value in zip(cfg.user_columns, ctx.profile):
+            _bytes(f, F.user_feature(col), [value])
+        _bytes(f, F.TRIGGER_ITEM_ID, [trigger])
+        _bytes(f, F.TRIGGER_CATEGORY_ID, [trig.category_id])
+        _bytes(f, F.TRIGGER_BRAND_ID, [trig.brand_id])
+        _bytes(f, F.TRIGGER_SHOP_ID, [trig.shop_id])
+        _floats(f, F.TRIGGER_PRICE, [trig.price])
+        _bytes(f, F.HIST_ITEM_ID, [b.item_id for b in ctx.history])
+        _bytes(f, F.HIST_CATEGORY_ID, [s.category_id for s in hist_sides])
+        _bytes(f, F.HIST_BRAND_ID, [s.brand_id for s in hist_sides])
+        _bytes(f, F.HIST_BEHAVIOR, [b.behavior for b in ctx.history])
+        _ints(f, F.HIST_TIME_DELTA, [request.timestamp - b.timestamp
+                                     for b in ctx.history])
+        _floats(f, F.INTENT_LABEL, label)
+        _ints(f, F.INTENT_MASK, [mask])
+        _ints(f, F.INTENT_DIVERSITY, [diversity])
+
+        for target, sim, level in zip(request.targets, sims, levels):
+            if target.item_id not in catalog.items:
+                _count("samples_unknown_target_item")
+            if not catalog.has_embedding(target.item_id):
+                _count("samples_target_without_embedding")
+            side = catalog.side(target.item_id)
+            loo, loo_mask = IL.leave_one_out(click_levels, level, bool(target.clicked),
+                                             n)
+            ex = self._example()
+            ex.CopyFrom(base)
+            g = ex.features.feature
+            _bytes(g, F.TARGET_ITEM_ID, [target.item_id])
+            _bytes(g, F.TARGET_CATEGORY_ID, [side.category_id])
+            _bytes(g, F.TARGET_BRAND_ID, [side.brand_id])
+            _bytes(g, F.TARGET_SHOP_ID, [side.shop_id])
+            _floats(g, F.TARGET_PRICE, [side.price])
+            _ints(g, F.LABEL, [target.clicked])
+            _floats(g, F.INTENT_LABEL_LOO, loo)
+            _ints(g, F.INTENT_MASK_LOO, [loo_mask])
+            _floats(g, F.TARGET_SIM, [sim])
+            if self._has_position:
+                _ints(g, F.POSITION, [target.position])
+            if self._has_truth and target.p_true is not None:
+                _floats(g, F.P_TRUE, [target.p_true])
+            yield beam.pvalue.TaggedOutput(split, ex.SerializeToString())
+
+
+def _bytes(feature_map, key: str, values: Iterable[str]) -> None:
+    feature_map[key].bytes_list.value.extend(v.encode("utf-8") for v in values)
+
+
+def _ints(feature_map, key: str, values: Iterable[int]) -> None:
+    feature_map[key].int64_list.value.extend(values)
+
+
+def _floats(feature_map, key: str, values: Iterable[float]) -> None:
+    feature_map[key].float_list.value.extend(values)
+
+
+def _write_json(value, path: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(value).encode("utf-8"))
+
+
+def _meta_path(meta_dir: str, what: str) -> str:
+    return FileSystems.join(meta_dir, _META_DIR, _META_FILES[what])
+
+
+def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
+                          output_dirs: Mapping[str, str], cfg: SampleConfig,
+                          meta_dir: str) -> None:
+    """Apply the sample builder to `pipeline` (nothing runs until the pipeline does).
+
+    Args:
+      pipeline: any Beam pipeline (the CLI's, or the TFX component's).
+      raw_dir: a raw-log directory (DATA.md §1); local or any Beam filesystem.
+      output_dirs: split name ('train', 'eval') -> directory for its TFRecord files.
+      cfg: the sample rules.
+      meta_dir: where the in-pipeline statistics go; `finalize_report` reads them.
+
+    Raises:
+      RawLogError: file-level problems, found before the pipeline is built.
+    """
+    missing = [s for s in SPLITS if s not in output_dirs]
+    if missing:
+        raise ValueError(f"output_dirs lacks split(s) {missing}; got {sorted(output_dirs)}")
+    layout = inspect_raw_dir(raw_dir, cfg.user_columns)
+    p = pipeline
+    imp_path = layout.path(F.IMPRESSIONS_FILE)
+    users_path = layout.path(F.USERS_FILE)
+
+    catalog = beam.pvalue.AsSingleton(
+        p | "Layout" >> beam.Create([layout])
+        | "LoadCatalog" >> beam.FlatMap(_surfacing(_load_catalog)))
+
+    def read(name: str, reader, *args) -> beam.PCollection:
+        return (p | f"Path{name}" >> beam.Create([layout.path(name)])
+                | f"Read{name}" >> beam.FlatMap(_surfacing(_read), reader, *args))
+
+    impressions = read(F.IMPRESSIONS_FILE, read_impressions)
+    by_request = {"impressions": impressions
+                  | "KeyImpressions" >> beam.Map(lambda r: (r.request_id, r))}
+    if layout.has_truth:
+        by_request["truth"] = (read(F.TRUTH_FILE, read_truth)
+                               | "KeyTruth" >> beam.Map(
+                                   lambda t: (t.request_id, (t.item_id, t.p_click))))
+    requests = (by_request | "GroupByRequest" >> beam.CoGroupByKey()
+                | "Requests" >> beam.FlatMap(_surfacing(_request), imp_path))
+
+    by_user = {
+        "requests": requests,
+        "behaviors": (read(F.BEHAVIORS_FILE, read_behaviors)
+                      | "KeyBehaviors" >> beam.Map(lambda b: (b.user_id, b))),
+    }
+    if layout.has(F.USERS_FILE):
+        by_user["users"] = (read(F.USERS_FILE, read_users, tuple(cfg.user_columns))
+                            | "KeyUsers" >> beam.Map(lambda u: (u.user_id, u)))
+    contexts = (by_user | "GroupByUser" >> beam.CoGroupByKey()
+                | "JoinUser" >> beam.FlatMap(_surfacing(_join_user), catalog, cfg,
+                                             users_path, layout.has_truth))
+
+    boundary = (impressions | "Timestamps" >> beam.Map(lambda r: r.timestamp)
+                | "MaxTimestamp" >> beam.CombineGlobally(max).without_defaults()
+                | "Boundary" >> beam.Map(split_boundary, cfg.eval_days))
+    if cfg.sim_range is not None:
+        sim_range = p | "FixedSimRange" >> beam.Create(
+            [(float(cfg.sim_range[0]), float(cfg.sim_range[1]))])
+    else:
+        sim_range = (
+            contexts
+            | "TrainSimilarities" >> beam.FlatMap(
+                _train_similarities, catalog, beam.pvalue.AsSingleton(boundary))
+            | "SimQuantiles" >> beam.CombineGlobally(
+                ApproximateQuantilesCombineFn.create(NUM_QUANTILES, QUANTILE_EPSILON))
+            | "SimRange" >> beam.FlatMap(_surfacing(_sim_range),
+                                         tuple(cfg.sim_percentiles), imp_path))
+
+    examples = contexts | "Examples" >> beam.ParDo(
+        _EmitExamples(cfg, layout.has_truth, layout.has_position), catalog,
+        beam.pvalue.AsSingleton(boundary),
+        beam.pvalue.AsSingleton(sim_range)).with_outputs(*SPLITS)
+    for split in SPLITS:
+        _ = examples[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
+            FileSystems.join(output_dirs[split], FILE_PREFIX),
+            file_name_suffix=FILE_SUFFIX, compression_type=CompressionTypes.GZIP,
+            num_shards=cfg.num_shards)
+
+    _ = boundary | "WriteBoundary" >> beam.Map(
+        _write_json, _meta_path(meta_dir, "split_boundary"))
+    _ = (sim_range | "SimRangeList" >> beam.Map(list)
+         | "WriteSimRange" >> beam.Map(_write_json, _meta_path(meta_dir, "sim_range")))
+    _ = (p | "CatalogStats" >> beam.Create([None])
+         | "GetCatalogStats" >> beam.Map(lambda _, c: c.stats, catalog)
+         | "WriteCatalogStats" >> beam.Map(_write_json, _meta_path(meta_dir, "catalog")))
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def finalize_report(result, meta_dir: str, cfg: SampleConfig,
+                    output_dirs: Optional[Mapping[str, str]] = None) -> dict:
+    """Gather the Beam counters and in-pipeline statistics into `meta_dir/report.json`.
+
+    Args:
+      result: the finished pipeline's `PipelineResult` (`pipeline.result` after a
+        `with beam.Pipeline() as pipeline:` block).
+      meta_dir: the directory given to `build_sample_pipeline`.
+      cfg: the SampleConfig the pipeline ran with (recorded in the report).
+      output_dirs: recorded in the report when given.
+
+    Returns:
+      The report: `counts` (every counter of COUNTERS, zeros included),
+      `splits` ({split: {samples, requests}}), `split_boundary_timestamp`,
+      `sim_range` [lo, hi], `sim_range_source`, `catalog` stats (incl. embedding_dim),
+      `num_intent_levels`, `intent_level_edges`, and the config.
+    """
+    counts = {name: 0 for name in COUNTERS}
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))[
+            "counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
+    lo, hi = _read_json(_meta_path(meta_dir, "sim_range"))
+    report = {
+        "counts": counts,
+        "splits": {s: {"samples": counts[f"samples_{s}"],
+                       "requests": counts[f"requests_{s}"]} for s in SPLITS},
+        "split_boundary_timestamp": _read_json(_meta_path(meta_dir, "split_boundary")),
+        "sim_range": [lo, hi],
+        "sim_range_source": ("config" if cfg.sim_range is not None else
+                             f"percentiles {list(cfg.sim_percentiles)} of train "
+                             f"trigger-target similarity"),
+        "num_intent_levels": cfg.num_intent_levels,
+        "intent_level_edges": IL.level_edges(lo, hi, cfg.num_intent_levels),
+        "catalog": _read_json(_meta_path(meta_dir, "catalog")),
+        "counter_meanings": {k: v for k, v in COUNTERS.items() if v},
+        "config": dataclasses.asdict(cfg),
+    }
+    if output_dirs is not None:
+        report["output_dirs"] = dict(output_dirs)
+    _write_json(report, FileSystems.join(meta_dir, REPORT_FILE))
+    return report
+
+
+def _remove_old_shards(directory: str) -> None:
+    pattern = FileSystems.join(directory, f"{FILE_PREFIX}-*{FILE_SUFFIX}")
+    old = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    if old:
+        FileSystems.delete(old)
+
+
+def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
+                      beam_args: Optional[List[str]] = None) -> dict:
+    """Build samples from `raw_dir` into `out_dir/{train,eval}/` and `out_dir/report.json`.
+
+    Args:
+      raw_dir: raw-log directory (DATA.md §1).
+      out_dir: output directory; earlier `data-*.tfrecord.gz` shards there are replaced.
+      cfg: the sample rules.
+      beam_args: Beam pipeline options, e.g. `["--runner=DataflowRunner", ...]` or
+        `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`.
+
+    Returns:
+      The report (see `finalize_report`).
+
+    Raises:
+      RawLogError: the raw logs break a rule of DATA.md §1 (re-raised from the worker
+        with its file, row and column).
+    """
+    output_dirs = {s: FileSystems.join(out_dir, s) for s in SPLITS}
+    for d in output_dirs.values():
+        _remove_old_shards(d)
+    pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
+    build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - re-raise the raw-log error inside
+        err = find_raw_log_error(exc)
+        if err is not None:
+            raise err from None
+        raise
+    return finalize_report(result, out_dir, cfg, output_dirs)

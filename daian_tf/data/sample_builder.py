@@ -542,6 +542,18 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
         _remove_old_shards(d)
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
+    return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs)
+
+
+def run_pipeline(pipeline: beam.Pipeline):
+    """Run `pipeline` to the end; a raw-log error raised on a worker comes back clean.
+
+    Returns:
+      The finished `PipelineResult`.
+
+    Raises:
+      RawLogError: re-raised from the worker with its file, row and column.
+    """
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -550,4 +562,4 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
         if err is not None:
             raise err from None
         raise
-    return finalize_report(result, out_dir, cfg, output_dirs)
+    return result

@@ -45,22 +45,14 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
       beam_pipeline: provided by TFX from the pipeline's `beam_pipeline_args`.
     """
     del code_version  # only a cache key
-    from daian_tf.data.raw_logs import find_raw_log_error
-    from daian_tf.data.sample_builder import build_sample_pipeline, finalize_report
+    from daian_tf.data.sample_builder import (
+        build_sample_pipeline, finalize_report, run_pipeline)
     from daian_tf.training.config import config_from_dict
 
     cfg = config_from_dict({"samples": json.loads(sample_config)}).samples
     output_dirs = {split: split_dir(examples.uri, split) for split in SPLITS}
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
-    try:
-        result = beam_pipeline.run()
-        result.wait_until_finish()
-    except Exception as exc:  # noqa: BLE001 - surface the raw-log error, if any
-        err = find_raw_log_error(exc)
-        if err is not None:
-            raise err from None
-        raise
-    report = finalize_report(result, examples.uri, cfg)
+    report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     examples.set_string_custom_property("sim_range", json.dumps(report["sim_range"]))
     examples.set_string_custom_property("report", json.dumps(report, sort_keys=True))

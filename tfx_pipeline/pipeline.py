@@ -40,13 +40,11 @@ def code_version() -> str:
 
 def write_schema(cfg: Config, path: str) -> str:
     """Writes the example schema (DATA.md §2) as a text proto; returns its path."""
-    from tensorflow_transform.tf_metadata import schema_utils
     from tfx.utils import io_utils
 
-    from daian_tf.data.transform import raw_feature_spec
+    from daian_tf.data.transform import raw_schema
 
-    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(cfg.samples))
-    io_utils.write_pbtxt_file(path, schema)
+    io_utils.write_pbtxt_file(path, raw_schema(cfg.samples))
     return path
 
 

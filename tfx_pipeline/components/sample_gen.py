@@ -7,7 +7,6 @@ itself, applied to the pipeline that TFX builds from `beam_pipeline_args`, so th
 runs under the CLI, LocalDagRunner and Kubeflow with Dataflow/Flink/Spark.
 """
 
-from __future__ import annotations
 
 import json
 import os

@@ -1,0 +1,304 @@
+"""Transform: the one `preprocessing_fn` of training and serving (DESIGN.md "data path").
+
+Used by both routes, so that training and serving never skew:
+- the `model.fit` experiment path (`daian train`): `tft_beam.AnalyzeAndTransformDataset`
+  in `daian_tf.training.trainer.train_from_samples`;
+- TFX's Transform component, which calls `preprocessing_fn(inputs, custom_config)` with
+  the dict built by `transform_custom_config`.
+
+What it produces (names through `features.xf`):
+- **ids** of every categorical feature. One vocabulary per group of
+  `features.SHARED_VOCABS` (one item vocabulary for trigger, target and history, and so
+  on), one for the user id and one per user profile column. Vocabulary index `i` becomes
+  id `i + 1`; `features.PADDING_ID` (0) is padding; an out-of-vocabulary value (including
+  an empty or missing one) gets the reserved id `V + 1`, so a table has `V + 2` rows
+  (`vocab_sizes`).
+- **history** id lists padded or truncated to dense `(B, max_seq_len)`: the most recent
+  steps are kept, in chronological order (oldest first), padding 0 at the end.
+  `hist_time_delta` is left out on purpose: DIN and DAIAN (DAIAN.md §1–§6) do not use
+  recency, and the history is already limited to `history_days` by the sample builder.
+- **price buckets** of trigger and target price: `features.PRICE_BUCKETS` quantile buckets
+  computed on both prices together, so both use the same edges and one embedding table.
+- **similarity bin** `features.SIM_BIN`: `num_sim_bins` equal-width bins of `target_sim`
+  over `[lo, hi]` (DAIAN.md §5.1, I-2), values outside clipped into the end bins. `[lo, hi]`
+  comes from `custom_config["sim_range"]` (the sample builder's report), else it is
+  estimated here as the 1st/99th percentiles of the training `target_sim`.
+- **labels** passed through densely (`label`, `intent_label[_loo]`, `intent_mask[_loo]`),
+  and the raw user id as `features.USER_KEY` (bytes), for GAUC only, never a model input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from daian_tf.data import features as F
+
+# custom_config keys (TFX Transform passes the dict as given; JSON-serialisable values).
+CFG_USER_COLUMNS = "user_columns"
+CFG_NUM_INTENT_LEVELS = "num_intent_levels"
+CFG_NUM_SIM_BINS = "num_sim_bins"
+CFG_SIM_RANGE = "sim_range"
+CFG_MAX_SEQ_LEN = "max_seq_len"
+
+USER_ID_VOCAB = "user_id"  # vocabulary name of the user id
+NUM_RESERVED_IDS = 2  # padding (0) and the out-of-vocabulary id (V + 1)
+SIM_RANGE_PERCENTILES = (1, 99)  # [I-2] fallback estimate of [lo, hi]
+_QUANTILE_EPSILON = 0.001
+
+# Defaults of the parse specs; labels have none in training (a missing label is an error).
+_BYTES_DEFAULT = b""
+_FLOAT_DEFAULT = 0.0
+_INT_DEFAULT = 0
+_ABSENT = -1  # intent_diversity / p_true where the data has none (real logs)
+
+
+def user_profile_vocab(column: str) -> str:
+    """Vocabulary name of user profile column `column`."""
+    return F.user_feature(column)
+
+
+def vocab_filename(name: str) -> str:
+    """The tft vocabulary file name of vocabulary `name`."""
+    return f"vocab_{name}"
+
+
+def vocab_names(user_columns: Sequence[str]) -> tuple:
+    """All vocabulary names: the shared groups, the user id, the profile columns."""
+    return (tuple(F.SHARED_VOCABS) + (USER_ID_VOCAB,)
+            + tuple(user_profile_vocab(c) for c in user_columns))
+
+
+def transform_custom_config(cfg, sim_range: Optional[Sequence[float]] = None) -> dict:
+    """The `custom_config` dict of `preprocessing_fn` (also TFX Transform's).
+
+    Args:
+        cfg: the full `Config` (samples: user columns, intent levels, sequence length;
+            model: number of similarity bins).
+        sim_range: `[lo, hi]` of the similarity bins, normally the sample builder's
+            `report.json["sim_range"]`; None: `cfg.samples.sim_range` if set, else
+            estimated in Transform.
+    """
+    if sim_range is None and cfg.samples.sim_range is not None:
+        sim_range = cfg.samples.sim_range
+    return {
+        CFG_USER_COLUMNS: list(cfg.samples.user_columns),
+        CFG_NUM_INTENT_LEVELS: int(cfg.samples.num_intent_levels),
+        CFG_NUM_SIM_BINS: int(cfg.model.num_sim_bins),
+        CFG_SIM_RANGE: None if sim_range is None else [float(v) for v in sim_range],
+        CFG_MAX_SEQ_LEN: int(cfg.samples.max_seq_len),
+    }
+
+
+def _full_config(custom_config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """`custom_config` over the defaults of `transform_custom_config(Config())`.
+
+    Keys it does not name (e.g. a code version that keys TFX's cache) are ignored.
+    """
+    from daian_tf.training.config import Config
+
+    config = transform_custom_config(Config())
+    config.update({k: v for k, v in (custom_config or {}).items() if k in config})
+    return config
+
+
+def _categorical_keys(user_columns: Sequence[str]) -> tuple:
+    """Scalar bytes features of an example (ids and profile columns)."""
+    return ((F.USER_ID,) + tuple(F.user_feature(c) for c in user_columns)
+            + F.TRIGGER_ITEM_KEYS + F.TARGET_ITEM_KEYS)
+
+
+def serving_feature_spec(sample_cfg) -> Dict[str, Any]:
+    """Parse spec of a serving request: model inputs only, every one with a default.
+
+    A request that lacks a feature still parses (PITFALLS "Serving"): bytes default to
+    b"" (the out-of-vocabulary id), numbers to 0, history lists to empty.
+    """
+    spec: Dict[str, Any] = {
+        key: tf.io.FixedLenFeature([], tf.string, default_value=_BYTES_DEFAULT)
+        for key in _categorical_keys(sample_cfg.user_columns)
+    }
+    for key in F.PRICE_KEYS + (F.TARGET_SIM,):
+        spec[key] = tf.io.FixedLenFeature([], tf.float32, default_value=_FLOAT_DEFAULT)
+    for key in F.HIST_ITEM_KEYS + (F.HIST_BEHAVIOR,):
+        spec[key] = tf.io.VarLenFeature(tf.string)
+    spec[F.HIST_TIME_DELTA] = tf.io.VarLenFeature(tf.int64)
+    return spec
+
+
+def raw_feature_spec(sample_cfg) -> Dict[str, Any]:
+    """Parse spec of the training examples of spec/DATA.md §2.
+
+    The serving features (with defaults), plus the labels (no default: a training
+    example without them is refused) and the keys/analysis columns (with defaults;
+    `intent_diversity` and `p_true` are -1 where the data has none).
+    """
+    n = int(sample_cfg.num_intent_levels)
+    spec = serving_feature_spec(sample_cfg)
+    spec.update({
+        F.REQUEST_ID: tf.io.FixedLenFeature([], tf.string, default_value=_BYTES_DEFAULT),
+        F.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64, default_value=_INT_DEFAULT),
+        F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+        F.INTENT_LABEL: tf.io.FixedLenFeature([n], tf.float32),
+        F.INTENT_MASK: tf.io.FixedLenFeature([], tf.int64),
+        F.INTENT_LABEL_LOO: tf.io.FixedLenFeature([n], tf.float32),
+        F.INTENT_MASK_LOO: tf.io.FixedLenFeature([], tf.int64),
+        F.INTENT_DIVERSITY: tf.io.FixedLenFeature([], tf.int64, default_value=_ABSENT),
+        F.P_TRUE: tf.io.FixedLenFeature([], tf.float32, default_value=float(_ABSENT)),
+    })
+    return spec
+
+
+def raw_schema(sample_cfg):
+    """The example contract as a TFMD schema (TFX's ImportSchemaGen, tfxio, validation).
+
+    Every key of spec/DATA.md §2. A schema holds no defaults, so each feature that
+    every example carries is required; the columns that exist only for some data
+    (`p_true`: simulator only; `position`: when the logs have it) are optional
+    variable-length features. Use this schema rather than an inferred one: an
+    inferred schema has no shapes, so every feature would reach `preprocessing_fn`
+    as a SparseTensor; and ExampleValidator then checks the built examples against
+    the contract rather than against themselves.
+    """
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    spec = {}
+    for key, feature in raw_feature_spec(sample_cfg).items():
+        if isinstance(feature, tf.io.FixedLenFeature):
+            feature = tf.io.FixedLenFeature(feature.shape, feature.dtype)
+        spec[key] = feature
+    spec[F.P_TRUE] = tf.io.VarLenFeature(tf.float32)
+    spec[F.POSITION] = tf.io.VarLenFeature(tf.int64)
+    return schema_utils.schema_from_feature_spec(spec)
+
+
+def _flat_values(x) -> tf.Tensor:
+    """All values of a dense `(B,)` or sparse `(B, T)` tensor as one 1-D tensor."""
+    if isinstance(x, tf.SparseTensor):
+        return x.values
+    return tf.reshape(x, [-1])
+
+
+def _to_ids(x, vocab):
+    """Map values through a deferred vocabulary: index i → i + 1, OOV → V + 1."""
+    index = tft.apply_vocabulary(x, vocab, default_value=-1, num_oov_buckets=1)
+    if isinstance(index, tf.SparseTensor):
+        return tf.SparseTensor(index.indices, index.values + 1, index.dense_shape)
+    return index + 1
+
+
+def pad_recent(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
+    """The most recent `max_len` steps of each row, dense `(B, max_len)`, padding 0.
+
+    Args:
+        ids: int64 `SparseTensor` `(B, T)`, each row in chronological order.
+        max_len: the output length.
+
+    Returns:
+        int64 `(B, max_len)`: the last `min(T_b, max_len)` ids of row b, oldest first,
+        followed by `features.PADDING_ID`.
+    """
+    ragged = tf.RaggedTensor.from_sparse(ids)
+    return ragged[:, -max_len:].to_tensor(default_value=F.PADDING_ID,
+                                          shape=[None, max_len])
+
+
+def _sim_range(target_sim: tf.Tensor, sim_range):
+    """[lo, hi] from the config, else the 1st/99th percentiles of `target_sim`."""
+    if sim_range is not None:
+        lo, hi = (float(v) for v in sim_range)
+        if not lo < hi:
+            raise ValueError(f"custom_config[{CFG_SIM_RANGE!r}] must be [lo, hi] with "
+                             f"lo < hi, got {sim_range}")
+        return tf.constant(lo), tf.constant(hi)
+    boundaries = tft.quantiles(target_sim, num_buckets=100,
+                               epsilon=_QUANTILE_EPSILON, name="sim_range")
+    lo_p, hi_p = SIM_RANGE_PERCENTILES
+    return boundaries[0, lo_p - 1], boundaries[0, hi_p - 1]
+
+
+def sim_bin(sim: tf.Tensor, lo, hi, num_bins: int) -> tf.Tensor:
+    """Equal-width bin of `sim` over [lo, hi]; outside values go to the end bins.
+
+    Returns int64 of `sim`'s shape, in `[0, num_bins)`.
+    """
+    width = tf.maximum(tf.cast(hi - lo, tf.float32), 1e-12)
+    pos = tf.floor((tf.cast(sim, tf.float32) - lo) / width * num_bins)
+    return tf.cast(tf.clip_by_value(pos, 0.0, num_bins - 1.0), tf.int64)
+
+
+def preprocessing_fn(inputs: Mapping[str, Any],
+                     custom_config: Optional[Mapping[str, Any]] = None
+                     ) -> Dict[str, tf.Tensor]:
+    """tf.Transform preprocessing of the training examples (see the module docstring).
+
+    Args:
+        inputs: raw features as parsed with `raw_feature_spec` (scalars `(B,)`,
+            history lists `SparseTensor (B, T)`, intent labels `(B, n)`). At serving
+            time the label keys are absent; the outputs that need them are pruned.
+        custom_config: `transform_custom_config(...)`; missing keys (or None) take the
+            values of the default `Config`; other keys are ignored.
+
+    Returns:
+        Dense transformed features: ids int64 `(B,)`, history ids int64
+        `(B, max_seq_len)`, price buckets and similarity bin int64 `(B,)`, labels as
+        given, and `features.USER_KEY` bytes `(B,)`.
+    """
+    config = _full_config(custom_config)
+    user_columns = tuple(config[CFG_USER_COLUMNS])
+    num_sim_bins = int(config[CFG_NUM_SIM_BINS])
+    max_seq_len = int(config[CFG_MAX_SEQ_LEN])
+    hist_keys = set(F.HIST_ITEM_KEYS + (F.HIST_BEHAVIOR,))
+    outputs: Dict[str, tf.Tensor] = {}
+
+    groups = dict(F.SHARED_VOCABS)
+    groups[USER_ID_VOCAB] = (F.USER_ID,)
+    for column in user_columns:
+        groups[user_profile_vocab(column)] = (F.user_feature(column),)
+    for name, keys in groups.items():
+        missing = [k for k in keys if k not in inputs]
+        if missing:
+            raise KeyError(f"preprocessing_fn: input feature(s) {missing} of vocabulary "
+                           f"{name!r} are missing; got {sorted(inputs)}")
+        vocab = tft.vocabulary(tf.concat([_flat_values(inputs[k]) for k in keys], 0),
+                               vocab_filename=vocab_filename(name),
+                               name=f"vocabulary_{name}")
+        for key in keys:
+            ids = _to_ids(inputs[key], vocab)
+            outputs[F.xf(key)] = pad_recent(ids, max_seq_len) if key in hist_keys else ids
+
+    price_edges = tft.quantiles(
+        tf.concat([tf.reshape(inputs[k], [-1]) for k in F.PRICE_KEYS], 0),
+        num_buckets=F.PRICE_BUCKETS, epsilon=_QUANTILE_EPSILON, name="price_quantiles")
+    for key in F.PRICE_KEYS:
+        outputs[F.xf(key)] = tft.apply_buckets(inputs[key], price_edges)
+
+    lo, hi = _sim_range(inputs[F.TARGET_SIM], config[CFG_SIM_RANGE])
+    outputs[F.SIM_BIN] = sim_bin(inputs[F.TARGET_SIM], lo, hi, num_sim_bins)
+
+    num_levels = int(config[CFG_NUM_INTENT_LEVELS])
+    width = inputs[F.INTENT_LABEL].shape[-1]
+    if width is not None and width != num_levels:
+        raise ValueError(f"preprocessing_fn: {F.INTENT_LABEL} has {width} levels, "
+                         f"custom_config[{CFG_NUM_INTENT_LEVELS!r}] says {num_levels}")
+    for key in F.LABEL_KEYS:
+        outputs[F.xf(key)] = inputs[key]
+    outputs[F.USER_KEY] = tf.identity(inputs[F.USER_ID])
+    return outputs
+
+
+def vocab_sizes(tf_transform_output, user_columns: Sequence[str]) -> Dict[str, int]:
+    """Embedding table size (`V + 2`: padding and OOV included) of every vocabulary.
+
+    Args:
+        tf_transform_output: the `tft.TFTransformOutput` of `preprocessing_fn`.
+        user_columns: the user profile columns it was run with.
+
+    Returns:
+        {vocabulary name: rows}, names as `vocab_names(user_columns)`.
+    """
+    return {name: tf_transform_output.vocabulary_size_by_name(vocab_filename(name))
+            + NUM_RESERVED_IDS
+            for name in vocab_names(user_columns)}

@@ -1,0 +1,131 @@
+"""DIN's activation unit and the attention pooling built on it (DAIAN.md §2).
+
+Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="daian")
+class DinAttentionPooling(keras.layers.Layer):
+    """Attention pooling of a sequence with DIN's activation unit.
+
+    `o = Σ_j w_j · k_j` with `w_j = a(k_j, q) = MLP([q, k_j, q − k_j, q ⊙ k_j])`, a
+    scalar per step. By default the weights are not normalised (DIN's original form);
+    `use_softmax=True` normalises them over the valid steps (DAIAN.md [I-1]). Padded
+    steps (`mask` False) get weight exactly 0, and a row with no valid step gives a
+    zero vector.
+
+    Example:
+
+    ```python
+    pooling = DinAttentionPooling(hidden_units=(64, 32))
+    pooled = pooling(query, keys, mask=ids != 0)  # (B, E)
+    ```
+
+    Args:
+        hidden_units: widths of the activation unit's hidden layers; may be empty
+            (then the unit is one linear map of the 4E features to a scalar).
+        activation: activation of the hidden layers (DIN uses sigmoid).
+        use_softmax: normalise the weights with a masked softmax over the steps.
+        kernel_initializer: initializer of every kernel (cloned per sublayer).
+        bias_initializer: initializer of every bias (cloned per sublayer).
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        query: `(B, E)` the query, e.g. the target item.
+        keys: `(B, T, E)` the sequence, e.g. the behavior history.
+        mask: optional boolean `(B, T)`, True on real steps; None: all steps are real.
+        training: unused; accepted for Keras' call convention.
+
+    Returns:
+        `(B, E)` the weighted sum of `keys`.
+    """
+
+    def __init__(self,
+                 hidden_units: Sequence[int] = (64, 32),
+                 activation: str = "sigmoid",
+                 use_softmax: bool = False,
+                 kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = "zeros",
+                 **kwargs):
+        super().__init__(**kwargs)
+        hidden_units = tuple(int(u) for u in hidden_units)
+        if any(u <= 0 for u in hidden_units):
+            raise ValueError("`hidden_units` must be positive integers, got "
+                             f"{hidden_units}")
+        self.hidden_units = hidden_units
+        self.activation = keras.activations.get(activation)
+        self.use_softmax = bool(use_softmax)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        # The mask is an explicit call argument; the pooled output carries none.
+        self.supports_masking = True
+
+    def _dense(self, units: int, activation, name: str) -> keras.layers.Dense:
+        return keras.layers.Dense(
+            units, activation=activation,
+            kernel_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.kernel_initializer)),
+            bias_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.bias_initializer)),
+            dtype=self.dtype_policy, name=name)
+
+    def build(self, query_shape, keys_shape):
+        if len(query_shape) != 2 or len(keys_shape) != 3:
+            raise ValueError("DinAttentionPooling expects query (B, E) and keys "
+                             f"(B, T, E), got query {query_shape} and keys {keys_shape}")
+        if query_shape[-1] != keys_shape[-1]:
+            raise ValueError("query and keys must have the same last dimension, got "
+                             f"query {query_shape} and keys {keys_shape}")
+        width = 4 * keys_shape[-1]
+        self.hidden_layers = []
+        for i, units in enumerate(self.hidden_units):
+            layer = self._dense(units, self.activation, f"hidden_{i}")
+            layer.build((None, None, width))
+            self.hidden_layers.append(layer)
+            width = units
+        self.score_layer = self._dense(1, None, "score")
+        self.score_layer.build((None, None, width))
+        self.built = True
+
+    def call(self, query, keys, mask=None, training=None):
+        steps = ops.shape(keys)[1]
+        queries = ops.repeat(ops.expand_dims(query, 1), steps, axis=1)  # (B, T, E)
+        x = ops.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)
+        for layer in self.hidden_layers:
+            x = layer(x)
+        scores = ops.squeeze(self.score_layer(x), axis=-1)  # (B, T)
+        if mask is None:
+            valid = ops.ones_like(scores)
+        else:
+            valid = ops.cast(mask, scores.dtype)
+        if self.use_softmax:
+            # Padded steps get a large negative score, then weight 0 after the product;
+            # an all-padded row gets a uniform softmax times zeros: all weights 0.
+            scores = ops.where(valid > 0, scores, ops.full_like(scores, -1e9))
+            scores = ops.softmax(scores, axis=-1)
+        weights = scores * valid
+        return ops.sum(ops.expand_dims(weights, -1) * keys, axis=1)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def compute_output_shape(self, query_shape, keys_shape):
+        return (keys_shape[0], keys_shape[-1])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({
+            "hidden_units": list(self.hidden_units),
+            "activation": keras.activations.serialize(self.activation),
+            "use_softmax": self.use_softmax,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        })
+        return config

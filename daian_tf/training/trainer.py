@@ -1,0 +1,288 @@
+"""`model.fit` training: the TFX Trainer's core (`fit_model`) and `daian train`.
+
+`train_from_samples` is the experiment path on built samples (no TFX): tf.Transform with
+Beam (the same `preprocessing_fn` as the pipeline) → `model.fit` → evaluation (AUC, GAUC,
+log loss; and the popularity baseline) → SavedModel export.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from daian_tf.data import features as F
+from daian_tf.data.dataset import make_dataset
+from daian_tf.data.transform import (CFG_SIM_RANGE, preprocessing_fn, raw_schema,
+                                     transform_custom_config, vocab_sizes)
+from daian_tf.errors import DaianInputError
+from daian_tf.export.saved_model import export_serving_model
+from daian_tf.metrics.ranking import auc, gauc, logloss
+from daian_tf.models.din import build_din
+from daian_tf.models.popularity import PopularityBaseline
+
+FilePattern = Union[str, Sequence[str]]
+
+TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
+SAMPLES_REPORT = "report.json"
+SAMPLES_GLOB = "data-*.tfrecord.gz"
+TRANSFORMED_DIR = "transformed"
+TRANSFORM_OUTPUT_DIR = "transform_output"
+SERVING_MODEL_DIR = "serving_model"
+SUMMARY_FILE = "train_summary.json"
+NUM_WARMUP_EXAMPLES = 4
+_EVAL_BATCH_SIZE = 4096
+
+
+def build_model(cfg, tf_transform_output) -> keras.Model:
+    """The model named by `cfg.model.name`, sized from the transform's vocabularies."""
+    user_columns = tuple(cfg.samples.user_columns)
+    sizes = vocab_sizes(tf_transform_output, user_columns)
+    if cfg.model.name == "din":
+        return build_din(cfg.model, sizes, user_columns)
+    raise ValueError(f"build_model: unknown model.name {cfg.model.name!r}")
+
+
+def _optimizer(train_cfg) -> keras.optimizers.Optimizer:
+    if train_cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=train_cfg.learning_rate)
+    return keras.optimizers.Adagrad(learning_rate=train_cfg.learning_rate)
+
+
+def input_names(model: keras.Model) -> List[str]:
+    """The transformed feature names the model takes."""
+    return [t.name for t in model.inputs]
+
+
+def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
+              eval_pattern: FilePattern, log_dir: Optional[str] = None,
+              steps_per_epoch: Optional[int] = None,
+              validation_steps: Optional[int] = None
+              ) -> Tuple[keras.Model, keras.callbacks.History]:
+    """Build and fit the configured model on transformed TFRecords.
+
+    Adam or Adagrad (`cfg.train`), binary cross-entropy on the click label, AUC metric.
+
+    Args:
+        cfg: the full `Config`.
+        tf_transform_output: `tft.TFTransformOutput` of the transformed data.
+        train_pattern, eval_pattern: glob(s) of gzipped transformed TFRecords.
+        log_dir: TensorBoard directory (the TFX Trainer's model_run_dir); None: none.
+        steps_per_epoch: batches per epoch (the training data then repeats); None: one
+            pass over the data per epoch.
+        validation_steps: eval batches per epoch; None: the whole eval split.
+
+    Returns:
+        `(model, history)`.
+    """
+    keras.utils.set_random_seed(cfg.train.seed)
+    model = build_model(cfg, tf_transform_output)
+    model.compile(optimizer=_optimizer(cfg.train),
+                  loss=keras.losses.BinaryCrossentropy(),
+                  metrics=[keras.metrics.AUC(name="auc")])
+    keys = input_names(model)
+    train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,
+                            shuffle=True, seed=cfg.train.seed,
+                            num_epochs=None if steps_per_epoch else 1,
+                            input_keys=keys, shuffle_buffer=cfg.train.shuffle_buffer)
+    eval_ds = make_dataset(eval_pattern, tf_transform_output, cfg.train.batch_size,
+                           shuffle=False, input_keys=keys)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
+                        steps_per_epoch=steps_per_epoch,
+                        validation_steps=validation_steps, callbacks=callbacks,
+                        verbose=2)
+    return model, history
+
+
+def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_output,
+                  batch_size: int = _EVAL_BATCH_SIZE
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels `(N,)`, predicted probabilities `(N,)` and user keys `(N,)` of a split."""
+    ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=False,
+                      input_keys=input_names(model), with_user_key=True)
+    labels, probs, users = [], [], []
+    for inputs, label, user in ds:
+        probs.append(np.asarray(model.predict_on_batch(inputs)).reshape(-1))
+        labels.append(label.numpy())
+        users.append(user.numpy())
+    return (np.concatenate(labels).astype(np.int64), np.concatenate(probs),
+            np.concatenate(users))
+
+
+def ranking_metrics(labels: np.ndarray, probs: np.ndarray,
+                    users: np.ndarray) -> Dict[str, float]:
+    """AUC, GAUC (impression-weighted, with group counts) and log loss, JSON-able."""
+    g = gauc(labels, probs, users)
+    return {"auc": auc(labels, probs), "gauc": g.value,
+            "gauc_num_users": g.num_groups, "gauc_num_skipped": g.num_skipped,
+            "logloss": logloss(labels, probs), "num_examples": int(len(labels))}
+
+
+def _popularity_metrics(train_pattern: str, eval_pattern: str,
+                        tf_transform_output) -> Dict[str, float]:
+    """Fit the popularity baseline on train target ids, score the eval split."""
+    key = F.xf(F.TARGET_ITEM_ID)
+
+    def collect(pattern):
+        items, labels, users = [], [], []
+        for inputs, label, user in make_dataset(
+                pattern, tf_transform_output, _EVAL_BATCH_SIZE, shuffle=False,
+                input_keys=[key], with_user_key=True):
+            items.append(inputs[key].numpy())
+            labels.append(label.numpy())
+            users.append(user.numpy())
+        return (np.concatenate(items), np.concatenate(labels).astype(np.int64),
+                np.concatenate(users))
+
+    train_items, train_labels, _ = collect(train_pattern)
+    eval_items, eval_labels, eval_users = collect(eval_pattern)
+    baseline = PopularityBaseline().fit(train_items, train_labels)
+    return ranking_metrics(eval_labels, baseline.predict(eval_items), eval_users)
+
+
+def transform_samples(samples_dir: str, out_dir: str, cfg,
+                      sim_range: Optional[Sequence[float]] = None,
+                      beam_args: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Analyze the train split, transform both splits (tf.Transform on Beam).
+
+    Writes `out_dir/transform_output` (the transform graph and vocabularies) and
+    `out_dir/transformed/{train,eval}/data-*.tfrecord.gz`.
+
+    Args:
+        samples_dir: holds `train/` and `eval/` with `data-*.tfrecord.gz`.
+        out_dir: output directory (created if needed).
+        cfg: the full `Config`.
+        sim_range: `[lo, hi]` of the similarity bins (see `transform_custom_config`).
+        beam_args: Beam pipeline flags.
+
+    Returns:
+        {"transform_output": dir, "train": glob, "eval": glob}.
+    """
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx_bsl.public import tfxio
+
+    schema = raw_schema(cfg.samples)
+    fn = functools.partial(preprocessing_fn,
+                           custom_config=transform_custom_config(cfg, sim_range))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"transform_output": str(out / TRANSFORM_OUTPUT_DIR)}
+    temp_dir = tempfile.mkdtemp(prefix="tft_", dir=str(out))
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(beam_args or []))) as p, \
+                tft_beam.Context(temp_dir=temp_dir):
+            datasets = {}
+            for split in (TRAIN_SPLIT, EVAL_SPLIT):
+                source = tfxio.TFExampleRecord(
+                    file_pattern=str(Path(samples_dir) / split / SAMPLES_GLOB),
+                    schema=schema)
+                raw = p | f"Read_{split}" >> source.BeamSource()
+                datasets[split] = (raw, source.TensorAdapterConfig())
+            transformed_train, transform_fn = (
+                datasets[TRAIN_SPLIT]
+                | tft_beam.AnalyzeAndTransformDataset(fn, output_record_batches=True))
+            transformed_eval = (
+                (datasets[EVAL_SPLIT], transform_fn)
+                | tft_beam.TransformDataset(output_record_batches=True))
+            for split, data in ((TRAIN_SPLIT, transformed_train),
+                                (EVAL_SPLIT, transformed_eval)):
+                prefix = out / TRANSFORMED_DIR / split / "data"
+                _ = (data
+                     | f"Encode_{split}" >> tft_beam.EncodeTransformedDataset()
+                     | f"Write_{split}" >> beam.io.WriteToTFRecord(
+                         str(prefix), file_name_suffix=".tfrecord.gz"))
+                paths[split] = str(out / TRANSFORMED_DIR / split / SAMPLES_GLOB)
+            _ = transform_fn | tft_beam.WriteTransformFn(paths["transform_output"])
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return paths
+
+
+def _read_sim_range(samples_dir: Path) -> Optional[List[float]]:
+    report = samples_dir / SAMPLES_REPORT
+    if not report.exists():
+        return None
+    with open(report) as f:
+        values = json.load(f).get("sim_range")
+    return None if values is None else [float(v) for v in values]
+
+
+def _first_examples(file_pattern: str, count: int) -> List[bytes]:
+    files = sorted(tf.io.gfile.glob(file_pattern))
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
+    return [x.numpy() for x in ds]
+
+
+def train_from_samples(samples_dir: str, out_dir: str, cfg,
+                       beam_args: Optional[Sequence[str]] = None) -> dict:
+    """`daian train`: transform, fit, evaluate and export on built samples.
+
+    Args:
+        samples_dir: the sample builder's output: `train/` and `eval/` with
+            `data-*.tfrecord.gz`, and `report.json` whose `sim_range` fixes the
+            similarity bins (if absent: `cfg.samples.sim_range`, else estimated).
+        out_dir: where `transform_output/`, `transformed/`, `serving_model/<version>/`
+            and `train_summary.json` go.
+        cfg: the full `Config`.
+        beam_args: Beam pipeline flags for the transform (e.g. `--direct_num_workers`).
+
+    Returns:
+        The JSON-able summary also written to `out_dir/train_summary.json`: paths,
+        eval metrics of the model and of the popularity baseline, the fit history and
+        the training time.
+    """
+    import tensorflow_transform as tft
+
+    samples = Path(samples_dir)
+    for split in (TRAIN_SPLIT, EVAL_SPLIT):
+        if not list((samples / split).glob(SAMPLES_GLOB)):
+            raise DaianInputError(f"{samples / split}: no {SAMPLES_GLOB} files; is "
+                                  f"{samples} the output of `daian build-samples`?")
+    out = Path(out_dir)
+    sim_range = transform_custom_config(cfg, _read_sim_range(samples))[CFG_SIM_RANGE]
+
+    start = time.time()
+    paths = transform_samples(str(samples), str(out), cfg, sim_range, beam_args)
+    transform_seconds = time.time() - start
+    tf_transform_output = tft.TFTransformOutput(paths["transform_output"])
+
+    start = time.time()
+    model, history = fit_model(cfg, tf_transform_output, paths[TRAIN_SPLIT],
+                               paths[EVAL_SPLIT])
+    train_seconds = time.time() - start
+
+    metrics = ranking_metrics(*predict_split(model, paths[EVAL_SPLIT],
+                                             tf_transform_output))
+    baseline = _popularity_metrics(paths[TRAIN_SPLIT], paths[EVAL_SPLIT],
+                                   tf_transform_output)
+    export_dir = out / SERVING_MODEL_DIR / str(int(time.time()))
+    export_serving_model(
+        model, tf_transform_output, str(export_dir), cfg.samples,
+        warmup_examples=_first_examples(str(samples / EVAL_SPLIT / SAMPLES_GLOB),
+                                        NUM_WARMUP_EXAMPLES))
+    summary = {
+        "model": cfg.model.name,
+        "samples_dir": str(samples),
+        "sim_range": sim_range,
+        **paths,
+        "serving_model_dir": str(export_dir),
+        "eval": metrics,
+        "baselines": {"popularity": baseline},
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "transform_seconds": round(transform_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+    }
+    with open(out / SUMMARY_FILE, "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

@@ -71,6 +71,9 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         raise ValueError(f"build_din: vocab_sizes lacks {missing}; got "
                          f"{sorted(vocab_sizes)}")
     dim = model_cfg.embedding_dim
+    # DIN's mini-batch-aware regularisation: penalise only the rows a batch looks up.
+    regularizer = (keras.regularizers.L2(model_cfg.embedding_l2)
+                   if model_cfg.embedding_l2 > 0 else None)
     sizes = dict(vocab_sizes)
     sizes[PRICE_VOCAB] = F.PRICE_BUCKETS
     tables: Dict[str, keras.layers.Embedding] = {}
@@ -80,7 +83,8 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         """Embedding of input `key` in the table of `vocab`, each computed once."""
         if vocab not in tables:
             tables[vocab] = keras.layers.Embedding(
-                sizes[vocab], dim, name=embedding_layer_name(vocab))
+                sizes[vocab], dim, name=embedding_layer_name(vocab),
+                activity_regularizer=regularizer)
         if key not in embedded:
             embedded[key] = tables[vocab](inputs[F.xf(key)])
         return embedded[key]

@@ -34,8 +34,8 @@ class SimulationConfig:
     """
 
     seed: int = 0
-    num_users: int = 1500
-    num_items: int = 3000
+    num_users: int = 400
+    num_items: int = 1500
     num_categories: int = 40
     num_super_groups: int = 8  # categories of one super-group complement each other
     num_brands_per_category: int = 6
@@ -43,7 +43,7 @@ class SimulationConfig:
     embedding_dim: int = 32  # d_m of the multimodal vectors
     history_days: int = 14  # days of behaviours before the first request
     request_days: int = 8  # days with requests (the last one becomes eval)
-    requests_per_user_day: float = 0.7  # sessions a user-day, on every day
+    requests_per_user_day: float = 2.6  # sessions a user-day, on every day
     background_per_user_day: float = 2.0  # browse behaviours a user-day
     candidates_per_request: int = 12
     # share of candidate slots drawn as near-copy, same category, complement, unrelated
@@ -54,7 +54,7 @@ class SimulationConfig:
     target_ctr: float = 0.10  # the click-model bias is solved for this mean CTR
     intent_strength: float = 1.0  # weight of log pi_u[level] in the click logit
     request_intent_concentration: float = 30.0  # request intent ~ Dir(k * pi_u)
-    favourite_bonus: float = 0.5  # logit bonus of a favourite super-group
+    favourite_bonus: float = 1.0  # logit bonus of a favourite super-group
     quality_std: float = 0.5  # item quality, learnable from the item id only
     position_decay: float = 0.3  # position bias = -decay * log(1 + position)
     start_timestamp: int = 1_700_006_400  # 2023-11-15 00:00:00 UTC, a day boundary
@@ -149,6 +149,7 @@ class ModelConfig:
     attention_units: Sequence[int] = (64, 32)
     attention_softmax: bool = False  # [I-1]
     dropout: float = 0.0
+    embedding_l2: float = 0.0  # L2 penalty on the embedding rows a batch uses
     num_sim_bins: int = 10
 
     def __post_init__(self):
@@ -160,6 +161,8 @@ class ModelConfig:
                f"model.hidden_units must be positive, got {self.hidden_units}")
         _check(0.0 <= self.dropout < 1.0,
                f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check(self.embedding_l2 >= 0.0,
+               f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class TrainConfig:
     """Optimisation settings for `model.fit`."""
 
     batch_size: int = 256
-    epochs: int = 2
+    epochs: int = 5
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     seed: int = 0

@@ -34,38 +34,51 @@ class EvalSplit:
         return len(self.labels)
 
 
-def _value(example: tf.train.Example, key: str):
-    feature = example.features.feature.get(key)
-    if feature is None:
-        return None
-    kind = feature.WhichOneof("kind")
-    values = getattr(feature, kind).value if kind else []
-    return values[0] if len(values) else None
-
-
-def read_split(file_pattern: str, limit: int | None = None) -> EvalSplit:
-    """Reads gzipped TFRecords of DATA.md §2 examples into an `EvalSplit`."""
+def _files(file_pattern: str) -> List[str]:
     files = sorted(glob.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no example files match {file_pattern}")
-    labels, users, items, p_true, requests = [], [], [], [], []
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return files
+
+
+_COLUMNS = {
+    F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+    F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+    F.TARGET_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+    F.P_TRUE: tf.io.FixedLenFeature([], tf.float32, default_value=np.nan),
+}
+
+
+def _strip_labels(record: bytes) -> bytes:
+    example = tf.train.Example.FromString(record)
+    for key in _NOT_IN_REQUESTS:
+        if key in example.features.feature:
+            del example.features.feature[key]
+    return example.SerializeToString()
+
+
+def read_split(file_pattern: str, limit: int | None = None,
+               with_requests: bool = True) -> EvalSplit:
+    """Reads gzipped TFRecords of DATA.md §2 examples into an `EvalSplit`.
+
+    `with_requests=False` skips building the label-free serialized requests (the
+    slow, per-example part) when only the columns are needed.
+    """
+    dataset = tf.data.TFRecordDataset(_files(file_pattern), compression_type="GZIP")
     if limit is not None:
         dataset = dataset.take(limit)
-    for record in dataset.as_numpy_iterator():
-        example = tf.train.Example.FromString(record)
-        labels.append(int(_value(example, F.LABEL)))
-        users.append(_value(example, F.USER_ID))
-        items.append(_value(example, F.TARGET_ITEM_ID))
-        p = _value(example, F.P_TRUE)
-        p_true.append(np.nan if p is None else p)
-        for key in _NOT_IN_REQUESTS:
-            if key in example.features.feature:
-                del example.features.feature[key]
-        requests.append(example.SerializeToString())
-    return EvalSplit(np.asarray(labels), np.asarray(users, dtype=object),
-                     np.asarray(items, dtype=object), np.asarray(p_true, np.float64),
-                     requests)
+    columns = {k: [] for k in _COLUMNS}
+    requests: List[bytes] = []
+    for batch in dataset.batch(4096).as_numpy_iterator():
+        parsed = tf.io.parse_example(batch, _COLUMNS)
+        for key in _COLUMNS:
+            columns[key].append(parsed[key].numpy())
+        if with_requests:
+            requests.extend(_strip_labels(r) for r in batch)
+    c = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
+    return EvalSplit(c[F.LABEL].astype(np.int64), c[F.USER_ID].astype(object),
+                     c[F.TARGET_ITEM_ID].astype(object),
+                     c[F.P_TRUE].astype(np.float64), requests)
 
 
 def score_in_batches(score_fn: Callable[[List[bytes]], np.ndarray],

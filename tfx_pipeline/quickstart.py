@@ -49,7 +49,8 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     _log(f"pushed model: {out['pushed_model']}")
 
     examples_uri = latest_output_uri(out["metadata"], "TirSampleGen", "examples")
-    train = read_split(os.path.join(split_dir(examples_uri, "train"), "*"))
+    train = read_split(os.path.join(split_dir(examples_uri, "train"), "*"),
+                       with_requests=False)
     evals = read_split(os.path.join(split_dir(examples_uri, "eval"), "*"))
     _log(f"eval split: {len(evals)} samples; train split: {len(train)} samples")
 

@@ -1,12 +1,11 @@
-"""End to end: a small simulated world through the real TFX pipeline (LocalDagRunner,
-SQLite ML Metadata, the Beam sample builder as ExampleGen, Transform, Trainer, Pusher),
+"""End to end: the quick start on the default world, through the real TFX pipeline
+(LocalDagRunner, SQLite ML Metadata, the Beam sample builder as ExampleGen, Transform, Trainer, Pusher),
 the pushed SavedModel checked with `saved_model_cli`, and served over gRPC by the local
 server to the official `tensorflow-serving-api` stubs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -25,25 +24,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="module")
-def small_cfg():
-    cfg = load_config(os.path.join(REPO, "configs", "base.yaml"))
-    return dataclasses.replace(
-        cfg,
-        simulation=dataclasses.replace(cfg.simulation, num_users=150, seed=3),
-        train=dataclasses.replace(cfg.train, epochs=1),
-    )
+def default_cfg():
+    return load_config(os.path.join(REPO, "configs", "base.yaml"))
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, small_cfg):
-    from daian_tf.data.simulator import simulate
-    from tfx_pipeline.runner import run_local
+def pipeline_run(tmp_path_factory, default_cfg):
+    """The README's main job on the embedded default world, run once for the module."""
+    from tfx_pipeline.quickstart import run_quickstart
 
-    work = tmp_path_factory.mktemp("e2e")
-    raw = str(work / "raw")
-    simulate(raw, small_cfg.simulation)
-    out = run_local(raw, str(work / "pipeline"), small_cfg)
-    return out
+    return run_quickstart(str(tmp_path_factory.mktemp("quickstart")), default_cfg)
+
+
+def test_quickstart_table_din_between_popularity_and_oracle(pipeline_run):
+    rows = {r["model"].split(" ")[0]: r for r in pipeline_run["rows"]}
+    din, popularity, oracle = rows["DIN"], rows["popularity"], rows["oracle"]
+    for metric in ("auc", "gauc"):
+        assert din[metric] > popularity[metric] + 0.02, (metric, din, popularity)
+        assert din[metric] < oracle[metric] - 0.05, (metric, din, oracle)
+    assert oracle["logloss"] < din["logloss"]
+    assert din["gauc_users"] > 100  # GAUC averages over many users, not a handful
 
 
 def test_pipeline_produces_every_artifact(pipeline_run):
@@ -121,10 +121,10 @@ def test_grpc_round_trip_matches_in_process_scores(pipeline_run):
     assert np.std(served) > 0  # the model discriminates between candidates
 
 
-def test_kubeflow_compile_writes_a_pipeline_spec(tmp_path, small_cfg):
+def test_kubeflow_compile_writes_a_pipeline_spec(tmp_path, default_cfg):
     from tfx_pipeline.runner import compile_kubeflow
 
-    out = compile_kubeflow("gs://bucket/raw", str(tmp_path / "root"), small_cfg,
+    out = compile_kubeflow("gs://bucket/raw", str(tmp_path / "root"), default_cfg,
                            str(tmp_path / "daian.json"), image="example.com/daian:1")
     spec = json.load(open(out["pipeline_spec"]))
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]

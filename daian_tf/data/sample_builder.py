@@ -326,6 +326,11 @@ class _EmitExamples(beam.DoFn):
         _floats(f, F.INTENT_LABEL, label)
         _ints(f, F.INTENT_MASK, [mask])
         _ints(f, F.INTENT_DIVERSITY, [diversity])
+        # Serialized once per request. A serialized protobuf followed by another one
+        # parses as their merge (embedded messages merge, map entries add up), so each
+        # example is these bytes plus its own small target part: no per-target copy
+        # of the history.
+        base_bytes = base.SerializeToString()
 
         for target, sim, level in zip(request.targets, sims, levels):
             if target.item_id not in catalog.items:
@@ -336,7 +341,6 @@ class _EmitExamples(beam.DoFn):
             loo, loo_mask = IL.leave_one_out(click_levels, level, bool(target.clicked),
                                              n)
             ex = self._example()
-            ex.CopyFrom(base)
             g = ex.features.feature
             _bytes(g, F.TARGET_ITEM_ID, [target.item_id])
             _bytes(g, F.TARGET_CATEGORY_ID, [side.category_id])
@@ -351,7 +355,7 @@ class _EmitExamples(beam.DoFn):
                 _ints(g, F.POSITION, [target.position])
             if self._has_truth and target.p_true is not None:
                 _floats(g, F.P_TRUE, [target.p_true])
-            yield beam.pvalue.TaggedOutput(split, ex.SerializeToString())
+            yield beam.pvalue.TaggedOutput(split, base_bytes + ex.SerializeToString())
 
 
 def _bytes(feature_map, key: str, values: Iterable[str]) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from bisect import bisect_left
-from typing import Iterable, Iterator, List, Mapping, NamedTuple, Optional
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 from typing import Sequence, Tuple
 
 import apache_beam as beam
@@ -248,10 +248,11 @@ def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
 
 
 def _train_similarities(ctx: RequestContext, catalog: Catalog,
-                        boundary: int) -> Iterator[float]:
+                        boundary: int) -> Iterator[List[float]]:
+    """One batch per train request: its trigger-target similarities (batched input
+    of the quantiles combine, one element per request rather than per impression)."""
     if ctx.request.timestamp < boundary:
-        for t in ctx.request.targets:
-            yield catalog.cos(ctx.trigger_item_id, t.item_id)
+        yield [catalog.cos(ctx.trigger_item_id, t.item_id) for t in ctx.request.targets]
 
 
 def _sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
@@ -278,6 +279,23 @@ class _EmitExamples(beam.DoFn):
         from tensorflow.core.example import example_pb2
 
         self._example = example_pb2.Example
+        # item id -> serialized target side features; bounded by the catalog size
+        self._target_bytes: Dict[str, bytes] = {}
+
+    def _target_part(self, item_id: str, catalog: Catalog) -> bytes:
+        """The serialized target-item features of `item_id`, built once per item."""
+        cached = self._target_bytes.get(item_id)
+        if cached is None:
+            side = catalog.side(item_id)
+            ex = self._example()
+            g = ex.features.feature
+            _bytes(g, F.TARGET_ITEM_ID, [item_id])
+            _bytes(g, F.TARGET_CATEGORY_ID, [side.category_id])
+            _bytes(g, F.TARGET_BRAND_ID, [side.brand_id])
+            _bytes(g, F.TARGET_SHOP_ID, [side.shop_id])
+            _floats(g, F.TARGET_PRICE, [side.price])
+            cached = self._target_bytes[item_id] = ex.SerializeToString()
+        return cached
 
     def process(self, ctx: RequestContext, catalog: Catalog, boundary: int,
                 sim_range: Tuple[float, float]):
@@ -328,8 +346,8 @@ class _EmitExamples(beam.DoFn):
         _ints(f, F.INTENT_DIVERSITY, [diversity])
         # Serialized once per request. A serialized protobuf followed by another one
         # parses as their merge (embedded messages merge, map entries add up), so each
-        # example is these bytes plus its own small target part: no per-target copy
-        # of the history.
+        # example is these bytes + its item's cached bytes + its own small part: no
+        # per-target copy of the history, no per-impression item features.
         base_bytes = base.SerializeToString()
 
         for target, sim, level in zip(request.targets, sims, levels):
@@ -337,16 +355,10 @@ class _EmitExamples(beam.DoFn):
                 _count("samples_unknown_target_item")
             if not catalog.has_embedding(target.item_id):
                 _count("samples_target_without_embedding")
-            side = catalog.side(target.item_id)
             loo, loo_mask = IL.leave_one_out(click_levels, level, bool(target.clicked),
                                              n)
             ex = self._example()
             g = ex.features.feature
-            _bytes(g, F.TARGET_ITEM_ID, [target.item_id])
-            _bytes(g, F.TARGET_CATEGORY_ID, [side.category_id])
-            _bytes(g, F.TARGET_BRAND_ID, [side.brand_id])
-            _bytes(g, F.TARGET_SHOP_ID, [side.shop_id])
-            _floats(g, F.TARGET_PRICE, [side.price])
             _ints(g, F.LABEL, [target.clicked])
             _floats(g, F.INTENT_LABEL_LOO, loo)
             _ints(g, F.INTENT_MASK_LOO, [loo_mask])
@@ -355,7 +367,9 @@ class _EmitExamples(beam.DoFn):
                 _ints(g, F.POSITION, [target.position])
             if self._has_truth and target.p_true is not None:
                 _floats(g, F.P_TRUE, [target.p_true])
-            yield beam.pvalue.TaggedOutput(split, base_bytes + ex.SerializeToString())
+            yield beam.pvalue.TaggedOutput(
+                split, base_bytes + self._target_part(target.item_id, catalog)
+                + ex.SerializeToString())
 
 
 def _bytes(feature_map, key: str, values: Iterable[str]) -> None:
@@ -444,7 +458,8 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
             | "TrainSimilarities" >> beam.FlatMap(
                 _train_similarities, catalog, beam.pvalue.AsSingleton(boundary))
             | "SimQuantiles" >> beam.CombineGlobally(
-                ApproximateQuantilesCombineFn.create(NUM_QUANTILES, QUANTILE_EPSILON))
+                ApproximateQuantilesCombineFn.create(NUM_QUANTILES, QUANTILE_EPSILON,
+                                                     input_batched=True))
             | "SimRange" >> beam.FlatMap(_surfacing(_sim_range),
                                          tuple(cfg.sim_percentiles), imp_path))
 

@@ -4,7 +4,7 @@ For each scale (the simulator's `num_users` multiplier: 1 gives about 100k impre
 10 about 1M) and each DirectRunner setting (1 worker; 2 workers, multi_processing), run
 
 - the builder: `python -m daian_tf.cli build-samples RAW OUT [beam args]` (base config);
-- the reference: `/work/shared/bench/lean_beam_join.py RAW [beam args]` (join + history
+- the reference: `../shared/bench/lean_beam_join.py RAW [beam args]` (join + history
   cut only, writes nothing),
 
 each in its own subprocess, measuring wall time, impressions/s and peak RSS of the whole
@@ -12,7 +12,7 @@ process tree (psutil, polled every 0.1 s, summed over the process and its childr
 multi-processing workers count). Prints a markdown table with builder/lean ratios.
 
 usage: python bench/bench_sample_builder.py [--scales 1 10] [--workdir /tmp/daian_bench]
-       [--lean /work/shared/bench/lean_beam_join.py]
+       [--lean ../shared/bench/lean_beam_join.py]
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def main(argv: List[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
     ap.add_argument("--workdir", default="/tmp/daian_bench")
-    ap.add_argument("--lean", default="/work/shared/bench/lean_beam_join.py")
+    ap.add_argument("--lean", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench",
+        "lean_beam_join.py"), help="the reference probe (default: ../shared/bench/)")
     args = ap.parse_args(argv)
 
     rows = []

@@ -40,5 +40,7 @@ else
 fi
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"
-# quieter TensorFlow; no GPU is expected
+# quieter TensorFlow (no GPU is expected), and no google-cloud notice per import about
+# Python 3.10 (the TFX 1.16 stack needs 3.10); child processes inherit both
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:You are using a non-supported Python version:FutureWarning}"

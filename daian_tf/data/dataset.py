@@ -67,7 +67,7 @@ def make_dataset(file_pattern: Union[str, Sequence[str]],
     ds = files.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
         cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle)
+        deterministic=True)  # seeded runs repeat: same seed, same example order
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat(num_epochs).batch(batch_size)
@@ -81,4 +81,4 @@ def make_dataset(file_pattern: Union[str, Sequence[str]],
         return inputs, label
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=not shuffle).prefetch(tf.data.AUTOTUNE)
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)

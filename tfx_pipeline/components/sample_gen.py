@@ -15,6 +15,8 @@ import apache_beam as beam
 from tfx.dsl.component.experimental.annotations import (
     BeamComponentParameter, OutputArtifact, Parameter)
 from tfx.dsl.component.experimental.decorators import component
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 SPLITS = ("train", "eval")
@@ -53,5 +55,8 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
     report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    examples_utils.set_payload_format(
+        examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(examples, "tfrecords_gzip")
     examples.set_string_custom_property("sim_range", json.dumps(report["sim_range"]))
     examples.set_string_custom_property("report", json.dumps(report, sort_keys=True))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,15 +37,10 @@ def cmd_simulate(args, _rest) -> int:
     from daian_tf.data.simulator import simulate
 
     cfg = _config(args.config).simulation
-    if args.seed is not None or args.scale is not None:
-        import dataclasses
-
-        changes = {}
-        if args.seed is not None:
-            changes["seed"] = args.seed
-        if args.scale is not None:
-            changes["num_users"] = int(cfg.num_users * args.scale)
-        cfg = dataclasses.replace(cfg, **changes)
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    if args.scale is not None:
+        cfg = cfg.scaled(args.scale)
     summary = simulate(args.out, cfg)
     print(json.dumps(summary, indent=2))
     return 0

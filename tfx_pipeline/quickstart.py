@@ -25,8 +25,8 @@ def _log(msg: str) -> None:
 
 def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
                    beam_args: Optional[List[str]] = None) -> dict:
-    from daian_tf.data import features as F
     from daian_tf.data.simulator import simulate
+    from daian_tf.export.signatures import DEFAULT_MODEL_NAME
     from daian_tf.evaluation import format_table, metric_row, read_split, score_in_batches
     from daian_tf.models.popularity import PopularityBaseline
     from serving.client import PredictClient
@@ -38,8 +38,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     os.makedirs(workdir, exist_ok=True)
     raw = os.path.join(workdir, "raw")
     if scale != 1.0:
-        cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(
-            cfg.simulation, num_users=int(cfg.simulation.num_users * scale)))
+        cfg = dataclasses.replace(cfg, simulation=cfg.simulation.scaled(scale))
     _log(f"simulating a world into {raw}")
     summary = simulate(raw, cfg.simulation)
     _log(f"world: {json.dumps(summary)}")
@@ -54,9 +53,11 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     evals = read_split(os.path.join(split_dir(examples_uri, "eval"), "*"))
     _log(f"eval split: {len(evals)} samples; train split: {len(train)} samples")
 
-    server = serve(out["serving_dir"], model_name="daian", port=0, wait=False)
+    server = serve(out["serving_dir"], model_name=DEFAULT_MODEL_NAME, port=0,
+                   wait=False)
     try:
-        with PredictClient(f"127.0.0.1:{server.port}", model_name="daian") as client:
+        with PredictClient(f"127.0.0.1:{server.port}",
+                           model_name=DEFAULT_MODEL_NAME) as client:
             client.wait_until_available(30.0)
             _log(f"gRPC server on 127.0.0.1:{server.port}: {client.model_status()}")
             few = client.predict_examples(evals.requests[:5])
@@ -66,7 +67,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
         server.stop()
 
     popularity = PopularityBaseline().fit(train.items, train.labels)
-    rows = [metric_row("DIN (served over gRPC)", evals, served),
+    rows = [metric_row(f"{cfg.model.name.upper()} (served over gRPC)", evals, served),
             metric_row("popularity", evals, popularity.predict(evals.items))]
     if not np.isnan(evals.p_true).any():
         rows.append(metric_row("oracle (truth.csv)", evals, evals.p_true))

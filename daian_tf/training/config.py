@@ -100,6 +100,13 @@ class SimulationConfig:
                f"simulation.start_timestamp must be a UTC day boundary (a multiple of "
                f"86400), got {self.start_timestamp}")
 
+    def scaled(self, factor: float) -> "SimulationConfig":
+        """The same world with `factor` times the users (so about `factor` times the
+        impressions; `daian simulate --scale`)."""
+        _check(factor > 0, f"scale must be > 0, got {factor}")
+        return dataclasses.replace(self, num_users=max(1, int(round(self.num_users
+                                                                  * factor))))
+
 
 @dataclass(frozen=True)
 class SampleConfig:

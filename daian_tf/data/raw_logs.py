@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -467,6 +468,18 @@ def find_raw_log_error(exc: BaseException) -> Optional[RawLogError]:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class RawLogErrorLogFilter(logging.Filter):
+    """Drops the runner's own log record of a worker's RawLogError.
+
+    Beam logs a failing element with its traceback before the error reaches the
+    caller; for a raw-log error the caller re-raises it as one clear message
+    (`find_raw_log_error`), so the traceback is noise. Other errors pass untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _MARK.search(record.getMessage()) is None
 
 
 def _rebuild(d: dict) -> RawLogError:

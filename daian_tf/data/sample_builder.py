@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from bisect import bisect_left
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 from typing import Sequence, Tuple
@@ -41,6 +42,7 @@ from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 from daian_tf.data import features as F
 from daian_tf.data import intent_labels as IL
 from daian_tf.data.raw_logs import (Behavior, Catalog, Impression, RawLayout,
+                                    RawLogErrorLogFilter,
                                     encode_error, find_raw_log_error,
                                     inspect_raw_dir, load_catalog, read_behaviors,
                                     read_impressions, read_truth, read_users)
@@ -573,6 +575,9 @@ def run_pipeline(pipeline: beam.Pipeline):
     Raises:
       RawLogError: re-raised from the worker with its file, row and column.
     """
+    runner_log = logging.getLogger("apache_beam.runners.common")
+    quiet = RawLogErrorLogFilter()
+    runner_log.addFilter(quiet)
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -581,4 +586,6 @@ def run_pipeline(pipeline: beam.Pipeline):
         if err is not None:
             raise err from None
         raise
+    finally:
+        runner_log.removeFilter(quiet)
     return result

@@ -304,3 +304,27 @@ def test_counted_drops_and_fallbacks(tmp_path):
     np.testing.assert_allclose(yy[F.INTENT_LABEL_LOO].float_list.value, [0, 0, .5, .5])
     # categories of the clicks: c1 (b) = trigger's c1, c3 (d) differs -> 1
     assert b[F.INTENT_DIVERSITY].int64_list.value == [1]
+
+
+def test_cli_reports_a_bad_row_in_one_line_with_exit_code_2(tmp_path):
+    """Through the real `daian build-samples` command: no traceback, exit code 2, and a
+    message naming the file, the row and the column."""
+    import os
+    import subprocess
+    import sys
+
+    bad = IMPRESSIONS + f"r9,u1,{T0 + 60},a,b,yes\n"
+    raw = write_raw(tmp_path / "raw", impressions=bad)
+    bad_row = bad.count("\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "daian_tf.cli", "build-samples", raw,
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines()
+              if line.startswith("daian build-samples: error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert F.IMPRESSIONS_FILE in errors[0] and f"row {bad_row}" in errors[0]
+    assert "'clicked'" in errors[0]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Offline metrics on arrays: AUC, GAUC, log loss (DAIAN.md §8).
+"""Offline metrics on arrays: AUC, GAUC, log loss, RelaImpr (DAIAN.md §8).
 
 GAUC, exactly (the original DIN repository mixes two forms, PITFALLS "GAUC"):
 
@@ -125,3 +125,38 @@ def logloss(labels, probs, eps: float = 1e-7) -> float:
     if not len(y):
         raise ValueError("logloss of an empty array")
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def rela_impr(metric_model: float, metric_base: float) -> float:
+    """RelaImpr in percent: ((model − 0.5) / (base − 0.5) − 1) × 100 (DAIAN.md §8).
+
+    Args:
+        metric_model: the model's AUC or GAUC.
+        metric_base: the baseline's (DIN's) AUC or GAUC; must be above 0.5.
+    """
+    if not metric_base > 0.5:
+        raise ValueError(f"rela_impr needs a baseline metric above 0.5, got "
+                         f"{metric_base}")
+    return float(((metric_model - 0.5) / (metric_base - 0.5) - 1.0) * 100.0)
+
+
+def gauc_by_group(labels, scores, users, group_of_sample,
+                  weight: str = "impressions") -> dict:
+    """GAUC within each analysis group (Figure 6: groups of intent diversity).
+
+    Args:
+        labels, scores, users: as for `gauc`.
+        group_of_sample: `(N,)` the group of each sample (e.g. `intent_diversity`).
+        weight: as for `gauc`.
+
+    Returns:
+        {group: GaucResult} for every group value present, in sorted order.
+    """
+    g = np.asarray(group_of_sample).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores).reshape(-1)
+    u = np.asarray(users).reshape(-1)
+    _check_lengths(labels=y, scores=s, users=u, groups=g)
+    return {k.item() if hasattr(k, "item") else k: gauc(y[g == k], s[g == k],
+                                                       u[g == k], weight)
+            for k in np.unique(g)}

@@ -183,8 +183,11 @@ def _surfacing(fn):
     return step
 
 
-def _read(path: str, reader, *args) -> Iterator:
-    yield from reader(path, *args)
+def _read_keyed(path: str, reader, key, value, *args) -> Iterator[Tuple[str, object]]:
+    """Rows of one file as (key(row), value(row)): reading and keying in one step,
+    so a million rows pass one Beam operation instead of two."""
+    for row in reader(path, *args):
+        yield key(row), value(row)
 
 
 def _load_catalog(layout: RawLayout) -> Iterator[Catalog]:
@@ -422,33 +425,33 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         p | "Layout" >> beam.Create([layout])
         | "LoadCatalog" >> beam.FlatMap(_surfacing(_load_catalog)))
 
-    def read(name: str, reader, *args) -> beam.PCollection:
+    def read(name: str, reader, key, value=lambda row: row, *args) -> beam.PCollection:
         return (p | f"Path{name}" >> beam.Create([layout.path(name)])
-                | f"Read{name}" >> beam.FlatMap(_surfacing(_read), reader, *args))
+                | f"Read{name}" >> beam.FlatMap(_surfacing(_read_keyed), reader, key,
+                                                value, *args))
 
-    impressions = read(F.IMPRESSIONS_FILE, read_impressions)
-    by_request = {"impressions": impressions
-                  | "KeyImpressions" >> beam.Map(lambda r: (r.request_id, r))}
+    by_request = {"impressions": read(F.IMPRESSIONS_FILE, read_impressions,
+                                      lambda r: r.request_id)}
     if layout.has_truth:
-        by_request["truth"] = (read(F.TRUTH_FILE, read_truth)
-                               | "KeyTruth" >> beam.Map(
-                                   lambda t: (t.request_id, (t.item_id, t.p_click))))
+        by_request["truth"] = read(F.TRUTH_FILE, read_truth, lambda t: t.request_id,
+                                   lambda t: (t.item_id, t.p_click))
     requests = (by_request | "GroupByRequest" >> beam.CoGroupByKey()
                 | "Requests" >> beam.FlatMap(_surfacing(_request), imp_path))
 
     by_user = {
         "requests": requests,
-        "behaviors": (read(F.BEHAVIORS_FILE, read_behaviors)
-                      | "KeyBehaviors" >> beam.Map(lambda b: (b.user_id, b))),
+        "behaviors": read(F.BEHAVIORS_FILE, read_behaviors, lambda b: b.user_id),
     }
     if layout.has(F.USERS_FILE):
-        by_user["users"] = (read(F.USERS_FILE, read_users, tuple(cfg.user_columns))
-                            | "KeyUsers" >> beam.Map(lambda u: (u.user_id, u)))
+        by_user["users"] = read(F.USERS_FILE, read_users, lambda u: u.user_id,
+                                lambda u: u, tuple(cfg.user_columns))
     contexts = (by_user | "GroupByUser" >> beam.CoGroupByKey()
                 | "JoinUser" >> beam.FlatMap(_surfacing(_join_user), catalog, cfg,
                                              users_path, layout.has_truth))
 
-    boundary = (impressions | "Timestamps" >> beam.Map(lambda r: r.timestamp)
+    # every impression row belongs to a request with its timestamp, so the latest
+    # request is the latest impression (one element per request, not per row)
+    boundary = (requests | "Timestamps" >> beam.Map(lambda kv: kv[1].timestamp)
                 | "MaxTimestamp" >> beam.CombineGlobally(max).without_defaults()
                 | "Boundary" >> beam.Map(split_boundary, cfg.eval_days))
     if cfg.sim_range is not None:

@@ -14,11 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from daian_tf.data import features as F
+from daian_tf.export.saved_model import to_serving_example
 from daian_tf.metrics.ranking import auc, gauc, logloss
-
-# Features a serving request never carries: labels and analysis-only columns.
-_NOT_IN_REQUESTS = F.LABEL_KEYS + (F.INTENT_DIVERSITY, F.P_TRUE)
-
 
 @dataclass
 class EvalSplit:
@@ -49,20 +46,13 @@ _COLUMNS = {
 }
 
 
-def _strip_labels(record: bytes) -> bytes:
-    example = tf.train.Example.FromString(record)
-    for key in _NOT_IN_REQUESTS:
-        if key in example.features.feature:
-            del example.features.feature[key]
-    return example.SerializeToString()
-
-
-def read_split(file_pattern: str, limit: int | None = None,
+def read_split(file_pattern: str, sample_cfg, limit: int | None = None,
                with_requests: bool = True) -> EvalSplit:
     """Reads gzipped TFRecords of DATA.md §2 examples into an `EvalSplit`.
 
-    `with_requests=False` skips building the label-free serialized requests (the
-    slow, per-example part) when only the columns are needed.
+    The requests are the examples reduced to what a serving request carries
+    (`to_serving_example`: no labels, no analysis columns). `with_requests=False`
+    skips building them (the slow, per-example part) when only the columns are needed.
     """
     dataset = tf.data.TFRecordDataset(_files(file_pattern), compression_type="GZIP")
     if limit is not None:
@@ -74,7 +64,7 @@ def read_split(file_pattern: str, limit: int | None = None,
         for key in _COLUMNS:
             columns[key].append(parsed[key].numpy())
         if with_requests:
-            requests.extend(_strip_labels(r) for r in batch)
+            requests.extend(to_serving_example(r, sample_cfg) for r in batch)
     c = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
     return EvalSplit(c[F.LABEL].astype(np.int64), c[F.USER_ID].astype(object),
                      c[F.TARGET_ITEM_ID].astype(object),
@@ -89,11 +79,18 @@ def score_in_batches(score_fn: Callable[[List[bytes]], np.ndarray],
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def ranking_metrics(labels: np.ndarray, probs: np.ndarray,
+                    users: np.ndarray) -> Dict[str, float]:
+    """AUC, GAUC (impression-weighted, with group counts) and log loss, JSON-able."""
+    g = gauc(labels, probs, users)
+    return {"auc": auc(labels, probs), "gauc": g.value,
+            "gauc_num_users": g.num_groups, "gauc_num_skipped": g.num_skipped,
+            "logloss": logloss(labels, probs), "num_examples": int(len(labels))}
+
+
 def metric_row(name: str, split: EvalSplit, scores: np.ndarray) -> Dict[str, float]:
-    """AUC, GAUC (impression-weighted) and logloss of `scores` on `split`."""
-    g = gauc(split.labels, scores, split.users)
-    return {"model": name, "auc": auc(split.labels, scores), "gauc": g.value,
-            "logloss": logloss(split.labels, scores), "gauc_users": g.num_groups}
+    """`ranking_metrics` of `scores` on `split`, under the row name `name`."""
+    return {"model": name, **ranking_metrics(split.labels, scores, split.users)}
 
 
 def format_table(rows: Iterable[Dict[str, float]]) -> str:

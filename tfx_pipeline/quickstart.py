@@ -49,8 +49,8 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
 
     examples_uri = latest_output_uri(out["metadata"], "TirSampleGen", "examples")
     train = read_split(os.path.join(split_dir(examples_uri, "train"), "*"),
-                       with_requests=False)
-    evals = read_split(os.path.join(split_dir(examples_uri, "eval"), "*"))
+                       cfg.samples, with_requests=False)
+    evals = read_split(os.path.join(split_dir(examples_uri, "eval"), "*"), cfg.samples)
     _log(f"eval split: {len(evals)} samples; train split: {len(train)} samples")
 
     server = serve(out["serving_dir"], model_name=DEFAULT_MODEL_NAME, port=0,

@@ -203,12 +203,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_SECTION_CLASSES = {
-    "simulation": SimulationConfig,
-    "samples": SampleConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-}
+# section name -> its dataclass, read off Config's fields
+_SECTION_CLASSES = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
 def _merge(base: dict, override: Mapping, source: str) -> dict:

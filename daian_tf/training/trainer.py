@@ -24,8 +24,8 @@ from daian_tf.data.dataset import make_dataset
 from daian_tf.data.transform import (CFG_SIM_RANGE, preprocessing_fn, raw_schema,
                                      transform_custom_config, vocab_sizes)
 from daian_tf.errors import DaianInputError
+from daian_tf.evaluation import ranking_metrics
 from daian_tf.export.saved_model import export_serving_model
-from daian_tf.metrics.ranking import auc, gauc, logloss
 from daian_tf.models.din import build_din
 from daian_tf.models.popularity import PopularityBaseline
 
@@ -116,15 +116,6 @@ def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_ou
         users.append(user.numpy())
     return (np.concatenate(labels).astype(np.int64), np.concatenate(probs),
             np.concatenate(users))
-
-
-def ranking_metrics(labels: np.ndarray, probs: np.ndarray,
-                    users: np.ndarray) -> Dict[str, float]:
-    """AUC, GAUC (impression-weighted, with group counts) and log loss, JSON-able."""
-    g = gauc(labels, probs, users)
-    return {"auc": auc(labels, probs), "gauc": g.value,
-            "gauc_num_users": g.num_groups, "gauc_num_skipped": g.num_skipped,
-            "logloss": logloss(labels, probs), "num_examples": int(len(labels))}
 
 
 def _popularity_metrics(train_pattern: str, eval_pattern: str,

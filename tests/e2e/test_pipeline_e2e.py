@@ -43,7 +43,7 @@ def test_quickstart_table_din_between_popularity_and_oracle(pipeline_run):
         assert din[metric] > popularity[metric] + 0.02, (metric, din, popularity)
         assert din[metric] < oracle[metric] - 0.05, (metric, din, oracle)
     assert oracle["logloss"] < din["logloss"]
-    assert din["gauc_users"] > 100  # GAUC averages over many users, not a handful
+    assert din["gauc_num_users"] > 100  # GAUC averages over many users, not a handful
 
 
 def test_pipeline_produces_every_artifact(pipeline_run):
@@ -87,7 +87,7 @@ def test_saved_model_cli_shows_the_serving_contract(pipeline_run):
     assert "signature_def['ctr']:" in out
 
 
-def test_grpc_round_trip_matches_in_process_scores(pipeline_run):
+def test_grpc_round_trip_matches_in_process_scores(pipeline_run, default_cfg):
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     import grpc
 
@@ -97,7 +97,8 @@ def test_grpc_round_trip_matches_in_process_scores(pipeline_run):
     from tfx_pipeline.runner import latest_output_uri
 
     examples = latest_output_uri(pipeline_run["metadata"], "TirSampleGen", "examples")
-    split = read_split(os.path.join(split_dir(examples, "eval"), "*"), limit=64)
+    split = read_split(os.path.join(split_dir(examples, "eval"), "*"),
+                       default_cfg.samples, limit=64)
     loaded = tf.saved_model.load(pipeline_run["pushed_model"])
     in_process = loaded.signatures["serving_default"](
         examples=tf.constant(split.requests))["ctr"].numpy().reshape(-1)

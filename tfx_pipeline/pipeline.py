@@ -77,7 +77,8 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=contract.outputs["schema"])
-    custom_config = {"config": config_dict, "code_version": version}
+    # raw_dir: DAIAN's frozen multimodal catalog is read from item_embeddings.parquet
+    custom_config = {"config": config_dict, "code_version": version, "raw_dir": raw_dir}
     transform = tfx.components.Transform(
         examples=sample_gen.outputs["examples"],
         schema=contract.outputs["schema"],

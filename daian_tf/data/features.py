@@ -117,3 +117,19 @@ def user_feature(column: str) -> str:
 
 
 SIM_BIN = xf(TARGET_SIM)  # bin index of target_sim over [lo, hi]
+REQUEST_KEY = "request_key"  # raw request id passed through Transform (I-11 weights)
+RAW_SUFFIX = "_raw"
+
+
+def raw(key: str) -> str:
+    """The name of raw feature `key` passed through Transform unchanged (ids as bytes,
+    history lists padded with b"" to dense `(B, max_seq_len)`)."""
+    return key + RAW_SUFFIX
+
+
+# Raw item ids the models read to look up the frozen multimodal catalog table, which is
+# keyed by item id (DATA.md §2), so a cold item still finds its vector.
+CATALOG_KEYS = (TRIGGER_ITEM_ID, TARGET_ITEM_ID, HIST_ITEM_ID)
+# Passed-through columns that are never model inputs (evaluation, I-2, I-11).
+PASSTHROUGH_KEYS = (USER_KEY, REQUEST_KEY, raw(TARGET_SIM), raw(INTENT_DIVERSITY),
+                    raw(P_TRUE))

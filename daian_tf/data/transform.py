@@ -24,7 +24,14 @@ What it produces (names through `features.xf`):
   comes from `custom_config["sim_range"]` (the sample builder's report), else it is
   estimated here as the 1st/99th percentiles of the training `target_sim`.
 - **labels** passed through densely (`label`, `intent_label[_loo]`, `intent_mask[_loo]`),
-  and the raw user id as `features.USER_KEY` (bytes), for GAUC only, never a model input.
+  and the raw user id as `features.USER_KEY` (bytes), for GAUC only, never a model input;
+  the raw request id as `features.REQUEST_KEY` (training data only: per-request weights).
+- **raw item ids** of trigger, target and history (`features.raw`, bytes; history padded
+  with b"" to `(B, max_seq_len)`): DAIAN looks them up in its frozen multimodal catalog,
+  which is keyed by item id, so an item outside the vocabulary still has its vector; and
+  the raw `target_sim`, from which a trainer estimates the I-2 range when no sample-builder
+  report gives it; and the analysis columns `intent_diversity` and `p_true` (`features.raw`,
+  -1 where absent) for evaluation only.
 """
 
 from __future__ import annotations
@@ -189,20 +196,21 @@ def _to_ids(x, vocab):
     return index + 1
 
 
-def pad_recent(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
-    """The most recent `max_len` steps of each row, dense `(B, max_len)`, padding 0.
+def pad_recent(ids: tf.SparseTensor, max_len: int, padding=F.PADDING_ID) -> tf.Tensor:
+    """The most recent `max_len` steps of each row, dense `(B, max_len)`.
 
     Args:
-        ids: int64 `SparseTensor` `(B, T)`, each row in chronological order.
+        ids: `SparseTensor` `(B, T)` (int64 ids or raw bytes), each row in
+            chronological order.
         max_len: the output length.
+        padding: the fill value (`features.PADDING_ID` for ids, b"" for raw ids).
 
     Returns:
-        int64 `(B, max_len)`: the last `min(T_b, max_len)` ids of row b, oldest first,
-        followed by `features.PADDING_ID`.
+        `(B, max_len)`: the last `min(T_b, max_len)` values of row b, oldest first,
+        followed by `padding`.
     """
     ragged = tf.RaggedTensor.from_sparse(ids)
-    return ragged[:, -max_len:].to_tensor(default_value=F.PADDING_ID,
-                                          shape=[None, max_len])
+    return ragged[:, -max_len:].to_tensor(default_value=padding, shape=[None, max_len])
 
 
 def _sim_range(target_sim: tf.Tensor, sim_range):
@@ -286,7 +294,28 @@ def preprocessing_fn(inputs: Mapping[str, Any],
     for key in F.LABEL_KEYS:
         outputs[F.xf(key)] = inputs[key]
     outputs[F.USER_KEY] = tf.identity(inputs[F.USER_ID])
+    outputs[F.REQUEST_KEY] = tf.identity(inputs[F.REQUEST_ID])
+    # Raw item ids for the model's multimodal catalog (keyed by item id, not vocabulary).
+    for key in F.CATALOG_KEYS:
+        value = inputs[key]
+        outputs[F.raw(key)] = (pad_recent(value, max_seq_len, padding=b"")
+                               if isinstance(value, tf.SparseTensor)
+                               else tf.identity(value))
+    # Raw similarity, for the [I-2] range where no sample-builder report gives it.
+    outputs[F.raw(F.TARGET_SIM)] = tf.identity(inputs[F.TARGET_SIM])
+    # Analysis columns for evaluation (never model inputs): -1 where the data has none.
+    outputs[F.raw(F.INTENT_DIVERSITY)] = _dense_scalar(inputs[F.INTENT_DIVERSITY],
+                                                       _ABSENT)
+    outputs[F.raw(F.P_TRUE)] = _dense_scalar(inputs[F.P_TRUE], float(_ABSENT))
     return outputs
+
+
+def _dense_scalar(x, default) -> tf.Tensor:
+    """`(B,)` from a dense `(B,)` tensor or a sparse `(B, ≤1)` one (an optional column)."""
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(x, default_value=tf.cast(default, x.dtype))
+        x = tf.concat([x, tf.fill([tf.shape(x)[0], 1], tf.cast(default, x.dtype))], 1)[:, 0]
+    return tf.identity(x)
 
 
 def vocab_sizes(tf_transform_output, user_columns: Sequence[str]) -> Dict[str, int]:

@@ -9,10 +9,14 @@ export is self-contained: the transform's vocabularies are copied into its asset
 
 Signatures:
 - `serving_default`: `examples` (tf.string `[None]`, serialized `tf.Example` without
-  labels) → `{ctr: float32 [None]}`;
-- `ctr`: the same.
-The `intent` signature and the request-level `rank` signature come with DAIAN
-(`_signatures` is where they go).
+  labels) → `{ctr: float32 [None]}`, plus `intent: float32 [None, n]` for DAIAN;
+- `ctr`: `examples` → `{ctr}`;
+- `intent` (DAIAN): `examples` → `{intent}`, UIM's p̂ (a request-level output: one
+  example per request is enough);
+- `rank`: `context` (tf.string `[1]`: one example with the user, trigger and history)
+  and `candidates` (tf.string `[None]`: examples with the target features) → `{ctr}`;
+  the request side (the user/trigger/history features, and DAIAN's UIM and implicit
+  intent) is computed once and broadcast to the N candidates.
 
 Warmup requests (TF Serving `--enable_model_warmup`) are written to
 `<export_dir>/assets.extra/tf_serving_warmup_requests`, as serving's `resnet_warmup.py`.
@@ -25,11 +29,18 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import tensorflow as tf
 
+from daian_tf.data import features as F
 from daian_tf.data.transform import serving_feature_spec
+from daian_tf.models import model_input_keys
 
 from daian_tf.export.signatures import (  # noqa: F401 - re-exported for callers
-    DEFAULT_MODEL_NAME, INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
+    DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
+    OUTPUT_INTENT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT)
+
+# transformed features that belong to a candidate (the rest belong to the request)
+CANDIDATE_KEYS = frozenset([F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)]
+                           + [F.raw(F.TARGET_ITEM_ID)])
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -39,8 +50,10 @@ class ServingModule(tf.Module):
     """What the SavedModel holds: the Keras model, the tft layer and the parse spec.
 
     Args:
-        model: the Keras 3 model; takes a dict of transformed features named after its
-            inputs and returns click probabilities `(B, 1)`.
+        model: the Keras 3 model; takes a dict of transformed features named by
+            `models.model_input_keys` and returns click probabilities `(B, 1)`. A model
+            with `predict_intent` and `request_side` (DAIAN) also gets the intent
+            output and a rank signature that reuses its request side.
         tft_layer: `tf_transform_output.transform_features_layer()`.
         raw_spec: the serving parse spec (`serving_feature_spec`).
     """
@@ -50,7 +63,14 @@ class ServingModule(tf.Module):
         self.model = model
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
-        self._input_keys = [t.name for t in model.inputs]
+        self._input_keys = model_input_keys(model)
+        self.has_intent = hasattr(model, "predict_intent")
+        if self.has_intent:  # traced (at save time) only for models with an intent
+            spec = [tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)]
+            self.score_and_intent = tf.function(self._score_and_intent,
+                                                input_signature=spec)
+            self.intent_examples = tf.function(self._intent_examples,
+                                               input_signature=spec)
 
     def transformed_inputs(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Serialized examples `(N,)` → the model's transformed inputs."""
@@ -58,19 +78,62 @@ class ServingModule(tf.Module):
         transformed = self.tft_layer(parsed)
         return {k: transformed[k] for k in self._input_keys}
 
+    def _ctr(self, inputs, **kwargs) -> tf.Tensor:
+        probs = self.model(inputs, training=False, **kwargs)
+        return tf.reshape(tf.cast(probs, tf.float32), [-1])
+
+    def _intent(self, inputs) -> tf.Tensor:
+        return tf.cast(self.model.predict_intent(inputs, training=False), tf.float32)
+
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)])
     def score_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Serialized examples `(N,)` → `{ctr: (N,)}` click probabilities."""
-        probs = self.model(self.transformed_inputs(examples), training=False)
-        return {OUTPUT_CTR: tf.reshape(tf.cast(probs, tf.float32), [-1])}
+        return {OUTPUT_CTR: self._ctr(self.transformed_inputs(examples))}
+
+    def _score_and_intent(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Serialized examples `(N,)` → `{ctr: (N,), intent: (N, n)}` (DAIAN)."""
+        inputs = self.transformed_inputs(examples)
+        return {OUTPUT_CTR: self._ctr(inputs), OUTPUT_INTENT: self._intent(inputs)}
+
+    def _intent_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Serialized examples `(N,)` → `{intent: (N, n)}` UIM's p̂ (DAIAN)."""
+        return {OUTPUT_INTENT: self._intent(self.transformed_inputs(examples))}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([1], tf.string, name=INPUT_CONTEXT),
+        tf.TensorSpec([None], tf.string, name=INPUT_CANDIDATES)])
+    def rank(self, context: tf.Tensor, candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """One request's context `(1,)` and its N candidates `(N,)` → `{ctr: (N,)}`.
+
+        The context's request features are transformed once and broadcast; the
+        candidates contribute only the target features (`CANDIDATE_KEYS`).
+        """
+        ctx = self.transformed_inputs(context)
+        cand = self.transformed_inputs(candidates)
+        n = tf.shape(candidates)[0]
+
+        def broadcast(x):
+            return tf.repeat(x, n, axis=0)
+
+        inputs = {k: cand[k] if k in CANDIDATE_KEYS else broadcast(ctx[k])
+                  for k in self._input_keys}
+        if hasattr(self.model, "request_side"):
+            request = tf.nest.map_structure(
+                broadcast, self.model.request_side(ctx, training=False))
+            return {OUTPUT_CTR: self._ctr(inputs, request=request)}
+        return {OUTPUT_CTR: self._ctr(inputs)}
 
 
 def _signatures(module: ServingModule) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     ctr = module.score_examples.get_concrete_function()
-    # DAIAN adds here: "intent" (examples → intent distribution (N, n)) and "rank"
-    # (one context example + N candidates → N scores, request side computed once).
-    return {SIGNATURE_SERVING_DEFAULT: ctr, SIGNATURE_CTR: ctr}
+    signatures = {SIGNATURE_CTR: ctr, SIGNATURE_SERVING_DEFAULT: ctr,
+                  SIGNATURE_RANK: module.rank.get_concrete_function()}
+    if module.has_intent:
+        signatures[SIGNATURE_SERVING_DEFAULT] = (
+            module.score_and_intent.get_concrete_function())
+        signatures[SIGNATURE_INTENT] = module.intent_examples.get_concrete_function()
+    return signatures
 
 
 def to_serving_example(serialized: bytes, sample_cfg) -> bytes:

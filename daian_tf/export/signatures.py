@@ -9,7 +9,12 @@ from __future__ import annotations
 
 DEFAULT_MODEL_NAME = "daian"
 
-SIGNATURE_SERVING_DEFAULT = "serving_default"  # examples → ctr
+SIGNATURE_SERVING_DEFAULT = "serving_default"  # examples → ctr (and intent for DAIAN)
 SIGNATURE_CTR = "ctr"  # examples → ctr, on its own
+SIGNATURE_INTENT = "intent"  # examples → intent (DAIAN only)
+SIGNATURE_RANK = "rank"  # context + candidates → ctr, request side computed once
 INPUT_EXAMPLES = "examples"  # tf.string [None]: serialized tf.train.Example batch
+INPUT_CONTEXT = "context"  # tf.string [1]: one example with user, trigger, history
+INPUT_CANDIDATES = "candidates"  # tf.string [None]: examples with target features
 OUTPUT_CTR = "ctr"  # float32 [None]: click probability per example
+OUTPUT_INTENT = "intent"  # float32 [None, n]: UIM's intent distribution p̂

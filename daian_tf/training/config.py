@@ -146,6 +146,10 @@ class SampleConfig:
                f"{self.sim_percentiles}")
 
 
+MODEL_NAMES = ("din", "daian")
+STAGE2_LABELS = ("loo", "plain")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Model hyper-parameters (DAIAN.md §2, §6)."""
@@ -157,11 +161,44 @@ class ModelConfig:
     attention_softmax: bool = False  # [I-1]
     dropout: float = 0.0
     embedding_l2: float = 0.0  # L2 penalty on the embedding rows a batch uses
-    num_sim_bins: int = 10
+    num_sim_bins: int = 10  # n_sim of §5.1
+    # --- DAIAN (DAIAN.md §3-§6); DIN ignores these ---
+    uim_hidden_units: Sequence[int] = (128, 64)  # MLP of Eq. 4
+    intent_dim: int = 32  # width of the level table T_level [I-5]
+    attention_heads: int = 4  # H of Eq. 7 (I2E and explicit intent)
+    attention_width: int = 128  # total width of the multi-head attentions
+    explicit_top_levels: int = 2  # [I-7] k_exp: tau = lower edge of the top k levels
+    # [I-7] the subsequence keeps its most recent steps up to this many (0: all); a
+    # cost bound of the MHSA, not in the paper
+    explicit_max_steps: int = 16
+    projection_units: Sequence[int] = (64,)  # hidden layers of P, Eq. 12
+    align_weight: float = 0.1  # [I-8] lambda_align; 0 turns the alignment loss off
+    gate_hidden_units: Sequence[int] = (64,)  # GateNU width, then the MLP of w [I-9]
+    gate_gamma: float = 2.0  # gamma of GateNU, Eq. 15
+    uim_shared_tables: bool = False  # [I-10] False: UIM has its own embedding tables
+    # ablations (DAIAN.md §9): False gives "w/o UIM" (intent not a distribution),
+    # "w/o DIE" (no implicit/explicit intent), "w/o SEIN" (no similarity enhancer/IA2N)
+    use_uim: bool = True
+    use_die: bool = True
+    use_sein: bool = True
 
     def __post_init__(self):
-        _check(self.name in ("din",), f"model.name must be one of ['din'], got "
-               f"{self.name!r}")
+        _check(self.name in MODEL_NAMES, f"model.name must be one of "
+               f"{list(MODEL_NAMES)}, got {self.name!r}")
+        _check(self.attention_width % self.attention_heads == 0,
+               f"model.attention_width ({self.attention_width}) must be divisible by "
+               f"model.attention_heads ({self.attention_heads})")
+        _check(self.explicit_top_levels >= 1,
+               f"model.explicit_top_levels must be >= 1, got {self.explicit_top_levels}")
+        _check(self.explicit_max_steps >= 0, f"model.explicit_max_steps must be >= 0, "
+               f"got {self.explicit_max_steps}")
+        _check(self.align_weight >= 0,
+               f"model.align_weight must be >= 0, got {self.align_weight}")
+        _check(self.gate_gamma > 0, f"model.gate_gamma must be > 0, got {self.gate_gamma}")
+        for name in ("uim_hidden_units", "projection_units", "gate_hidden_units"):
+            units = getattr(self, name)
+            _check(len(units) > 0 and all(u > 0 for u in units),
+                   f"model.{name} must be positive, got {units}")
         _check(self.embedding_dim > 0,
                f"model.embedding_dim must be > 0, got {self.embedding_dim}")
         _check(len(self.hidden_units) > 0 and all(u > 0 for u in self.hidden_units),
@@ -182,8 +219,28 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     shuffle_buffer: int = 10_000
+    # "memory": parse the train split once and serve shuffled in-memory batches
+    # (about 0.7 kB an example for DIN; see daian_tf/data/dataset.py); "none": stream
+    # and parse the TFRecords every epoch (flat memory, slower)
+    cache: str = "memory"
+    # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
+    three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
+    stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)
+    stage2_epochs: int = 3  # DIE + SEIN + CTR with the ground-truth intent (Eq. 20)
+    stage3_epochs: int = 2  # joint, CTR loss only (Eq. 21); also the epochs without stages
+    uim_lr_scale: float = 0.1  # stage 3: UIM's own optimizer at this x learning_rate
+    stage2_label: str = "loo"  # [I-3] "loo": intent_label_loo; "plain": intent_label
 
     def __post_init__(self):
+        _check(self.cache in ("none", "memory"),
+               f"train.cache must be 'none' or 'memory', got {self.cache!r}")
+        for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs"):
+            _check(getattr(self, name) >= 0,
+                   f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.uim_lr_scale > 0,
+               f"train.uim_lr_scale must be > 0, got {self.uim_lr_scale}")
+        _check(self.stage2_label in STAGE2_LABELS, f"train.stage2_label must be one of "
+               f"{list(STAGE2_LABELS)}, got {self.stage2_label!r}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.learning_rate > 0,
@@ -193,11 +250,41 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """`daian experiment`: which models, seeds and values of n (daian_tf/experiments)."""
+
+    seeds: Sequence[int] = (0, 1, 2)
+    # names of daian_tf.experiments.runner.VARIANTS, the base first
+    variants: Sequence[str] = ("din", "daian", "daian_wo_uim", "daian_wo_die",
+                               "daian_wo_sein", "daian_wo_three_stage",
+                               "daian_plain_label")
+    base_variant: str = "din"
+    level_sweep: Sequence[int] = ()  # extra values of n for Figure 7 (variant "daian")
+    level_sweep_seeds: int = 1  # seeds (the first ones) of each extra n
+    intent_group_fraction: float = 1 / 3  # specific / broad users: lowest / highest
+    # entropy fraction of the users' mean train intent label (Figure 5, JS rows)
+
+    def __post_init__(self):
+        _check(len(self.seeds) > 0, "experiment.seeds must not be empty")
+        _check(self.base_variant in self.variants,
+               f"experiment.base_variant {self.base_variant!r} must be one of "
+               f"experiment.variants {list(self.variants)}")
+        _check(all(2 <= n <= 32 for n in self.level_sweep),
+               f"experiment.level_sweep values must be in 2..32, got {self.level_sweep}")
+        _check(self.level_sweep_seeds >= 1,
+               f"experiment.level_sweep_seeds must be >= 1, got {self.level_sweep_seeds}")
+        _check(0 < self.intent_group_fraction <= 0.5,
+               f"experiment.intent_group_fraction must be in (0, 0.5], got "
+               f"{self.intent_group_fraction}")
+
+
+@dataclass(frozen=True)
 class Config:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     samples: SampleConfig = field(default_factory=SampleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,8 +26,11 @@ from daian_tf.data.transform import (CFG_SIM_RANGE, preprocessing_fn, raw_schema
 from daian_tf.errors import DaianInputError
 from daian_tf.evaluation import ranking_metrics
 from daian_tf.export.saved_model import export_serving_model
+from daian_tf.models import model_input_keys
+from daian_tf.models.daian import build_daian
 from daian_tf.models.din import build_din
 from daian_tf.models.popularity import PopularityBaseline
+from daian_tf.training.stages import make_optimizer, train_daian
 
 FilePattern = Union[str, Sequence[str]]
 
@@ -38,69 +41,124 @@ TRANSFORMED_DIR = "transformed"
 TRANSFORM_OUTPUT_DIR = "transform_output"
 SERVING_MODEL_DIR = "serving_model"
 SUMMARY_FILE = "train_summary.json"
+CHECKPOINT_DIR = "checkpoints"
 NUM_WARMUP_EXAMPLES = 4
 _EVAL_BATCH_SIZE = 4096
 
 
-def build_model(cfg, tf_transform_output) -> keras.Model:
-    """The model named by `cfg.model.name`, sized from the transform's vocabularies."""
+def model_catalog(raw_dir: str) -> Tuple[List[str], np.ndarray]:
+    """The catalog's item ids and multimodal vectors (item_embeddings.parquet of the
+    raw-log directory, checked as the sample builder checks it), for DAIAN's frozen
+    table."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from daian_tf.data.raw_logs import read_embeddings
+
+    return read_embeddings(FileSystems.join(raw_dir, F.EMBEDDINGS_FILE))
+
+
+def estimate_sim_range(file_pattern: FilePattern, tf_transform_output,
+                       percentiles: Sequence[float] = (1.0, 99.0),
+                       max_examples: int = 2_000_000) -> List[float]:
+    """[I-2] `[lo, hi]` as percentiles of the raw `target_sim` of a transformed split
+    (the first `max_examples` examples); used where no sample-builder report gives it."""
+    key = F.raw(F.TARGET_SIM)
+    ds = make_dataset(file_pattern, tf_transform_output, _EVAL_BATCH_SIZE, shuffle=False,
+                      input_keys=[key])
+    values, seen = [], 0
+    for inputs, _ in ds:
+        values.append(inputs[key].numpy())
+        seen += len(values[-1])
+        if seen >= max_examples:
+            break
+    lo, hi = np.percentile(np.concatenate(values), list(percentiles))
+    if not lo < hi:
+        raise DaianInputError(f"target_sim percentiles {list(percentiles)} of "
+                              f"{file_pattern} give an empty range [{lo}, {hi}]")
+    return [float(lo), float(hi)]
+
+
+def build_model(cfg, tf_transform_output, sim_range: Optional[Sequence[float]] = None,
+                catalog: Optional[Tuple[Sequence[str], np.ndarray]] = None
+                ) -> keras.Model:
+    """The model named by `cfg.model.name`, sized from the transform's vocabularies.
+
+    DAIAN also needs the I-2 `sim_range` and the `catalog` (`model_catalog(raw_dir)`).
+    """
     user_columns = tuple(cfg.samples.user_columns)
     sizes = vocab_sizes(tf_transform_output, user_columns)
     if cfg.model.name == "din":
         return build_din(cfg.model, sizes, user_columns)
+    if cfg.model.name == "daian":
+        if sim_range is None or catalog is None:
+            raise ValueError("build_model: DAIAN needs sim_range and catalog")
+        return build_daian(cfg, sizes, sim_range, *catalog)
     raise ValueError(f"build_model: unknown model.name {cfg.model.name!r}")
 
 
-def _optimizer(train_cfg) -> keras.optimizers.Optimizer:
-    if train_cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=train_cfg.learning_rate)
-    return keras.optimizers.Adagrad(learning_rate=train_cfg.learning_rate)
-
-
 def input_names(model: keras.Model) -> List[str]:
-    """The transformed feature names the model takes."""
-    return [t.name for t in model.inputs]
+    """The transformed feature names the model takes at serving time."""
+    return model_input_keys(model)
 
 
 def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
               eval_pattern: FilePattern, log_dir: Optional[str] = None,
               steps_per_epoch: Optional[int] = None,
-              validation_steps: Optional[int] = None
-              ) -> Tuple[keras.Model, keras.callbacks.History]:
+              validation_steps: Optional[int] = None,
+              sim_range: Optional[Sequence[float]] = None,
+              catalog: Optional[Tuple[Sequence[str], np.ndarray]] = None,
+              checkpoint_dir: Optional[str] = None, verbose: int = 2
+              ) -> Tuple[keras.Model, dict]:
     """Build and fit the configured model on transformed TFRecords.
 
-    Adam or Adagrad (`cfg.train`), binary cross-entropy on the click label, AUC metric.
+    DIN: one `model.fit`, binary cross-entropy on the click label, AUC metric. DAIAN: the
+    schedule of `training.stages.train_daian` (three stages by default).
 
     Args:
         cfg: the full `Config`.
         tf_transform_output: `tft.TFTransformOutput` of the transformed data.
         train_pattern, eval_pattern: glob(s) of gzipped transformed TFRecords.
         log_dir: TensorBoard directory (the TFX Trainer's model_run_dir); None: none.
-        steps_per_epoch: batches per epoch (the training data then repeats); None: one
-            pass over the data per epoch.
-        validation_steps: eval batches per epoch; None: the whole eval split.
+        steps_per_epoch: DIN only: batches per epoch (the training data then
+            repeats); None: one pass over the data per epoch.
+        validation_steps: DIN only: eval batches per epoch; None: the whole split.
+        sim_range, catalog: DAIAN only (see `build_model`); `sim_range` None: estimated
+            from the training split (`estimate_sim_range`).
+        checkpoint_dir: DAIAN only: where each stage's weights go.
+        verbose: Keras' fit verbosity.
 
     Returns:
-        `(model, history)`.
+        `(model, history)`: history is {metric: [per epoch]} for DIN, {stage: {metric:
+        [per epoch]}} for DAIAN.
     """
     keras.utils.set_random_seed(cfg.train.seed)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
+    if cfg.model.name == "daian":
+        if sim_range is None:
+            sim_range = estimate_sim_range(train_pattern, tf_transform_output,
+                                           cfg.samples.sim_percentiles)
+        model = build_model(cfg, tf_transform_output, sim_range, catalog)
+        history = train_daian(model, train_pattern, eval_pattern, tf_transform_output,
+                              cfg.train, checkpoint_dir=checkpoint_dir,
+                              callbacks=callbacks, verbose=verbose)
+        return model, history
     model = build_model(cfg, tf_transform_output)
-    model.compile(optimizer=_optimizer(cfg.train),
+    model.compile(optimizer=make_optimizer(cfg.train.optimizer, cfg.train.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.AUC(name="auc")])
     keys = input_names(model)
     train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,
                             shuffle=True, seed=cfg.train.seed,
                             num_epochs=None if steps_per_epoch else 1,
-                            input_keys=keys, shuffle_buffer=cfg.train.shuffle_buffer)
+                            input_keys=keys, shuffle_buffer=cfg.train.shuffle_buffer,
+                            cache=cfg.train.cache)
     eval_ds = make_dataset(eval_pattern, tf_transform_output, cfg.train.batch_size,
                            shuffle=False, input_keys=keys)
-    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
     history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
                         steps_per_epoch=steps_per_epoch,
                         validation_steps=validation_steps, callbacks=callbacks,
-                        verbose=2)
-    return model, history
+                        verbose=verbose)
+    return model, history.history
 
 
 def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_output,
@@ -118,7 +176,7 @@ def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_ou
             np.concatenate(users))
 
 
-def _popularity_metrics(train_pattern: str, eval_pattern: str,
+def popularity_metrics(train_pattern: str, eval_pattern: str,
                         tf_transform_output) -> Dict[str, float]:
     """Fit the popularity baseline on train target ids, score the eval split."""
     key = F.xf(F.TARGET_ITEM_ID)
@@ -200,13 +258,31 @@ def transform_samples(samples_dir: str, out_dir: str, cfg,
     return paths
 
 
-def _read_sim_range(samples_dir: Path) -> Optional[List[float]]:
-    report = samples_dir / SAMPLES_REPORT
+def read_report(samples_dir: str) -> dict:
+    """The sample builder's `report.json` of `samples_dir` ({} when there is none)."""
+    report = Path(samples_dir) / SAMPLES_REPORT
     if not report.exists():
-        return None
+        return {}
     with open(report) as f:
-        values = json.load(f).get("sim_range")
-    return None if values is None else [float(v) for v in values]
+        return json.load(f)
+
+
+def catalog_for(cfg, report: dict, raw_dir: Optional[str] = None):
+    """DAIAN's catalog from `raw_dir`, else the raw-log directory the report names;
+    None for models without one."""
+    if cfg.model.name != "daian":
+        return None
+    raw_dir = raw_dir or report.get("raw_dir")
+    if not raw_dir:
+        raise DaianInputError("DAIAN needs the raw-log directory for its multimodal "
+                              "catalog: pass --raw (the sample report names none)")
+    return model_catalog(raw_dir)
+
+
+def jsonable_history(history: dict) -> dict:
+    """A (nested) Keras history dict with plain floats."""
+    return {k: jsonable_history(v) if isinstance(v, dict) else [float(x) for x in v]
+            for k, v in history.items()}
 
 
 def _first_examples(file_pattern: str, count: int) -> List[bytes]:
@@ -216,7 +292,8 @@ def _first_examples(file_pattern: str, count: int) -> List[bytes]:
 
 
 def train_from_samples(samples_dir: str, out_dir: str, cfg,
-                       beam_args: Optional[Sequence[str]] = None) -> dict:
+                       beam_args: Optional[Sequence[str]] = None,
+                       raw_dir: Optional[str] = None) -> dict:
     """`daian train`: transform, fit, evaluate and export on built samples.
 
     Args:
@@ -227,6 +304,8 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
             and `train_summary.json` go.
         cfg: the full `Config`.
         beam_args: Beam pipeline flags for the transform (e.g. `--direct_num_workers`).
+        raw_dir: DAIAN only: the raw-log directory whose item_embeddings.parquet fills
+            the multimodal catalog; None: the one the sample report names.
 
     Returns:
         The JSON-able summary also written to `out_dir/train_summary.json`: paths,
@@ -241,7 +320,9 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
             raise DaianInputError(f"{samples / split}: no {SAMPLES_GLOB} files; is "
                                   f"{samples} the output of `daian build-samples`?")
     out = Path(out_dir)
-    sim_range = transform_custom_config(cfg, _read_sim_range(samples))[CFG_SIM_RANGE]
+    report = read_report(str(samples))
+    sim_range = transform_custom_config(cfg, report.get("sim_range"))[CFG_SIM_RANGE]
+    catalog = catalog_for(cfg, report, raw_dir)
 
     start = time.time()
     paths = transform_samples(str(samples), str(out), cfg, sim_range, beam_args)
@@ -250,12 +331,13 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
 
     start = time.time()
     model, history = fit_model(cfg, tf_transform_output, paths[TRAIN_SPLIT],
-                               paths[EVAL_SPLIT])
+                               paths[EVAL_SPLIT], sim_range=sim_range, catalog=catalog,
+                               checkpoint_dir=str(out / CHECKPOINT_DIR))
     train_seconds = time.time() - start
 
     metrics = ranking_metrics(*predict_split(model, paths[EVAL_SPLIT],
                                              tf_transform_output))
-    baseline = _popularity_metrics(paths[TRAIN_SPLIT], paths[EVAL_SPLIT],
+    baseline = popularity_metrics(paths[TRAIN_SPLIT], paths[EVAL_SPLIT],
                                    tf_transform_output)
     export_dir = out / SERVING_MODEL_DIR / str(int(time.time()))
     export_serving_model(
@@ -270,7 +352,7 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
         "serving_model_dir": str(export_dir),
         "eval": metrics,
         "baselines": {"popularity": baseline},
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": jsonable_history(history),
         "transform_seconds": round(transform_seconds, 2),
         "train_seconds": round(train_seconds, 2),
     }

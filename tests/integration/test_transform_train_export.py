@@ -237,7 +237,7 @@ def test_transformed_files_feed_the_model(run):
         assert all(u.startswith(b"u") for u in user.numpy())
         total += len(label)
     assert total == len(run["examples"]["eval"])
-    assert np.isfinite(run["history"].history["loss"]).all()
+    assert np.isfinite(run["history"]["loss"]).all()
 
 
 def test_model_is_keras3_not_tf_keras(run):
@@ -364,8 +364,8 @@ def test_train_from_samples_summary_with_estimated_similarity_range(tmp_path):
 
 
 def test_report_sim_range_is_what_the_transform_uses(tmp_path):
-    from daian_tf.training.trainer import _read_sim_range
+    from daian_tf.training.trainer import read_report
 
     (tmp_path / "report.json").write_text(json.dumps({"sim_range": [-0.1, 0.7]}))
-    assert _read_sim_range(tmp_path) == [-0.1, 0.7]
-    assert _read_sim_range(tmp_path / "missing") is None
+    assert read_report(str(tmp_path))["sim_range"] == [-0.1, 0.7]
+    assert read_report(str(tmp_path / "missing")) == {}

@@ -1,0 +1,270 @@
+"""DAIAN, assembled from the blocks of `daian_tf.layers` (DAIAN.md §1–§7).
+
+    p̂      = UIM(e_u, E_u, e_tr)                                  Eq. 4–5 (own tables, I-10)
+    v_int  = p̂ · T_level                                           I-5
+    o_din  = DIN pooling of E_u with the target as query           §2
+    o_imp  = I2E(e_tr, v_int, E_u)                                 Eq. 6–8
+    o_exp  = MHTA(e_tg, MHSA(S_u)), S_u = {j : sim(j, tr) ≥ τ}     Eq. 9–10, I-7
+    e_sim, s_sem = hybrid similarity enhancer(tr, tg)              Eq. 11–14
+    o'_exp, o'_imp = IA2N(e_sim, sg(v_int), o_exp, o_imp)          Eq. 15–18
+    ŷ = σ(MLP([e_u ‖ e_tr ‖ e_tg ‖ o_din ‖ o'_exp ‖ o'_imp ‖ e_sim ‖ s_sem]))   §6
+
+The multimodal vectors come from a frozen catalog table inside the model, keyed by the raw
+item id (`layers.catalog.MultimodalCatalog`), so serving requests carry only ids and an item
+outside the training vocabulary still has its vector.
+
+Switches (`ModelConfig`): `use_uim=False` is "w/o UIM" (the intent vector is not a
+distribution: UIM's raw scores times the level table), `use_die=False` drops o_imp/o_exp
+(and IA2N), `use_sein=False` drops e_sim/s_sem and IA2N (o_exp/o_imp enter the head
+unweighted); `uim_shared_tables` shares the CTR network's tables with UIM (I-10).
+
+Where the intent comes from is `model.intent_source`: "uim" (p̂, stage 3 and serving) or
+"label" (the ground-truth distribution of the batch, stage 2, Eq. 20; samples without a
+label get the uniform distribution). With `model.uim_optimizer` set, `fit` updates UIM's
+variables with that optimizer and the rest with the compiled one (stage 3, §7).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from daian_tf.data import features as F
+from daian_tf.layers import embedding as emb
+from daian_tf.layers.adaptive import IntentAwareAdaptiveNetwork
+from daian_tf.layers.attention import DinAttentionPooling
+from daian_tf.layers.catalog import MultimodalCatalog, cosine
+from daian_tf.layers.explicit_intent import (ExplicitIntentExploitation,
+                                             explicit_threshold, subsequence_mask)
+from daian_tf.layers.implicit_intent import ImplicitIntentExploration
+from daian_tf.layers.similarity import HybridSimilarityEnhancer
+from daian_tf.layers.user_intent import IntentEmbedding, IntentEstimator
+
+INTENT_SOURCES = ("uim", "label")
+STAGE2_LABEL_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed keys
+    "loo": (F.xf(F.INTENT_LABEL_LOO), F.xf(F.INTENT_MASK_LOO)),
+    "plain": (F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)),
+}
+
+# keys of the request-side dict (computed once per request by the `rank` signature)
+_REQ_INTENT, _REQ_VINT, _REQ_IMP = "intent", "v_int", "o_imp"
+
+
+def daian_input_keys(user_columns: Sequence[str]) -> List[str]:
+    """The transformed features DAIAN reads at serving time."""
+    return emb.feature_input_keys(user_columns) + [F.raw(k) for k in F.CATALOG_KEYS]
+
+
+def estimate_intent(embedding: emb.FeatureEmbedding, estimator: IntentEstimator,
+                    inputs: Mapping, training=None):
+    """UIM (Eq. 4–5, I-4): the trigger's `[id ‖ category ‖ brand]` queries the history."""
+    u = embedding(inputs)
+    return estimator(u[emb.USER], u[emb.HISTORY], u[emb.TRIGGER_QUERY], mask=u[emb.MASK],
+                     training=training)
+
+
+@keras.saving.register_keras_serializable(package="daian")
+class DAIAN(keras.Model):
+    """The DAIAN CTR model (see the module docstring).
+
+    Args:
+        model_cfg: `ModelConfig`.
+        vocab_sizes: table rows per vocabulary name (`transform.vocab_sizes`).
+        user_columns: the user profile columns.
+        num_levels: n, the number of intent levels (`samples.num_intent_levels`).
+        sim_range: `[lo, hi]` of the similarity levels and bins (I-2).
+        catalog_ids: the catalog's raw item ids `(N,)`.
+        catalog_vectors: their multimodal vectors `(N, d_m)`.
+        stage2_label: [I-3] which ground-truth intent stage 2 feeds: "loo" or "plain".
+
+    Call arguments:
+        inputs: dict of transformed features: `daian_input_keys(user_columns)`, plus the
+            stage-2 label keys when `intent_source == "label"`.
+        training: Keras' flag.
+
+    Returns:
+        `(B, 1)` click probabilities.
+    """
+
+    def __init__(self, model_cfg, vocab_sizes: Mapping[str, int],
+                 user_columns: Sequence[str], num_levels: int,
+                 sim_range: Sequence[float], catalog_ids: Sequence[str],
+                 catalog_vectors: np.ndarray, stage2_label: str = "loo", **kwargs):
+        kwargs.setdefault("name", "daian")
+        super().__init__(**kwargs)
+        if stage2_label not in STAGE2_LABEL_KEYS:
+            raise ValueError(f"stage2_label must be one of {sorted(STAGE2_LABEL_KEYS)}, "
+                             f"got {stage2_label!r}")
+        lo, hi = (float(v) for v in sim_range)
+        if not lo < hi:
+            raise ValueError(f"sim_range must be [lo, hi] with lo < hi, got {sim_range}")
+        self.cfg = model_cfg
+        self.user_columns = tuple(user_columns)
+        self.num_levels = int(num_levels)
+        self.sim_range = (lo, hi)
+        self.stage2_label = stage2_label
+        self.intent_source = "uim"
+        self.uim_optimizer: Optional[keras.optimizers.Optimizer] = None
+        self.threshold = explicit_threshold(lo, hi, self.num_levels,
+                                            model_cfg.explicit_top_levels)
+        c = model_cfg
+
+        self.embedding = emb.FeatureEmbedding(vocab_sizes, self.user_columns,
+                                              c.embedding_dim, c.embedding_l2,
+                                              name="ctr_embedding")
+        self.uim_embedding = (self.embedding if c.uim_shared_tables else
+                              emb.FeatureEmbedding(vocab_sizes, self.user_columns,
+                                                   c.embedding_dim, c.embedding_l2,
+                                                   table_prefix="uim_",
+                                                   request_only=True,
+                                                   name="uim_embedding"))
+        self.uim = IntentEstimator(self.num_levels, hidden_units=c.uim_hidden_units,
+                                   attention_units=c.attention_units,
+                                   as_distribution=c.use_uim, name="uim")
+        self.intent_embedding = IntentEmbedding(self.num_levels, c.intent_dim,
+                                                name="intent_level_table")
+        self.catalog = MultimodalCatalog(list(catalog_ids), catalog_vectors,
+                                         name="multimodal_catalog")
+        self.din_pooling = DinAttentionPooling(hidden_units=c.attention_units,
+                                               use_softmax=c.attention_softmax,
+                                               name="din_attention")
+        if c.use_die:
+            self.implicit = ImplicitIntentExploration(
+                num_heads=c.attention_heads, attention_width=c.attention_width,
+                dropout=c.dropout, name="implicit_intent")
+            self.explicit = ExplicitIntentExploitation(
+                num_heads=c.attention_heads, attention_width=c.attention_width,
+                dropout=c.dropout, max_steps=c.explicit_max_steps,
+                name="explicit_intent")
+        if c.use_sein:
+            self.similarity = HybridSimilarityEnhancer(
+                num_bins=c.num_sim_bins, sim_range=self.sim_range,
+                projection_units=c.projection_units, align_weight=c.align_weight,
+                name="similarity_enhancer")
+        if c.use_sein and c.use_die:
+            self.adaptive = IntentAwareAdaptiveNetwork(
+                hidden_units=c.gate_hidden_units, gamma=c.gate_gamma, name="ia2n")
+        self.head = [keras.layers.Dense(u, activation="relu", name=f"head_{i}")
+                     for i, u in enumerate(c.hidden_units)]
+        self.head_dropout = (keras.layers.Dropout(c.dropout, name="head_dropout")
+                             if c.dropout > 0 else None)
+        self.output_layer = keras.layers.Dense(1, activation="sigmoid",
+                                               name="ctr_probability")
+
+    # --- interface ----------------------------------------------------------------
+    @property
+    def input_keys(self) -> List[str]:
+        """The transformed features the model reads at serving time."""
+        return daian_input_keys(self.user_columns)
+
+    @property
+    def label_intent_keys(self) -> tuple:
+        """(label, mask) transformed keys stage 2 reads (I-3)."""
+        return STAGE2_LABEL_KEYS[self.stage2_label]
+
+    def uim_variables(self) -> list:
+        """UIM's trainable variables: its estimator and, unless shared, its tables."""
+        layers = [self.uim]
+        if self.uim_embedding is not self.embedding:
+            layers.append(self.uim_embedding)
+        return [v for layer in layers for v in layer.trainable_variables]
+
+    def predict_intent(self, inputs: Mapping, training=None):
+        """UIM's intent distribution p̂ `(B, n)` (Eq. 5); raw scores with `use_uim=False`."""
+        return estimate_intent(self.uim_embedding, self.uim, inputs, training=training)
+
+    def _label_intent(self, inputs: Mapping):
+        label_key, mask_key = self.label_intent_keys
+        label = ops.cast(inputs[label_key], "float32")
+        has_label = ops.expand_dims(ops.cast(inputs[mask_key], "float32"), -1) > 0
+        uniform = ops.ones_like(label) / self.num_levels
+        return ops.where(has_label, label, uniform)
+
+    # --- forward ------------------------------------------------------------------
+    def request_side(self, inputs: Mapping, e: Optional[Dict] = None,
+                     training=None) -> Dict:
+        """The parts that depend on the request only (user, trigger, history):
+        the intent, v_int and o_imp. The `rank` signature computes them once."""
+        if e is None:
+            e = self.embedding(inputs)
+        if self.intent_source == "label":
+            intent = self._label_intent(inputs)
+        else:
+            intent = self.predict_intent(inputs, training=training)
+        v_int = self.intent_embedding(intent)
+        out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
+        if self.cfg.use_die:
+            out[_REQ_IMP] = self.implicit(e[emb.TRIGGER], v_int, e[emb.HISTORY],
+                                          mask=e[emb.MASK], training=training)
+        return out
+
+    def call(self, inputs, training=None, request: Optional[Dict] = None):
+        """Click probabilities `(B, 1)`; `request` (from `request_side`, broadcast to
+        the batch) skips recomputing the request side."""
+        e = self.embedding(inputs)
+        if request is None:
+            request = self.request_side(inputs, e, training=training)
+        pooled = self.din_pooling(e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
+        parts = [e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled]
+        if self.cfg.use_die or self.cfg.use_sein:
+            m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
+            m_tg = self.catalog(inputs[F.raw(F.TARGET_ITEM_ID)])
+        if self.cfg.use_die:
+            m_hist = self.catalog(inputs[F.raw(F.HIST_ITEM_ID)])
+            sim_hist = cosine(m_hist, ops.expand_dims(m_tr, 1))  # (B, T)
+            sub = subsequence_mask(sim_hist, e[emb.MASK], self.threshold)
+            o_exp = self.explicit(e[emb.TARGET], e[emb.HISTORY], sub, training=training)
+            o_imp = request[_REQ_IMP]
+        if self.cfg.use_sein:
+            e_sim, s_sem = self.similarity(e[emb.TRIGGER_ID], e[emb.TARGET_ID], m_tr, m_tg,
+                                           training=training)
+            if self.cfg.use_die:
+                o_exp, o_imp = self.adaptive(e_sim, request[_REQ_VINT], o_exp, o_imp,
+                                             training=training)
+        if self.cfg.use_die:
+            parts += [o_exp, o_imp]
+        if self.cfg.use_sein:
+            parts += [e_sim, s_sem]
+        x = ops.concatenate(parts, axis=-1)
+        for layer in self.head:
+            x = layer(x)
+            if self.head_dropout is not None:
+                x = self.head_dropout(x, training=training)
+        return self.output_layer(x)
+
+    # --- stage 3: a separate optimizer for UIM (DAIAN.md §7) ------------------------
+    def train_step(self, data):
+        """Keras' train step, except that with `uim_optimizer` set UIM's variables are
+        updated by it and every other variable by the compiled optimizer (Adam and
+        Adagrad are invariant to gradient scale, so a smaller step for UIM needs its
+        own optimizer, §7)."""
+        if self.uim_optimizer is None:
+            return super().train_step(data)
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
+                                     sample_weight=sample_weight, training=True)
+        uim_ids = {id(v) for v in self.uim_variables()}
+        uim_vars = [v for v in self.trainable_variables if id(v) in uim_ids]
+        other = [v for v in self.trainable_variables if id(v) not in uim_ids]
+        grads = tape.gradient(loss, uim_vars + other)
+        self.uim_optimizer.apply(grads[:len(uim_vars)], uim_vars)
+        self.optimizer.apply(grads[len(uim_vars):], other)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=ops.shape(y)[0])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def build_daian(cfg, vocab_sizes: Mapping[str, int], sim_range: Sequence[float],
+                catalog_ids: Sequence[str], catalog_vectors: np.ndarray) -> DAIAN:
+    """DAIAN from the full `Config` (model, samples and train sections)."""
+    return DAIAN(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns),
+                 cfg.samples.num_intent_levels, sim_range, catalog_ids, catalog_vectors,
+                 stage2_label=cfg.train.stage2_label)

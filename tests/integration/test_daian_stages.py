@@ -1,0 +1,236 @@
+"""DAIAN through the real data path: three-stage training and the serving export.
+
+Small random but valid examples (spec/DATA.md §2) → `preprocessing_fn` on Beam → each stage
+of `training/stages.py` as its own `model.fit` → SavedModel with the ctr, intent and rank
+signatures, reloaded and called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from daian_tf.data import features as F
+from daian_tf.export.saved_model import (INPUT_CANDIDATES, INPUT_CONTEXT,
+                                         INPUT_EXAMPLES, OUTPUT_CTR, OUTPUT_INTENT,
+                                         SIGNATURE_INTENT, SIGNATURE_RANK,
+                                         SIGNATURE_SERVING_DEFAULT, export_serving_model,
+                                         to_serving_example)
+from daian_tf.training import stages
+from daian_tf.training.trainer import build_model, transform_samples
+from tests.integration.test_transform_train_export import (NUM_ITEMS, SIM_RANGE, _cfg,
+                                                           write_random_samples)
+
+pytestmark = pytest.mark.slow
+
+D_M = 6
+
+
+def _daian_cfg():
+    cfg = _cfg()
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, name="daian", attention_width=8,
+                                  attention_heads=2, intent_dim=4, uim_hidden_units=(8,),
+                                  projection_units=(8,), gate_hidden_units=(8,)),
+        train=dataclasses.replace(cfg.train, learning_rate=0.01, stage1_epochs=2,
+                                  stage2_epochs=1, stage3_epochs=1))
+
+
+def _catalog():
+    """Every item of the random examples plus one never shown (a cold item)."""
+    rng = np.random.default_rng(1)
+    ids = [f"item{i}" for i in range(NUM_ITEMS)] + ["cold_item"]
+    return ids, rng.normal(size=(len(ids), D_M)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("daian_stages")
+    cfg = _daian_cfg()
+    examples = write_random_samples(root / "samples", cfg)
+    paths = transform_samples(str(root / "samples"), str(root / "out"), cfg,
+                              list(SIM_RANGE))
+    return {"root": root, "cfg": cfg, "examples": examples, "paths": paths,
+            "tfo": tft.TFTransformOutput(paths["transform_output"])}
+
+
+def _model(data):
+    keras.utils.set_random_seed(0)
+    return build_model(data["cfg"], data["tfo"], list(SIM_RANGE), _catalog())
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _args(data):
+    p = data["paths"]
+    return p["train"], p["eval"], data["tfo"], data["cfg"].train
+
+
+@pytest.fixture(scope="module")
+def staged(data, tmp_path_factory):
+    """One model through the three stages, with snapshots taken between them, and its
+    export (one training for all the tests below)."""
+    model = _model(data)
+    batch = next(iter(stages.intent_dataset(model, data["paths"]["train"], data["tfo"],
+                                            8, shuffle=False)))[0]
+    model(batch)
+    uim_ids = {id(u) for u in model.uim_variables()}
+
+    def ctr_variables():
+        return [v for v in model.trainable_variables if id(v) not in uim_ids]
+
+    snap = {"kl_before": stages.intent_kl(model, data["paths"]["train"], data["tfo"]),
+            "ctr_before_1": _values(ctr_variables())}
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    stages.train_stage1(model, *_args(data), verbose=0)
+    model.save_weights(str(ckpt / "stage1.weights.h5"))
+    snap["kl_after"] = stages.intent_kl(model, data["paths"]["train"], data["tfo"])
+    snap["ctr_after_1"] = _values(ctr_variables())
+    snap["uim_after_1"] = _values(model.uim_variables())
+    stages.train_stage2(model, *_args(data), verbose=0)
+    snap["uim_after_2"] = _values(model.uim_variables())
+    snap["intent_source_after_2"] = model.intent_source
+    stages.train_stage3(model, *_args(data), verbose=0)
+    snap["uim_after_3"] = _values(model.uim_variables())
+    model.save_weights(str(ckpt / "stage3.weights.h5"))
+    export_dir = str(tmp_path_factory.mktemp("export") / "1")
+    export_serving_model(model, data["tfo"], export_dir, data["cfg"].samples,
+                         warmup_examples=data["examples"]["eval"][:2])
+    return {"model": model, "snap": snap, "ckpt": ckpt,
+            "loaded": tf.saved_model.load(export_dir)}
+
+
+def test_stage1_lowers_the_intent_kl_and_trains_uim_only(staged):
+    snap = staged["snap"]
+    assert snap["kl_after"] < snap["kl_before"]
+    for a, b in zip(snap["ctr_before_1"], snap["ctr_after_1"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_intent_weights_count_each_request_once(data, staged):
+    """I-11: the weights of a request's samples sum to 1 (labelled) or 0."""
+    model = staged["model"]
+    keys, weights, masks = [], [], []
+    ds = stages.make_dataset(data["paths"]["train"], data["tfo"], 64, shuffle=False,
+                             input_keys=[F.REQUEST_KEY, stages.INTENT_MASK_XF])
+    for (inputs, _), (_, _, w) in zip(ds, stages.intent_dataset(
+            model, data["paths"]["train"], data["tfo"], 64, shuffle=False)):
+        keys.extend(inputs[F.REQUEST_KEY].numpy().tolist())
+        masks.extend(inputs[stages.INTENT_MASK_XF].numpy().tolist())
+        weights.extend(w.numpy().tolist())
+    total = {}
+    for k, w, m in zip(keys, weights, masks):
+        total[k] = total.get(k, 0.0) + w
+        assert w == 0.0 if m == 0 else w > 0
+    assert all(abs(t - 1.0) < 1e-5 or t == 0.0 for t in total.values())
+
+
+def test_stage2_leaves_uim_unchanged_and_stage3_moves_it_with_its_own_optimizer(
+        data, staged):
+    snap, model = staged["snap"], staged["model"]
+    for a, b in zip(snap["uim_after_1"], snap["uim_after_2"]):
+        np.testing.assert_array_equal(a, b)
+    assert snap["intent_source_after_2"] == "uim"  # restored after the stage
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(snap["uim_after_2"], snap["uim_after_3"]))
+    train_cfg = data["cfg"].train
+    assert model.uim_optimizer is not None
+    assert model.uim_optimizer is not model.optimizer
+    np.testing.assert_allclose(float(model.uim_optimizer.learning_rate),
+                               train_cfg.uim_lr_scale * train_cfg.learning_rate,
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate),
+                               train_cfg.learning_rate, rtol=1e-6)
+    assert int(model.uim_optimizer.iterations.numpy()) > 0
+
+
+def test_stage2_feeds_the_ground_truth_intent(data, staged):
+    """In stage 2 the intent comes from the label (uniform where there is none)."""
+    model = staged["model"]
+    key, mask_key = model.label_intent_keys
+    assert key == F.xf(F.INTENT_LABEL_LOO)  # I-3 default
+    ds = stages.make_dataset(data["paths"]["train"], data["tfo"], 16, shuffle=False,
+                             input_keys=model.input_keys + [key, mask_key])
+    inputs, _ = next(iter(ds))
+    model.intent_source = "label"
+    intent = np.asarray(model.request_side(inputs)["intent"])
+    model.intent_source = "uim"
+    label, mask = inputs[key].numpy(), inputs[mask_key].numpy()
+    expected = np.where(mask[:, None] > 0, label, 1.0 / label.shape[1])
+    np.testing.assert_allclose(intent, expected, atol=1e-6)
+
+
+def test_a_stage_resumes_from_a_checkpoint(data, staged):
+    """A fresh model loaded from the stage-3 weights scores like the trained one."""
+    model = staged["model"]
+    fresh = _model(data)
+    ds = stages.make_dataset(data["paths"]["eval"], data["tfo"], 32, shuffle=False,
+                             input_keys=model.input_keys)
+    inputs, _ = next(iter(ds))
+    fresh(inputs)
+    fresh.load_weights(str(staged["ckpt"] / "stage3.weights.h5"))
+    np.testing.assert_allclose(np.asarray(fresh(inputs)), np.asarray(model(inputs)),
+                               atol=1e-6)
+
+
+def test_export_serves_ctr_intent_and_rank(data, staged):
+    loaded = staged["loaded"]
+    requests = [to_serving_example(e, data["cfg"].samples)
+                for e in data["examples"]["eval"][:8]]
+    out = loaded.signatures[SIGNATURE_SERVING_DEFAULT](
+        **{INPUT_EXAMPLES: tf.constant(requests)})
+    ctr, intent = out[OUTPUT_CTR].numpy(), out[OUTPUT_INTENT].numpy()
+    assert ctr.shape == (8,) and np.all((ctr > 0) & (ctr < 1))
+    n = data["cfg"].samples.num_intent_levels
+    assert intent.shape == (8, n)
+    np.testing.assert_allclose(intent.sum(axis=1), 1.0, atol=1e-5)
+    only_intent = loaded.signatures[SIGNATURE_INTENT](
+        **{INPUT_EXAMPLES: tf.constant(requests)})[OUTPUT_INTENT].numpy()
+    np.testing.assert_allclose(only_intent, intent, atol=1e-6)
+
+    # rank: one context + candidates = the same scores as full examples that combine
+    # the context's request features with each candidate's target features
+    context = tf.train.Example.FromString(requests[0])
+    combined, candidates = [], []
+    target_keys = set(F.TARGET_ITEM_KEYS) | {F.TARGET_PRICE}
+    for r in requests[1:6]:
+        cand = tf.train.Example.FromString(r)
+        only_target = tf.train.Example()
+        full = tf.train.Example()
+        full.CopyFrom(context)
+        for key in target_keys:
+            only_target.features.feature[key].CopyFrom(cand.features.feature[key])
+            full.features.feature[key].CopyFrom(cand.features.feature[key])
+        candidates.append(only_target.SerializeToString())
+        combined.append(full.SerializeToString())
+    ranked = loaded.signatures[SIGNATURE_RANK](
+        **{INPUT_CONTEXT: tf.constant([requests[0]]),
+           INPUT_CANDIDATES: tf.constant(candidates)})[OUTPUT_CTR].numpy()
+    expected = loaded.signatures[SIGNATURE_SERVING_DEFAULT](
+        **{INPUT_EXAMPLES: tf.constant(combined)})[OUTPUT_CTR].numpy()
+    np.testing.assert_allclose(ranked, expected, atol=1e-5)
+
+
+def test_cold_item_gets_its_catalog_vector_in_serving(data, staged):
+    """A target outside the training vocabulary but in the catalog is scored with its
+    multimodal vector: two cold items with different vectors score differently."""
+    loaded = staged["loaded"]
+    base = tf.train.Example.FromString(
+        to_serving_example(data["examples"]["eval"][0], data["cfg"].samples))
+    scores = []
+    for item in (b"cold_item", b"not_in_catalog_either"):
+        ex = tf.train.Example()
+        ex.CopyFrom(base)
+        ex.features.feature[F.TARGET_ITEM_ID].bytes_list.value[:] = [item]
+        scores.append(loaded.signatures[SIGNATURE_SERVING_DEFAULT](
+            **{INPUT_EXAMPLES: tf.constant([ex.SerializeToString()])}
+        )[OUTPUT_CTR].numpy()[0])
+    assert scores[0] != pytest.approx(scores[1], abs=1e-7)

@@ -1,23 +1,35 @@
 """Benchmark: training throughput of our models against the lean DIN probe, side by side.
 
-For each batch size, in separate subprocesses (so that peak memory is per run):
-- ours: `model.fit` through the full data path (gzipped transformed TFRecords →
-  `daian_tf.data.dataset.make_dataset` → the Keras 3 model of `configs/base.yaml`), one
-  epoch after a 20-step warm-up, as `fit_model` trains it;
-- the reference: `../shared/bench/lean_din.py` (a lean Keras 3 DIN on in-memory random
-  arrays) with the same number of samples, batch, sequence length and table sizes.
-Prints a markdown table: samples/s, peak RSS, and the ratio ours / lean.
+For each batch size, each row runs in its own subprocess (so that peak RSS is per run):
+- `lean`: `../shared/bench/lean_din.py`, a lean Keras 3 DIN on in-memory random arrays,
+  with the same number of samples, batch, sequence length, table sizes and dim;
+- `<model> full/<cache>`: `model.fit`, one epoch after a 20-step warm-up, through the
+  full data path: gzipped transformed TFRecords → `make_dataset(cache=...)` (shuffled,
+  seed 0) → the Keras 3 model of `configs/base.yaml` (`trainer.build_model`);
+- `<model> model-only`: the same model fed the parsed split from memory in file order
+  (`Dataset.from_tensor_slices`, as the probe is fed): the model's own speed;
+- `input-only/<cache>`: one epoch of `make_dataset` alone, no model;
+- `din-matched`: our DIN with the probe's attention MLP (64,) instead of (64, 32),
+  which isolates part of the architecture difference (our DIN still has more inputs:
+  brand, shop, price and profile embeddings, and 3D-wide attention keys);
+- `--jit` adds `din full/memory+jit` (`compile(jit_compile=True)`) and `lean+jit`.
+The data loading of `cache="memory"` (one parse of the split) happens before the timed
+epoch, as it happens once per training run; its time is reported as `load s`.
+Prints a markdown table: samples/s, ratio to the lean probe of the same batch, peak RSS.
 
 The data: a simulated world (`--scale`), built with the Beam sample builder and
-transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when present.
+transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when present
+(delete the folder after changing the transform).
 
-usage: python bench/bench_training.py [--batches 1024 4096] [--scale 1]
+usage: python bench/bench_training.py [--models din [daian]] [--batches 1024 4096]
+       [--caches memory none] [--jit] [--scale 1]
        [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +40,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_LEAN = REPO.parent / "shared" / "bench" / "lean_din.py"
+WARMUP_STEPS = 20
+MATCHED = "din-matched"  # DIN with the probe's attention MLP
 
 
 def prepare(workdir: Path, scale: float) -> dict:
@@ -46,56 +60,134 @@ def prepare(workdir: Path, scale: float) -> dict:
     report = run_build_samples(str(raw), str(samples), cfg.samples)
     paths = transform_samples(str(samples), str(workdir / "t"), cfg,
                               report["sim_range"])
-    info = {**paths, "train_samples": report["splits"]["train"]["samples"]}
+    info = {**paths, "train_samples": report["splits"]["train"]["samples"],
+            "raw": str(raw), "sim_range": report["sim_range"]}
     meta.write_text(json.dumps(info))
     return info
 
 
-def run_ours(info: dict, batch: int) -> dict:
-    """One measured epoch of `model.fit` on the transformed data (in this process)."""
+def _build(name: str, info: dict, tft_out):
+    """The compiled model `name` ("din", MATCHED or "daian") and its input keys."""
+    from daian_tf.models import model_input_keys
+    from daian_tf.training.config import load_config
+    from daian_tf.training import trainer
+
+    cfg = load_config(REPO / "configs" / "base.yaml")
+    if name == MATCHED:
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, attention_units=(64,)))
+    if name == "daian":
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                                 name="daian"))
+        model = trainer.build_model(cfg, tft_out, sim_range=info["sim_range"],
+                                    catalog=trainer.model_catalog(info["raw"]))
+        model.intent_source = "uim"  # the joint step (stage 3, one optimizer)
+        model.uim_optimizer = None
+    else:
+        model = trainer.build_model(cfg, tft_out)
+    return model, model_input_keys(model)
+
+
+def run_ours(info: dict, job: dict) -> dict:
+    """One measured run (in this process) of `job`: {model, batch, part, cache, jit}."""
     import keras
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from daian_tf.data.dataset import make_dataset
-    from daian_tf.training.config import load_config
-    from daian_tf.training.trainer import build_model, input_names
+    from daian_tf.data.dataset import LABEL_XF, load_split, make_dataset
     from daian_tf.data.transform import vocab_sizes
+    from daian_tf.training.config import load_config
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    cfg = load_config(REPO / "configs" / "base.yaml")
+    keras.utils.set_random_seed(0)
     tft_out = tft.TFTransformOutput(info["transform_output"])
-    model = build_model(cfg, tft_out)
-    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
-    ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
-                      input_keys=input_names(model))
-    model.fit(ds.take(20), verbose=0)  # warm-up: tracing and allocation
+    cfg = load_config(REPO / "configs" / "base.yaml")
+    sizes = vocab_sizes(tft_out, tuple(cfg.samples.user_columns))
+    model, keys = _build(job["model"], info, tft_out)
+    batch, n = job["batch"], info["train_samples"]
+    start = time.time()
+    if job["part"] == "model":
+        tensors = load_split(info["train"], tft_out, keys + [LABEL_XF])
+        spec = tft_out.transformed_feature_spec()
+        ds = tf.data.Dataset.from_tensor_slices(
+            ({k: tf.cast(tensors[k], spec[k].dtype) for k in keys},
+             tf.cast(tensors[LABEL_XF], tf.float32)))
+        ds = ds.batch(batch).prefetch(2)
+    else:
+        ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
+                          input_keys=keys, cache=job["cache"])
+    load_s = time.time() - start
+    result = {"load_s": round(load_s, 2), "vocab_sizes": sizes}
+    if job["part"] == "input":
+        for _ in ds.take(5):
+            pass
+        start, seen = time.time(), 0
+        for _, label in ds:
+            seen += int(label.shape[0])
+        return {**result, "samples_per_s": seen / (time.time() - start)}
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(),
+                  jit_compile=job["jit"])
+    model.fit(ds.take(WARMUP_STEPS), verbose=0)  # tracing and allocation
     start = time.time()
     model.fit(ds, epochs=1, verbose=0)
     seconds = time.time() - start
-    sizes = vocab_sizes(tft_out, tuple(cfg.samples.user_columns))
-    return {"samples_per_s": info["train_samples"] / seconds, "seconds": seconds,
-            "params": int(model.count_params()), "vocab_sizes": sizes}
+    return {**result, "samples_per_s": n / seconds, "seconds": seconds,
+            "params": int(model.count_params())}
 
 
 def _run(cmd) -> dict:
-    """Run `cmd` in a subprocess; its last JSON line plus the tree's peak RSS."""
+    """Run `cmd` in a subprocess; its last JSON line plus the tree's peak RSS, or
+    {"error": ...} if it failed."""
     from bench_sample_builder import measure  # this folder: the same RSS polling
 
-    m = measure(cmd)
+    try:
+        m = measure(cmd)
+    except RuntimeError as e:
+        return {"error": str(e).strip().splitlines()[-1][:120]}
     lines = [line for line in m["stdout"].splitlines() if line.startswith("{")]
     return {**json.loads(lines[-1]), "peak_rss_mib": m["peak_rss_mib"]}
+
+
+def _jobs(args) -> list:
+    """(row label, job) for each of our runs of one batch size (batch filled later)."""
+    jobs = []
+    for model in args.models:
+        for cache in args.caches:
+            jobs.append((f"{model} full/{cache}",
+                         {"model": model, "part": "full", "cache": cache, "jit": False}))
+        jobs.append((f"{model} model-only",
+                     {"model": model, "part": "model", "cache": "memory", "jit": False}))
+    if "din" in args.models:
+        jobs.append((f"{MATCHED} full/{args.caches[0]}",
+                     {"model": MATCHED, "part": "full", "cache": args.caches[0],
+                      "jit": False}))
+        jobs.append((f"{MATCHED} model-only",
+                     {"model": MATCHED, "part": "model", "cache": "memory",
+                      "jit": False}))
+        if args.jit:
+            jobs.append(("din full/memory+jit",
+                         {"model": "din", "part": "full", "cache": "memory",
+                          "jit": True}))
+    for cache in args.caches:
+        jobs.append((f"input-only/{cache}",
+                     {"model": args.models[0], "part": "input", "cache": cache,
+                      "jit": False}))
+    return jobs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["din"], choices=["din", "daian"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
+    ap.add_argument("--caches", nargs="+", default=["memory", "none"],
+                    choices=["memory", "none"])
+    ap.add_argument("--jit", action="store_true", help="also rows with jit_compile")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--workdir", default="/tmp/daian_bench_training")
     ap.add_argument("--lean", default=str(DEFAULT_LEAN))
-    ap.add_argument("--_ours", type=int, help=argparse.SUPPRESS)  # worker modes
+    ap.add_argument("--_ours", help=argparse.SUPPRESS)  # worker mode: a job as JSON
     ap.add_argument("--_prepare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     workdir = Path(args.workdir)
@@ -103,7 +195,7 @@ def main() -> None:
     if args._prepare or args._ours:
         info = prepare(workdir, args.scale)
         if args._ours:
-            print(json.dumps(run_ours(info, args._ours)), flush=True)
+            print(json.dumps(run_ours(info, json.loads(args._ours))), flush=True)
         return
     # data preparation (Beam, tft) in its own process, so that no runner thread of it
     # is left in this one while the measured runs go
@@ -113,25 +205,35 @@ def main() -> None:
 
     rows = []
     for batch in args.batches:
-        ours = _run([sys.executable, __file__, "--workdir", str(workdir),
-                            "--_ours", str(batch)])
-        sizes = ours["vocab_sizes"]
-        lean = _run([
-            sys.executable, args.lean, "--samples", str(info["train_samples"]),
-            "--batch", str(batch), "--items", str(sizes["item"]),
-            "--categories", str(sizes["category"]), "--users", str(sizes["user_id"]),
-            "--dim", "16"])
-        rows.append((batch, ours, lean))
-        print(f"done: batch {batch}", file=sys.stderr, flush=True)
+        results, sizes = [], None
+        for label, job in _jobs(args):
+            res = _run([sys.executable, __file__, "--workdir", str(workdir),
+                        "--_ours", json.dumps({**job, "batch": batch})])
+            sizes = sizes or res.get("vocab_sizes")
+            results.append((label, res))
+            print(f"done: batch {batch} {label}: {res.get('samples_per_s', res)}",
+                  file=sys.stderr, flush=True)
+        lean_cmd = [sys.executable, args.lean, "--samples", str(info["train_samples"]),
+                    "--batch", str(batch), "--items", str(sizes["item"]),
+                    "--categories", str(sizes["category"]),
+                    "--users", str(sizes["user_id"]), "--dim", "16"]
+        lean = _run(lean_cmd)
+        results.insert(0, ("lean", lean))
+        if args.jit:
+            results.insert(1, ("lean+jit", _run(lean_cmd + ["--jit"])))
+        rows += [(batch, label, res, lean) for label, res in results]
 
-    print(f"train samples: {info['train_samples']}; machine: {os.cpu_count()} CPUs")
-    print("| batch | ours samples/s | lean samples/s | ratio | ours peak RSS MiB | "
-          "lean peak RSS MiB |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for batch, ours, lean in rows:
-        print(f"| {batch} | {ours['samples_per_s']:,.0f} | {lean['samples_per_s']:,.0f} "
-              f"| {ours['samples_per_s'] / lean['samples_per_s']:.2f} | "
-              f"{ours['peak_rss_mib']:,.0f} | {lean['peak_rss_mib']:,.0f} |")
+    print(f"train samples: {info['train_samples']}; machine: {os.cpu_count()} CPUs; "
+          f"TF threads: 2 intra-op, 2 inter-op")
+    print("| batch | run | samples/s | / lean | load s | peak RSS MiB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for batch, label, res, lean in rows:
+        if "error" in res:
+            print(f"| {batch} | {label} | failed: {res['error']} | | | |")
+            continue
+        ratio = res["samples_per_s"] / lean["samples_per_s"]
+        print(f"| {batch} | {label} | {res['samples_per_s']:,.0f} | {ratio:.2f} | "
+              f"{res.get('load_s', 0):.1f} | {res['peak_rss_mib']:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,197 @@
-"""tf.data input of the models: transformed, gzipped TFRecords → (inputs, label) batches.
+"""tf.data input of the models: transformed gzipped TFRecords → (inputs, label).
 
-Examples are batched first and parsed with one vectorised `tf.io.parse_example` per
-batch (parallel calls), then prefetched; only the features the model reads are parsed.
+Two ways to serve the same batches (`make_dataset(cache=...)`):
+
+- `"none"` (streaming): records are read from the files (files interleaved in
+  parallel), shuffled in a buffer of serialized examples, batched, and parsed with one
+  vectorised `tf.io.parse_example` per batch (parallel calls), then prefetched. Memory
+  stays flat whatever the split's size; every epoch decompresses and parses again.
+- `"memory"`: the split is read and parsed once (`load_split`) into one tensor per
+  feature, `(N, ...)`, and batches are served by gathering rows at shuffled indices:
+  a full shuffle of the whole split each epoch (not a buffer), no parsing after the
+  first pass. Integer features whose values fit in int32 are held as int32 and cast
+  back to the spec's dtype per batch. Memory: about 4 bytes per int or float value
+  held (8 for int64 values beyond int32), plus the strings; for the DIN inputs of
+  `configs/base.yaml` (3 histories of 50 ids, 15 scalar ids, the label) that is
+  about 0.7 kB per example, 700 MB per million examples.
+
+Only the features the model reads are parsed (and held). In both modes a seeded
+dataset gives the same batches, in the same order, on every run.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import logging
+import random
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 from daian_tf.data import features as F
 
 LABEL_XF = F.xf(F.LABEL)
-_NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | {F.USER_KEY})
+CACHE_NONE, CACHE_MEMORY = "none", "memory"
+CACHE_MODES = (CACHE_NONE, CACHE_MEMORY)
+_NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | set(F.PASSTHROUGH_KEYS))
+_LOAD_BATCH = 8192  # records per `parse_example` call while loading a split
+_INT32_MIN, _INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+FilePattern = Union[str, Sequence[str]]
+
+logger = logging.getLogger(__name__)
 
 
 def model_input_keys(tf_transform_output) -> list:
-    """Every transformed feature that may be a model input (no labels, no user key)."""
+    """Every transformed feature that may be a model input (no labels, no
+    pass-through columns such as the user key)."""
     return sorted(set(tf_transform_output.transformed_feature_spec()) - _NON_INPUT_KEYS)
 
 
-def make_dataset(file_pattern: Union[str, Sequence[str]],
+def _parse_spec(tf_transform_output, keys: Sequence[str],
+                with_user_key: bool) -> dict:
+    """The transformed spec of `keys`, the label and (optionally) the user key."""
+    spec = tf_transform_output.transformed_feature_spec()
+    unknown = sorted(set(keys) - set(spec))
+    if unknown:
+        raise ValueError(f"make_dataset: input_keys {unknown} are not transformed "
+                         f"features; known: {sorted(spec)}")
+    wanted = list(keys) + [LABEL_XF] + ([F.USER_KEY] if with_user_key else [])
+    return {k: spec[k] for k in wanted}
+
+
+def _records(file_pattern: FilePattern, shuffle: bool,
+             seed: Optional[int]) -> tf.data.Dataset:
+    """Serialized examples of the files matching `file_pattern`.
+
+    The files are read interleaved in parallel in a deterministic order (shuffled
+    with `seed` when `shuffle`).
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    if not any(tf.io.gfile.glob(p) for p in patterns):
+        raise FileNotFoundError(f"make_dataset: no file matches {patterns}")
+    files = tf.data.Dataset.list_files(patterns, shuffle=shuffle, seed=seed)
+    return files.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)  # seeded runs repeat: same seed, same example order
+
+
+def _to_outputs(parsed: Dict[str, tf.Tensor], keys: Sequence[str],
+                with_user_key: bool) -> Tuple[tf.Tensor, ...]:
+    """`(inputs, label)` or `(inputs, label, user_key)` of a parsed batch."""
+    inputs = {k: parsed[k] for k in keys}
+    label = tf.cast(parsed[LABEL_XF], tf.float32)
+    if with_user_key:
+        return inputs, label, parsed[F.USER_KEY]
+    return inputs, label
+
+
+def load_split(file_pattern: FilePattern, tf_transform_output,
+               keys: Sequence[str]) -> Dict[str, tf.Tensor]:
+    """Read and parse a whole split of transformed examples into memory.
+
+    Args:
+        file_pattern: glob(s) of gzipped TFRecord files of transformed `tf.Example`s.
+        tf_transform_output: `tft.TFTransformOutput`; gives the transformed spec.
+        keys: the transformed features to load; each must be a `FixedLenFeature`
+            of the transformed spec.
+
+    Returns:
+        One tensor per key, `(N, *shape)` with the spec's shape, rows in the order
+        of `make_dataset(..., shuffle=False)`. Integer features whose values all fit
+        in int32 are returned as int32 (half the memory of int64); the others keep
+        the spec's dtype.
+
+    Raises:
+        FileNotFoundError: no file matches `file_pattern`.
+        ValueError: a key is not a fixed-length feature, or the files hold no example.
+    """
+    spec = tf_transform_output.transformed_feature_spec()
+    not_fixed = sorted(k for k in keys
+                       if not isinstance(spec[k], tf.io.FixedLenFeature))
+    if not_fixed:
+        raise ValueError(f"load_split: cache='memory' needs fixed-length features; "
+                         f"{not_fixed} are not FixedLenFeature")
+    parse_spec = {k: spec[k] for k in keys}
+    batches = (_records(file_pattern, shuffle=False, seed=None)
+               .batch(_LOAD_BATCH)
+               .map(lambda s: tf.io.parse_example(s, parse_spec),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .prefetch(tf.data.AUTOTUNE))
+    parts: Dict[str, list] = {k: [] for k in keys}
+    for parsed in batches:
+        for k in keys:
+            parts[k].append(parsed[k])
+    if not parts[keys[0]]:
+        raise ValueError(f"load_split: the files of {file_pattern} hold no example")
+    tensors = {}
+    for k in keys:
+        t = tf.concat(parts[k], axis=0)
+        if (t.dtype == tf.int64 and t.shape.num_elements() > 0
+                and _INT32_MIN <= int(tf.reduce_min(t))
+                and int(tf.reduce_max(t)) <= _INT32_MAX):
+            t = tf.cast(t, tf.int32)
+        tensors[k] = t
+    return tensors
+
+
+def _shuffled_indices(n: int, seed: int,
+                      num_epochs: Optional[int]) -> tf.data.Dataset:
+    """Row indices `0..n-1`, in a fresh permutation each epoch (fixed by `seed`)."""
+    epochs = (tf.data.Dataset.range(num_epochs) if num_epochs is not None
+              else tf.data.Dataset.counter())
+    base = tf.range(n, dtype=tf.int64)
+    seed_t = tf.constant(seed, tf.int64)
+    return epochs.flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
+        tf.random.experimental.stateless_shuffle(base, seed=tf.stack([seed_t, epoch]))))
+
+
+def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
+                    parse_spec: dict, keys: Sequence[str], batch_size: int,
+                    shuffle: bool, seed: Optional[int], num_epochs: Optional[int],
+                    with_user_key: bool) -> tf.data.Dataset:
+    """`make_dataset(cache="memory")`: batches gathered from the loaded split."""
+    tensors = load_split(file_pattern, tf_transform_output, list(parse_spec))
+    n = int(tensors[LABEL_XF].shape[0])
+    held = sum(t.shape.num_elements() * t.dtype.size for t in tensors.values()
+               if t.dtype != tf.string)
+    logger.info("make_dataset: %d examples of %s in memory, %.1f MiB (strings not "
+                "counted)", n, file_pattern, held / 2 ** 20)
+    if shuffle:
+        seed = random.randrange(2 ** 31) if seed is None else seed
+        indices = _shuffled_indices(n, seed, num_epochs)
+    else:
+        indices = tf.data.Dataset.range(n).repeat(num_epochs)
+
+    def gather(rows):
+        parsed = {k: tf.cast(tf.gather(t, rows), parse_spec[k].dtype)
+                  for k, t in tensors.items()}
+        return _to_outputs(parsed, keys, with_user_key)
+
+    return (indices.batch(batch_size)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def _streaming_dataset(file_pattern: FilePattern, parse_spec: dict,
+                       keys: Sequence[str], batch_size: int, shuffle: bool,
+                       seed: Optional[int], num_epochs: Optional[int],
+                       with_user_key: bool, shuffle_buffer: int) -> tf.data.Dataset:
+    """`make_dataset(cache="none")`: records read and parsed every epoch."""
+    ds = _records(file_pattern, shuffle, seed)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat(num_epochs).batch(batch_size)
+
+    def parse(serialized):
+        return _to_outputs(tf.io.parse_example(serialized, parse_spec), keys,
+                           with_user_key)
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(file_pattern: FilePattern,
                  tf_transform_output,
                  batch_size: int,
                  shuffle: bool,
@@ -29,7 +199,8 @@ def make_dataset(file_pattern: Union[str, Sequence[str]],
                  num_epochs: Optional[int] = 1,
                  input_keys: Optional[Sequence[str]] = None,
                  with_user_key: bool = False,
-                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                 shuffle_buffer: int = 10_000,
+                 cache: str = CACHE_NONE) -> tf.data.Dataset:
     """Batches of transformed examples.
 
     Args:
@@ -37,48 +208,39 @@ def make_dataset(file_pattern: Union[str, Sequence[str]],
             (a TFX Trainer passes a list).
         tf_transform_output: `tft.TFTransformOutput`; gives the transformed spec.
         batch_size: examples per batch (the last batch may be smaller).
-        shuffle: shuffle files and examples (training); False keeps file order.
-        seed: shuffling seed.
+        shuffle: shuffle (training); False keeps a fixed order, the same in both
+            cache modes.
+        seed: shuffling seed; None: a different order on every run.
         num_epochs: repetitions; None repeats forever.
         input_keys: the transformed features to return as inputs (e.g. a model's
             input names); None returns every `model_input_keys` feature.
         with_user_key: also return the raw user ids (`features.USER_KEY`), for GAUC.
-        shuffle_buffer: examples in the shuffle buffer.
+        shuffle_buffer: examples in the shuffle buffer (`cache="none"` only; the
+            in-memory mode shuffles the whole split).
+        cache: `"none"` streams from the files every epoch; `"memory"` parses the
+            split once into memory (`load_split`; see the module docstring for the
+            memory cost) and serves batches by gathering shuffled rows.
 
     Returns:
         A dataset of `(inputs, label)`, or `(inputs, label, user_key)` with
         `with_user_key` (for evaluation loops, not for `fit`): `inputs` a dict of
-        `(B, ...)` tensors, `label` float32 `(B,)`, `user_key` string `(B,)`.
+        `(B, ...)` tensors with the transformed spec's dtypes and shapes, `label`
+        float32 `(B,)`, `user_key` string `(B,)`.
+
+    Raises:
+        FileNotFoundError: no file matches `file_pattern`.
+        ValueError: an unknown input key or cache mode, or a non-positive batch size.
     """
-    spec = tf_transform_output.transformed_feature_spec()
+    if cache not in CACHE_MODES:
+        raise ValueError(f"make_dataset: cache must be one of {list(CACHE_MODES)}, "
+                         f"got {cache!r}")
+    if batch_size <= 0:
+        raise ValueError(f"make_dataset: batch_size must be > 0, got {batch_size}")
     keys = list(model_input_keys(tf_transform_output) if input_keys is None
                 else input_keys)
-    unknown = sorted(set(keys) - set(spec))
-    if unknown:
-        raise ValueError(f"make_dataset: input_keys {unknown} are not transformed "
-                         f"features; known: {sorted(spec)}")
-    wanted = keys + [LABEL_XF] + ([F.USER_KEY] if with_user_key else [])
-    parse_spec = {k: spec[k] for k in wanted}
-
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    if not any(tf.io.gfile.glob(p) for p in patterns):
-        raise FileNotFoundError(f"make_dataset: no file matches {patterns}")
-    files = tf.data.Dataset.list_files(patterns, shuffle=shuffle, seed=seed)
-    ds = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-        cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)  # seeded runs repeat: same seed, same example order
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat(num_epochs).batch(batch_size)
-
-    def parse(serialized):
-        parsed = tf.io.parse_example(serialized, parse_spec)
-        inputs = {k: parsed[k] for k in keys}
-        label = tf.cast(parsed[LABEL_XF], tf.float32)
-        if with_user_key:
-            return inputs, label, parsed[F.USER_KEY]
-        return inputs, label
-
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+    parse_spec = _parse_spec(tf_transform_output, keys, with_user_key)
+    if cache == CACHE_MEMORY:
+        return _memory_dataset(file_pattern, tf_transform_output, parse_spec, keys,
+                               batch_size, shuffle, seed, num_epochs, with_user_key)
+    return _streaming_dataset(file_pattern, parse_spec, keys, batch_size, shuffle,
+                              seed, num_epochs, with_user_key, shuffle_buffer)

@@ -3,6 +3,7 @@
     daian simulate OUT [--config C ...]           raw TIR logs of a simulated world
     daian build-samples RAW OUT [--config C ...] [beam args]
     daian train SAMPLES OUT [--config C ...]      transform + model.fit + export
+    daian experiment [--config C ...] [--out D]  DIN vs DAIAN and ablations, report
     daian pipeline run|compile ...                the TFX pipeline (local or Kubeflow)
     daian serve MODEL_BASE_PATH [--port P]        local TF Serving-compatible gRPC server
     daian quickstart [--workdir W]                the README's main job
@@ -59,8 +60,19 @@ def cmd_train(args, beam_args) -> int:
     from daian_tf.training.trainer import train_from_samples
 
     cfg = _config(args.config)
-    result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args)
+    result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
+                                raw_dir=args.raw)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_experiment(args, beam_args) -> int:
+    from daian_tf.experiments.runner import run_experiment
+
+    cfg = _config(args.config)
+    results = run_experiment(cfg, args.out, raw_dir=args.raw, beam_args=beam_args)
+    print(open(results["paths"]["report"]).read())
+    print(f"report: {results['paths']['report']}")
     return 0
 
 
@@ -117,8 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Transform + model.fit + export on built samples")
     p.add_argument("samples")
     p.add_argument("out")
+    p.add_argument("--raw", help="DAIAN: raw-log directory of the multimodal catalog "
+                   "(default: the one the samples' report.json names)")
     _add_config(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("experiment",
+                       help="DIN, DAIAN and ablations over seeds: tables and figures")
+    p.add_argument("--out", default="runs/experiment")
+    p.add_argument("--raw", help="raw-log directory (default: simulate the config's "
+                   "world)")
+    _add_config(p)
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("pipeline", help="the TFX pipeline")
     p.add_argument("action", choices=["run", "compile"])

@@ -9,13 +9,21 @@ Data flow (memory per step is bounded by one request or one user, plus the catal
 
     impressions.csv ─┬─ by request_id (CoGroupByKey with truth.csv) → Request
                      └─ max timestamp → split boundary (side input)
-    Request, behaviors.csv, users.csv ── by user_id (CoGroupByKey) → RequestContext
+    Request, behaviors.csv, users.csv ── by user_id (CoGroupByKey) → Prepared
         (trigger derived if empty, history cut: strictly earlier, within history_days,
-         last max_seq_len, chronological)
-    RequestContext (train split) → cos(trigger, target) → approximate quantiles
+         last max_seq_len, chronological; request-level features serialized,
+         trigger-target similarities)
+    Prepared (train split) → similarities → approximate quantiles
         → sim_range [lo, hi] (I-2; side input), unless samples.sim_range fixes it
-    RequestContext → tf.Examples (intent labels, LOO labels, target_sim, diversity)
+    Prepared → tf.Examples (intent labels, LOO labels, per-target features)
         → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
+
+Speed: the runner's cost is per element and per encode, so each file reader groups
+its rows by key within chunks (one element per key and chunk, not per row), records
+cross steps as plain tuples (encoded natively, never pickled), examples are
+written as protobuf wire bytes (`example_encoding`) without importing tensorflow,
+and each request's examples reach the file writer as one element, gzipped at
+level 1 (`tfrecord_sink`).
 
 The catalog (items.csv + item_embeddings.parquet) is one side input; its size is the
 catalog's, not the logs'. Drops and fallbacks are Beam counters; `finalize_report`
@@ -28,34 +36,40 @@ import dataclasses
 import json
 import logging
 from bisect import bisect_left
+from itertools import chain
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 from typing import Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
+from daian_tf.data import example_encoding as E
 from daian_tf.data import features as F
 from daian_tf.data import intent_labels as IL
 from daian_tf.data.raw_logs import (Behavior, Catalog, Impression, RawLayout,
-                                    RawLogErrorLogFilter,
+                                    RawLogErrorLogFilter, UserProfile,
                                     encode_error, find_raw_log_error,
                                     inspect_raw_dir, load_catalog, read_behaviors,
                                     read_impressions, read_truth, read_users)
+from daian_tf.data.tfrecord_sink import TFRecordBatchSink
 from daian_tf.errors import RawLogError
 from daian_tf.training.config import SampleConfig
 
 TRAIN, EVAL = "train", "eval"
 SPLITS = (TRAIN, EVAL)
 FILE_PREFIX, FILE_SUFFIX = "data", ".tfrecord.gz"
+GZIP_LEVEL = 1  # fastest; see tfrecord_sink
 REPORT_FILE = "report.json"
 DAY_S = 86400
 # Evenly spaced quantiles (0.1 % apart) and their rank error bound for I-2.
 NUM_QUANTILES, QUANTILE_EPSILON = 1001, 1e-3
+# Rows read before a file's rows are grouped by key and emitted (see _read_grouped):
+# the reader's only buffer, a constant independent of the logs' size.
+CHUNK_ROWS = 100_000
 
 NAMESPACE = "daian_samples"
 COUNTERS = {
@@ -87,8 +101,14 @@ _META_FILES = {"split_boundary": "split_boundary.json", "sim_range": "sim_range.
 _META_DIR = "pipeline_stats"
 
 
+_COUNTER_OBJECTS: Dict[str, object] = {}
+
+
 def _count(name: str, n: int = 1) -> None:
-    Metrics.counter(NAMESPACE, name).inc(n)
+    counter = _COUNTER_OBJECTS.get(name)
+    if counter is None:  # a Beam counter delegates to the current step's container
+        counter = _COUNTER_OBJECTS[name] = Metrics.counter(NAMESPACE, name)
+    counter.inc(n)
 
 
 # --- records between steps ----------------------------------------------------------
@@ -109,13 +129,25 @@ class Request(NamedTuple):
     targets: Tuple[Target, ...]
 
 
-class RequestContext(NamedTuple):
-    """A request with its resolved trigger, its history and the user's profile."""
+class Prepared(NamedTuple):
+    """A kept request with everything its examples need except the intent labels,
+    which wait for sim_range (a statistic over all train requests, I-2)."""
 
-    request: Request
-    trigger_item_id: str
-    history: Tuple[Behavior, ...]  # chronological, at most max_seq_len
-    profile: Tuple[str, ...]  # values of cfg.user_columns
+    timestamp: int
+    features: bytes  # serialized request-level feature entries (example_encoding)
+    sims: Tuple[float, ...]  # cos(m_trigger, m_target) per target
+    targets: Tuple[Target, ...]
+
+
+def _to_plain(record) -> tuple:
+    """A Request or Prepared as nested plain tuples, which Beam encodes natively
+    between steps (it pickles NamedTuples, several times slower)."""
+    return record[:-1] + (tuple(map(tuple, record[-1])),)
+
+
+def _from_plain(record_type, plain: tuple):
+    """The inverse of `_to_plain`: `record_type` is Request or Prepared."""
+    return record_type(*plain[:-1], tuple(map(Target._make, plain[-1])))
 
 
 # --- per-request / per-user logic (pure) --------------------------------------------
@@ -183,11 +215,26 @@ def _surfacing(fn):
     return step
 
 
-def _read_keyed(path: str, reader, key, value, *args) -> Iterator[Tuple[str, object]]:
-    """Rows of one file as (key(row), value(row)): reading and keying in one step,
-    so a million rows pass one Beam operation instead of two."""
+def _read_grouped(path: str, reader, key, value, *args
+                  ) -> Iterator[Tuple[str, List[tuple]]]:
+    """Rows of one file as `(key, [value(row), ...])`, grouped by key within chunks of
+    CHUNK_ROWS rows: reading, keying and batching in one step, so the shuffles carry
+    one element per key and chunk instead of one per row. `value` must give a plain
+    tuple of str/int/float/None, which Beam encodes natively (no pickling)."""
+    groups: Dict[str, List[tuple]] = {}
+    n = 0
     for row in reader(path, *args):
-        yield key(row), value(row)
+        groups.setdefault(key(row), []).append(value(row))
+        n += 1
+        if n == CHUNK_ROWS:
+            yield from groups.items()
+            groups, n = {}, 0
+    yield from groups.items()
+
+
+def _ungroup(batches: Iterable[List[tuple]], record) -> List:
+    """The rows of the batches of `_read_grouped`, as `record` NamedTuples again."""
+    return [record._make(t) for t in chain.from_iterable(batches)]
 
 
 def _load_catalog(layout: RawLayout) -> Iterator[Catalog]:
@@ -197,26 +244,29 @@ def _load_catalog(layout: RawLayout) -> Iterator[Catalog]:
     yield catalog
 
 
-def _request(kv, path: str) -> Iterator[Tuple[str, Request]]:
+def _request(kv, path: str) -> Iterator[Tuple[str, tuple]]:
     request_id, groups = kv
-    rows = list(groups["impressions"])
-    truth = dict(groups.get("truth", ()))
+    rows = _ungroup(groups["impressions"], Impression)
+    truth = dict(chain.from_iterable(groups.get("truth", ())))
     if not rows:
         _count("truth_rows_without_impression", len(truth))
         return
     _count("requests")
     _count("impressions", len(rows))
     request = assemble_request(rows, truth, path)
-    yield request.user_id, request
+    yield request.user_id, _to_plain(request)
 
 
 def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
-               has_truth: bool) -> Iterator[RequestContext]:
-    """Per user: resolve triggers and cut histories for each of the user's requests."""
+               has_truth: bool) -> Iterator[tuple]:
+    """Per user: resolve triggers and cut histories for each of the user's requests;
+    yields each kept request as a plain Prepared."""
     user_id, groups = kv
-    requests: List[Request] = list(groups["requests"])
-    behaviors = sorted(groups["behaviors"], key=lambda b: (b.timestamp, b.row))
-    profiles = sorted(groups.get("users", ()), key=lambda u: u.row)
+    requests = [_from_plain(Request, r) for r in groups["requests"]]
+    behaviors = sorted(_ungroup(groups["behaviors"], Behavior),
+                       key=lambda b: (b.timestamp, b.row))
+    profiles = sorted(_ungroup(groups.get("users", ()), UserProfile),
+                      key=lambda u: u.row)
     _count("behaviors", len(behaviors))
     _count("behaviors_unknown_item",
            sum(1 for b in behaviors if b.item_id not in catalog.items))
@@ -247,17 +297,57 @@ def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
         if has_truth:
             _count("samples_without_truth",
                    sum(1 for t in request.targets if t.p_true is None))
-        yield RequestContext(request, trigger,
-                             cut_history(behaviors, times, request.timestamp, cfg),
-                             profile)
+        history = cut_history(behaviors, times, request.timestamp, cfg)
+        yield _to_plain(_prepare(request, trigger, history, profile, catalog, cfg))
 
 
-def _train_similarities(ctx: RequestContext, catalog: Catalog,
-                        boundary: int) -> Iterator[List[float]]:
+def _prepare(request: Request, trigger: str, history: Sequence[Behavior],
+            profile: Sequence[str], catalog: Catalog, cfg: SampleConfig) -> Prepared:
+    """The request-level features (ids, profile, trigger, history, diversity) and the
+    trigger-target similarities of a request with its resolved trigger; counts the
+    request's and its targets' unknown items and missing embeddings."""
+    if trigger not in catalog.items:
+        _count("requests_unknown_trigger_item")
+    if not catalog.has_embedding(trigger):
+        _count("requests_trigger_without_embedding")
+    _count("samples_unknown_target_item",
+           sum(1 for t in request.targets if t.item_id not in catalog.items))
+    _count("samples_target_without_embedding",
+           sum(1 for t in request.targets if not catalog.has_embedding(t.item_id)))
+    trig = catalog.side(trigger)
+    hist_sides = [catalog.side(b.item_id) for b in history]
+    diversity = IL.intent_diversity(
+        (catalog.side(t.item_id).category_id for t in request.targets if t.clicked),
+        trig.category_id)
+    features = b"".join([
+        E.bytes_feature(F.REQUEST_ID, [request.request_id]),
+        E.bytes_feature(F.USER_ID, [request.user_id]),
+        E.int64_feature(F.TIMESTAMP, [request.timestamp]),
+        *(E.bytes_feature(F.user_feature(col), [value])
+          for col, value in zip(cfg.user_columns, profile)),
+        E.bytes_feature(F.TRIGGER_ITEM_ID, [trigger]),
+        E.bytes_feature(F.TRIGGER_CATEGORY_ID, [trig.category_id]),
+        E.bytes_feature(F.TRIGGER_BRAND_ID, [trig.brand_id]),
+        E.bytes_feature(F.TRIGGER_SHOP_ID, [trig.shop_id]),
+        E.float_feature(F.TRIGGER_PRICE, [trig.price]),
+        E.bytes_feature(F.HIST_ITEM_ID, [b.item_id for b in history]),
+        E.bytes_feature(F.HIST_CATEGORY_ID, [s.category_id for s in hist_sides]),
+        E.bytes_feature(F.HIST_BRAND_ID, [s.brand_id for s in hist_sides]),
+        E.bytes_feature(F.HIST_BEHAVIOR, [b.behavior for b in history]),
+        E.int64_feature(F.HIST_TIME_DELTA,
+                        [request.timestamp - b.timestamp for b in history]),
+        E.int64_feature(F.INTENT_DIVERSITY, [diversity]),
+    ])
+    sims = tuple(catalog.cos(trigger, t.item_id) for t in request.targets)
+    return Prepared(request.timestamp, features, sims, request.targets)
+
+
+def _train_similarities(plain: tuple, boundary: int) -> Iterator[Tuple[float, ...]]:
     """One batch per train request: its trigger-target similarities (batched input
     of the quantiles combine, one element per request rather than per impression)."""
-    if ctx.request.timestamp < boundary:
-        yield [catalog.cos(ctx.trigger_item_id, t.item_id) for t in ctx.request.targets]
+    prepared = _from_plain(Prepared, plain)
+    if prepared.timestamp < boundary:
+        yield prepared.sims
 
 
 def _sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
@@ -274,119 +364,72 @@ def _sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
 
 
 class _EmitExamples(beam.DoFn):
-    """RequestContext → one serialized tf.Example per target, tagged with its split."""
+    """Prepared (plain) → the list of its serialized tf.Examples (one per target),
+    tagged with the request's split.
 
-    def __init__(self, cfg: SampleConfig, has_truth: bool, has_position: bool):
-        self._cfg, self._has_truth, self._has_position = cfg, has_truth, has_position
-        self._example = None
+    An example is the request's features + its intent label + the target item's
+    features (cached per item) + the target's own scalars.
+    """
+
+    def __init__(self, has_truth: bool, has_position: bool, num_levels: int):
+        self._has_truth, self._has_position = has_truth, has_position
+        self._n = num_levels
 
     def setup(self):
-        from tensorflow.core.example import example_pb2
+        # item id -> serialized target-item features; bounded by the catalog size
+        self._item_bytes: Dict[str, bytes] = {}
 
-        self._example = example_pb2.Example
-        # item id -> serialized target side features; bounded by the catalog size
-        self._target_bytes: Dict[str, bytes] = {}
-
-    def _target_part(self, item_id: str, catalog: Catalog) -> bytes:
-        """The serialized target-item features of `item_id`, built once per item."""
-        cached = self._target_bytes.get(item_id)
+    def _item_part(self, item_id: str, catalog: Catalog) -> bytes:
+        """The target-item feature entries of `item_id`, built once per item."""
+        cached = self._item_bytes.get(item_id)
         if cached is None:
             side = catalog.side(item_id)
-            ex = self._example()
-            g = ex.features.feature
-            _bytes(g, F.TARGET_ITEM_ID, [item_id])
-            _bytes(g, F.TARGET_CATEGORY_ID, [side.category_id])
-            _bytes(g, F.TARGET_BRAND_ID, [side.brand_id])
-            _bytes(g, F.TARGET_SHOP_ID, [side.shop_id])
-            _floats(g, F.TARGET_PRICE, [side.price])
-            cached = self._target_bytes[item_id] = ex.SerializeToString()
+            cached = self._item_bytes[item_id] = b"".join([
+                E.bytes_feature(F.TARGET_ITEM_ID, [item_id]),
+                E.bytes_feature(F.TARGET_CATEGORY_ID, [side.category_id]),
+                E.bytes_feature(F.TARGET_BRAND_ID, [side.brand_id]),
+                E.bytes_feature(F.TARGET_SHOP_ID, [side.shop_id]),
+                E.float_feature(F.TARGET_PRICE, [side.price])])
         return cached
 
-    def process(self, ctx: RequestContext, catalog: Catalog, boundary: int,
+    def process(self, plain: tuple, catalog: Catalog, boundary: int,
                 sim_range: Tuple[float, float]):
-        cfg, n = self._cfg, self._cfg.num_intent_levels
-        lo, hi = sim_range
-        request, trigger = ctx.request, ctx.trigger_item_id
-        split = EVAL if request.timestamp >= boundary else TRAIN
+        n, (lo, hi) = self._n, sim_range
+        prepared = _from_plain(Prepared, plain)
+        split = EVAL if prepared.timestamp >= boundary else TRAIN
         _count(f"requests_{split}")
-        _count(f"samples_{split}", len(request.targets))
-        if trigger not in catalog.items:
-            _count("requests_unknown_trigger_item")
-        if not catalog.has_embedding(trigger):
-            _count("requests_trigger_without_embedding")
-
-        sims = [catalog.cos(trigger, t.item_id) for t in request.targets]
-        levels = [IL.intent_level(s, lo, hi, n) for s in sims]
-        click_levels = [lv for lv, t in zip(levels, request.targets) if t.clicked]
+        _count(f"samples_{split}", len(prepared.targets))
+        levels = [IL.intent_level(s, lo, hi, n) for s in prepared.sims]
+        click_levels = [lv for lv, t in zip(levels, prepared.targets) if t.clicked]
         label, mask = IL.intent_histogram(click_levels, n)
         if mask:
             _count("requests_with_clicks")
-        trig = catalog.side(trigger)
-        diversity = IL.intent_diversity(
-            (catalog.side(t.item_id).category_id for t in request.targets if t.clicked),
-            trig.category_id)
-        hist_sides = [catalog.side(b.item_id) for b in ctx.history]
-
-        # Request-level part of every example, built once.
-        base = self._example()
-        f = base.features.feature
-        _bytes(f, F.REQUEST_ID, [request.request_id])
-        _bytes(f, F.USER_ID, [request.user_id])
-        _ints(f, F.TIMESTAMP, [request.timestamp])
-        for col, value in zip(cfg.user_columns, ctx.profile):
-            _bytes(f, F.user_feature(col), [value])
-        _bytes(f, F.TRIGGER_ITEM_ID, [trigger])
-        _bytes(f, F.TRIGGER_CATEGORY_ID, [trig.category_id])
-        _bytes(f, F.TRIGGER_BRAND_ID, [trig.brand_id])
-        _bytes(f, F.TRIGGER_SHOP_ID, [trig.shop_id])
-        _floats(f, F.TRIGGER_PRICE, [trig.price])
-        _bytes(f, F.HIST_ITEM_ID, [b.item_id for b in ctx.history])
-        _bytes(f, F.HIST_CATEGORY_ID, [s.category_id for s in hist_sides])
-        _bytes(f, F.HIST_BRAND_ID, [s.brand_id for s in hist_sides])
-        _bytes(f, F.HIST_BEHAVIOR, [b.behavior for b in ctx.history])
-        _ints(f, F.HIST_TIME_DELTA, [request.timestamp - b.timestamp
-                                     for b in ctx.history])
-        _floats(f, F.INTENT_LABEL, label)
-        _ints(f, F.INTENT_MASK, [mask])
-        _ints(f, F.INTENT_DIVERSITY, [diversity])
-        # Serialized once per request. A serialized protobuf followed by another one
-        # parses as their merge (embedded messages merge, map entries add up), so each
-        # example is these bytes + its item's cached bytes + its own small part: no
-        # per-target copy of the history, no per-impression item features.
-        base_bytes = base.SerializeToString()
-
-        for target, sim, level in zip(request.targets, sims, levels):
-            if target.item_id not in catalog.items:
-                _count("samples_unknown_target_item")
-            if not catalog.has_embedding(target.item_id):
-                _count("samples_target_without_embedding")
-            loo, loo_mask = IL.leave_one_out(click_levels, level, bool(target.clicked),
-                                             n)
-            ex = self._example()
-            g = ex.features.feature
-            _ints(g, F.LABEL, [target.clicked])
-            _floats(g, F.INTENT_LABEL_LOO, loo)
-            _ints(g, F.INTENT_MASK_LOO, [loo_mask])
-            _floats(g, F.TARGET_SIM, [sim])
+        request_part = b"".join([prepared.features,
+                                 E.float_feature(F.INTENT_LABEL, label),
+                                 E.int64_feature(F.INTENT_MASK, [mask])])
+        # label and leave-one-out features depend on the target only through
+        # (clicked, level): built once per distinct pair of the request
+        label_parts: Dict[Tuple[int, int], bytes] = {}
+        examples = []
+        for target, sim, level in zip(prepared.targets, prepared.sims, levels):
+            key = (target.clicked, level if target.clicked else -1)
+            label_part = label_parts.get(key)
+            if label_part is None:
+                loo, loo_mask = IL.leave_one_out(click_levels, level,
+                                                 bool(target.clicked), n)
+                label_part = label_parts[key] = b"".join([
+                    E.int64_feature(F.LABEL, [target.clicked]),
+                    E.float_feature(F.INTENT_LABEL_LOO, loo),
+                    E.int64_feature(F.INTENT_MASK_LOO, [loo_mask])])
+            parts = [request_part, self._item_part(target.item_id, catalog),
+                     label_part,
+                     E.float_feature(F.TARGET_SIM, [sim])]
             if self._has_position:
-                _ints(g, F.POSITION, [target.position])
+                parts.append(E.int64_feature(F.POSITION, [target.position]))
             if self._has_truth and target.p_true is not None:
-                _floats(g, F.P_TRUE, [target.p_true])
-            yield beam.pvalue.TaggedOutput(
-                split, base_bytes + self._target_part(target.item_id, catalog)
-                + ex.SerializeToString())
-
-
-def _bytes(feature_map, key: str, values: Iterable[str]) -> None:
-    feature_map[key].bytes_list.value.extend(v.encode("utf-8") for v in values)
-
-
-def _ints(feature_map, key: str, values: Iterable[int]) -> None:
-    feature_map[key].int64_list.value.extend(values)
-
-
-def _floats(feature_map, key: str, values: Iterable[float]) -> None:
-    feature_map[key].float_list.value.extend(values)
+                parts.append(E.float_feature(F.P_TRUE, [target.p_true]))
+            examples.append(E.example(*parts))
+        yield beam.pvalue.TaggedOutput(split, examples)
 
 
 def _write_json(value, path: str) -> None:
@@ -425,9 +468,9 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         p | "Layout" >> beam.Create([layout])
         | "LoadCatalog" >> beam.FlatMap(_surfacing(_load_catalog)))
 
-    def read(name: str, reader, key, value=lambda row: row, *args) -> beam.PCollection:
+    def read(name: str, reader, key, value=tuple, *args) -> beam.PCollection:
         return (p | f"Path{name}" >> beam.Create([layout.path(name)])
-                | f"Read{name}" >> beam.FlatMap(_surfacing(_read_keyed), reader, key,
+                | f"Read{name}" >> beam.FlatMap(_surfacing(_read_grouped), reader, key,
                                                 value, *args))
 
     by_request = {"impressions": read(F.IMPRESSIONS_FILE, read_impressions,
@@ -444,14 +487,16 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
     }
     if layout.has(F.USERS_FILE):
         by_user["users"] = read(F.USERS_FILE, read_users, lambda u: u.user_id,
-                                lambda u: u, tuple(cfg.user_columns))
+                                tuple, tuple(cfg.user_columns))
     contexts = (by_user | "GroupByUser" >> beam.CoGroupByKey()
                 | "JoinUser" >> beam.FlatMap(_surfacing(_join_user), catalog, cfg,
                                              users_path, layout.has_truth))
 
     # every impression row belongs to a request with its timestamp, so the latest
     # request is the latest impression (one element per request, not per row)
-    boundary = (requests | "Timestamps" >> beam.Map(lambda kv: kv[1].timestamp)
+    boundary = (requests
+                | "Timestamps" >> beam.Map(lambda kv: _from_plain(Request, kv[1])
+                                           .timestamp)
                 | "MaxTimestamp" >> beam.CombineGlobally(max).without_defaults()
                 | "Boundary" >> beam.Map(split_boundary, cfg.eval_days))
     if cfg.sim_range is not None:
@@ -461,7 +506,7 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         sim_range = (
             contexts
             | "TrainSimilarities" >> beam.FlatMap(
-                _train_similarities, catalog, beam.pvalue.AsSingleton(boundary))
+                _train_similarities, beam.pvalue.AsSingleton(boundary))
             | "SimQuantiles" >> beam.CombineGlobally(
                 ApproximateQuantilesCombineFn.create(NUM_QUANTILES, QUANTILE_EPSILON,
                                                      input_batched=True))
@@ -469,14 +514,14 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
                                          tuple(cfg.sim_percentiles), imp_path))
 
     examples = contexts | "Examples" >> beam.ParDo(
-        _EmitExamples(cfg, layout.has_truth, layout.has_position), catalog,
+        _EmitExamples(layout.has_truth, layout.has_position, cfg.num_intent_levels),
+        catalog,
         beam.pvalue.AsSingleton(boundary),
         beam.pvalue.AsSingleton(sim_range)).with_outputs(*SPLITS)
     for split in SPLITS:
-        _ = examples[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
-            FileSystems.join(output_dirs[split], FILE_PREFIX),
-            file_name_suffix=FILE_SUFFIX, compression_type=CompressionTypes.GZIP,
-            num_shards=cfg.num_shards)
+        _ = examples[split] | f"Write{split}" >> beam.io.Write(TFRecordBatchSink(
+            FileSystems.join(output_dirs[split], FILE_PREFIX), FILE_SUFFIX,
+            cfg.num_shards, GZIP_LEVEL))
 
     _ = boundary | "WriteBoundary" >> beam.Map(
         _write_json, _meta_path(meta_dir, "split_boundary"))
@@ -493,7 +538,8 @@ def _read_json(path: str):
 
 
 def finalize_report(result, meta_dir: str, cfg: SampleConfig,
-                    output_dirs: Optional[Mapping[str, str]] = None) -> dict:
+                    output_dirs: Optional[Mapping[str, str]] = None,
+                    raw_dir: Optional[str] = None) -> dict:
     """Gather the Beam counters and in-pipeline statistics into `meta_dir/report.json`.
 
     Args:
@@ -502,6 +548,8 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
       meta_dir: the directory given to `build_sample_pipeline`.
       cfg: the SampleConfig the pipeline ran with (recorded in the report).
       output_dirs: recorded in the report when given.
+      raw_dir: the raw-log directory the samples came from, recorded as given (a
+        string) under `raw_dir` when given.
 
     Returns:
       The report: `counts` (every counter of COUNTERS, zeros included),
@@ -532,6 +580,8 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
     }
     if output_dirs is not None:
         report["output_dirs"] = dict(output_dirs)
+    if raw_dir is not None:
+        report["raw_dir"] = str(raw_dir)
     _write_json(report, FileSystems.join(meta_dir, REPORT_FILE))
     return report
 
@@ -566,7 +616,7 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
         _remove_old_shards(d)
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
-    return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs)
+    return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir)
 
 
 def run_pipeline(pipeline: beam.Pipeline):

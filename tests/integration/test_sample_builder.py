@@ -262,6 +262,7 @@ def test_fixed_sim_range_matches_brute_force(raw_dir, tmp_path):
                        user_columns=USER_COLUMNS, max_seq_len=20)
     report = run_build_samples(raw_dir, str(tmp_path), cfg)
     assert report["sim_range"] == [0.0, 0.9]
+    assert report["raw_dir"] == str(raw_dir)  # where DAIAN's catalog comes from
     compare(raw_dir, str(tmp_path), cfg, report)
 
 

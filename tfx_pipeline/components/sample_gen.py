@@ -53,7 +53,8 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     cfg = config_from_dict({"samples": json.loads(sample_config)}).samples
     output_dirs = {split: split_dir(examples.uri, split) for split in SPLITS}
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
-    report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg)
+    report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg,
+                             raw_dir=raw_dir)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     examples_utils.set_payload_format(
         examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)

@@ -31,8 +31,11 @@ from tensorflow_serving.apis import (
 from daian_tf.errors import DaianInputError
 from serving.contract import (
     DEFAULT_MODEL_NAME,
+    INPUT_CANDIDATES,
+    INPUT_CONTEXT,
     INPUT_EXAMPLES,
     OUTPUT_CTR,
+    SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT,
 )
 
@@ -178,6 +181,21 @@ class PredictClient:
         examples = np.array(serialized_examples, dtype=object)
         return self.predict({INPUT_EXAMPLES: examples}, signature_name,
                             output_filter=[output_key])[output_key]
+
+    def rank(self, context: bytes, candidates: list[bytes]) -> np.ndarray:
+        """Scores one request's candidates through the `rank` signature.
+
+        Args:
+            context: one serialized example with the user, trigger and history.
+            candidates: N serialized examples with the target features.
+
+        Returns:
+            `(N,)` click probabilities; the request side is computed once.
+        """
+        inputs = {INPUT_CONTEXT: np.array([context], dtype=object),
+                  INPUT_CANDIDATES: np.array(candidates, dtype=object)}
+        return self.predict(inputs, SIGNATURE_RANK,
+                            output_filter=[OUTPUT_CTR])[OUTPUT_CTR]
 
     def model_status(self) -> dict[int, str]:
         """Version → state name (e.g. {1: "AVAILABLE"}) from `GetModelStatus`."""

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from daian_tf.export.signatures import (  # noqa: F401
     DEFAULT_MODEL_NAME,
+    INPUT_CANDIDATES,
+    INPUT_CONTEXT,
     INPUT_EXAMPLES,
     OUTPUT_CTR,
+    OUTPUT_INTENT,
     SIGNATURE_CTR,
+    SIGNATURE_INTENT,
+    SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT,
 )
 

@@ -23,10 +23,29 @@ def _log(msg: str) -> None:
     print(f"[quickstart {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _din_row(cfg: Config, metadata: str) -> dict:
+    """DIN fitted in-process on the pipeline's transformed splits, scored on eval."""
+    import tensorflow_transform as tft
+
+    from daian_tf.evaluation import ranking_metrics
+    from daian_tf.training.trainer import fit_model, predict_split
+    from tfx_pipeline.runner import latest_output_uri
+
+    din_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="din"))
+    tfo = tft.TFTransformOutput(latest_output_uri(metadata, "Transform",
+                                                  "transform_graph"))
+    examples = latest_output_uri(metadata, "Transform", "transformed_examples")
+    train, evals = (os.path.join(examples, f"Split-{s}", "*") for s in ("train", "eval"))
+    model, _ = fit_model(din_cfg, tfo, train, evals, verbose=0)
+    return {"model": "DIN (in-process, same Transform output)",
+            **ranking_metrics(*predict_split(model, evals, tfo))}
+
+
 def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
                    beam_args: Optional[List[str]] = None) -> dict:
     from daian_tf.data.simulator import simulate
-    from daian_tf.export.signatures import DEFAULT_MODEL_NAME
+    from daian_tf.export.signatures import (DEFAULT_MODEL_NAME, OUTPUT_INTENT,
+                                            SIGNATURE_INTENT)
     from daian_tf.evaluation import format_table, metric_row, read_split, score_in_batches
     from daian_tf.models.popularity import PopularityBaseline
     from serving.client import PredictClient
@@ -62,13 +81,21 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
             _log(f"gRPC server on 127.0.0.1:{server.port}: {client.model_status()}")
             few = client.predict_examples(evals.requests[:5])
             _log(f"5 requests over gRPC → ctr {np.round(few, 4).tolist()}")
+            if cfg.model.name == "daian":
+                intent = client.predict_examples(evals.requests[:1], SIGNATURE_INTENT,
+                                                 OUTPUT_INTENT)
+                _log(f"intent of the first request over gRPC → "
+                     f"{np.round(intent[0], 3).tolist()}")
             served = score_in_batches(client.predict_examples, evals.requests)
     finally:
         server.stop()
 
     popularity = PopularityBaseline().fit(train.items, train.labels)
-    rows = [metric_row(f"{cfg.model.name.upper()} (served over gRPC)", evals, served),
-            metric_row("popularity", evals, popularity.predict(evals.items))]
+    rows = [metric_row(f"{cfg.model.name.upper()} (served over gRPC)", evals, served)]
+    if cfg.model.name != "din":
+        _log("training DIN, the paper's baseline, on the pipeline's Transform output")
+        rows.append(_din_row(cfg, out["metadata"]))
+    rows.append(metric_row("popularity", evals, popularity.predict(evals.items)))
     if not np.isnan(evals.p_true).any():
         rows.append(metric_row("oracle (truth.csv)", evals, evals.p_true))
     table = format_table(rows)

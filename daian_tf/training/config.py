@@ -219,10 +219,11 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     shuffle_buffer: int = 10_000
-    # "memory": parse the train split once and serve shuffled in-memory batches
-    # (about 0.7 kB an example for DIN; see daian_tf/data/dataset.py); "none": stream
-    # and parse the TFRecords every epoch (flat memory, slower)
-    cache: str = "memory"
+    # "none": stream and parse the TFRecords every epoch (flat memory; examples shuffled
+    # in a `shuffle_buffer` window); "memory": parse the train split once and serve
+    # fully shuffled in-memory batches (about 0.7 kB an example for DIN; faster, see
+    # daian_tf/data/dataset.py; on the default world DIN overfits sooner with it)
+    cache: str = "none"
     # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
     three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
     stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)

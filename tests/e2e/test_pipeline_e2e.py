@@ -36,14 +36,16 @@ def pipeline_run(tmp_path_factory, default_cfg):
     return run_quickstart(str(tmp_path_factory.mktemp("quickstart")), default_cfg)
 
 
-def test_quickstart_table_din_between_popularity_and_oracle(pipeline_run):
+def test_quickstart_table_daian_above_din_above_popularity_below_oracle(pipeline_run):
     rows = {r["model"].split(" ")[0]: r for r in pipeline_run["rows"]}
-    din, popularity, oracle = rows["DIN"], rows["popularity"], rows["oracle"]
+    daian, din = rows["DAIAN"], rows["DIN"]
+    popularity, oracle = rows["popularity"], rows["oracle"]
     for metric in ("auc", "gauc"):
         assert din[metric] > popularity[metric] + 0.02, (metric, din, popularity)
-        assert din[metric] < oracle[metric] - 0.05, (metric, din, oracle)
-    assert oracle["logloss"] < din["logloss"]
-    assert din["gauc_num_users"] > 100  # GAUC averages over many users, not a handful
+        assert daian[metric] > din[metric] + 0.02, (metric, daian, din)
+        assert daian[metric] < oracle[metric] - 0.05, (metric, daian, oracle)
+    assert oracle["logloss"] < daian["logloss"]
+    assert daian["gauc_num_users"] > 100  # GAUC averages over many users, not a handful
 
 
 def test_pipeline_produces_every_artifact(pipeline_run):
@@ -85,6 +87,12 @@ def test_saved_model_cli_shows_the_serving_contract(pipeline_run):
     assert "outputs['ctr'] tensor_info:" in block
     assert "dtype: DT_FLOAT" in block
     assert "signature_def['ctr']:" in out
+    assert "outputs['intent'] tensor_info:" in block  # DAIAN's p̂ beside the ctr
+    intent = out.split("signature_def['intent']:")[1].split("signature_def[")[0]
+    assert "shape: (-1, 6)" in intent
+    rank = out.split("signature_def['rank']:")[1].split("signature_def[")[0]
+    assert "inputs['context'] tensor_info:" in rank and "shape: (1)" in rank
+    assert "inputs['candidates'] tensor_info:" in rank
 
 
 def test_grpc_round_trip_matches_in_process_scores(pipeline_run, default_cfg):
@@ -118,8 +126,29 @@ def test_grpc_round_trip_matches_in_process_scores(pipeline_run, default_cfg):
         server.stop()
     assert served.shape == (64,)
     np.testing.assert_allclose(served, in_process, atol=1e-5)
+    # rank: the first request's context and its candidates, over gRPC with the client
+    from serving.client import PredictClient
+
+    first = [i for i, e in enumerate(split.requests)
+             if _request_features(e) == _request_features(split.requests[0])]
+    assert len(first) >= 1
+    server = serve(pipeline_run["serving_dir"], model_name="daian", port=0, wait=False)
+    try:
+        with PredictClient(f"127.0.0.1:{server.port}") as client:
+            ranked = client.rank(split.requests[0], [split.requests[i] for i in first])
+    finally:
+        server.stop()
+    np.testing.assert_allclose(ranked, in_process[first], atol=1e-5)
     assert np.all((served > 0) & (served < 1))
     assert np.std(served) > 0  # the model discriminates between candidates
+
+
+def _request_features(serialized: bytes) -> bytes:
+    """The request-level part of an example (everything but the target features)."""
+    example = tf.train.Example.FromString(serialized)
+    for key in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,):
+        del example.features.feature[key]
+    return example.SerializeToString(deterministic=True)
 
 
 def test_kubeflow_compile_writes_a_pipeline_spec(tmp_path, default_cfg):

@@ -68,7 +68,7 @@ def prepare(workdir: Path, scale: float) -> dict:
 
 def _build(name: str, info: dict, tft_out):
     """The compiled model `name` ("din", MATCHED or "daian") and its input keys."""
-    from daian_tf.models import model_input_keys
+    from daian_tf.models import serving_input_keys
     from daian_tf.training.config import load_config
     from daian_tf.training import trainer
 
@@ -85,7 +85,7 @@ def _build(name: str, info: dict, tft_out):
         model.uim_optimizer = None
     else:
         model = trainer.build_model(cfg, tft_out)
-    return model, model_input_keys(model)
+    return model, serving_input_keys(model)
 
 
 def run_ours(info: dict, job: dict) -> dict:

@@ -13,7 +13,7 @@ lowest / highest entropy (`experiment.intent_group_fraction` of the labelled use
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ VARIANTS: Dict[str, dict] = {
     "daian_plain_label": {"model": {"name": "daian"}, "train": {"stage2_label": "plain"}},
 }
 SWEEP_VARIANT = "daian"
+RUNS_FILE = "runs.jsonl"
 DIVERSITY_TOP = 2  # groups 0, 1, 2+
 
 
@@ -88,9 +89,9 @@ def _collect(model, pattern: str, tf_transform_output, keys: Sequence[str],
              with_intent: bool, batch_size: int = 4096) -> Dict[str, np.ndarray]:
     """Scores (and p̂) of a transformed split with the analysis columns beside them."""
     from daian_tf.data.dataset import make_dataset
-    from daian_tf.models import model_input_keys
+    from daian_tf.models import serving_input_keys
 
-    inputs_keys = model_input_keys(model) if model is not None else []
+    inputs_keys = serving_input_keys(model) if model is not None else []
     ds = make_dataset(pattern, tf_transform_output, batch_size, shuffle=False,
                       input_keys=sorted(set(inputs_keys) | set(keys)))
     out: Dict[str, list] = {k: [] for k in list(keys) + ["label", "score", "intent"]}
@@ -196,7 +197,10 @@ def reference_rows(data: PreparedData) -> List[dict]:
 
 def _jobs(cfg: Config) -> List[Tuple[str, int, int]]:
     exp, n0 = cfg.experiment, cfg.samples.num_intent_levels
-    jobs = [(v, s, n0) for v in exp.variants for s in exp.seeds]
+    main = (exp.base_variant, SWEEP_VARIANT)
+    ablation_seeds = list(exp.seeds)[:exp.ablation_seeds or len(exp.seeds)]
+    jobs = [(v, s, n0) for v in exp.variants
+            for s in (exp.seeds if v in main else ablation_seeds)]
     jobs += [(SWEEP_VARIANT, s, n) for n in exp.level_sweep if n != n0
              for s in list(exp.seeds)[:exp.level_sweep_seeds]]
     return jobs
@@ -239,8 +243,14 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
     groups = {n: user_intent_groups(d, cfg.experiment.intent_group_fraction)
               for n, d in data.items()}
 
-    runs = []
+    # each finished run is appended to runs.jsonl; a rerun skips what is there
+    done_path = out / RUNS_FILE
+    runs = ([json.loads(line) for line in done_path.read_text().splitlines() if line]
+            if done_path.exists() else [])
+    done = {(r["variant"], r["seed"], r["num_levels"]) for r in runs}
     for variant, seed, n in tqdm(jobs, desc="experiment runs", disable=not progress):
+        if (variant, seed, n) in done:
+            continue
         run_cfg = variant_config(cfg, variant, seed, n)
         start = time.time()
         model, _ = fit_model(run_cfg, data[n].tf_transform_output, data[n].train,
@@ -252,6 +262,9 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
         runs.append({"variant": variant, "seed": seed, "num_levels": n,
                      "train_seconds": round(seconds, 1),
                      **evaluate_run(model, data[n], with_intent, groups[n])})
+        with open(done_path, "a") as f:
+            f.write(json.dumps(runs[-1]) + "\n")
+    runs = [r for r in runs if (r["variant"], r["seed"], r["num_levels"]) in set(jobs)]
 
     n0 = cfg.samples.num_intent_levels
     results = {

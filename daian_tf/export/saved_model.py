@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from daian_tf.data import features as F
 from daian_tf.data.transform import serving_feature_spec
-from daian_tf.models import model_input_keys
+from daian_tf.models import serving_input_keys
 
 from daian_tf.export.signatures import (  # noqa: F401 - re-exported for callers
     DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
@@ -51,7 +51,7 @@ class ServingModule(tf.Module):
 
     Args:
         model: the Keras 3 model; takes a dict of transformed features named by
-            `models.model_input_keys` and returns click probabilities `(B, 1)`. A model
+            `models.serving_input_keys` and returns click probabilities `(B, 1)`. A model
             with `predict_intent` and `request_side` (DAIAN) also gets the intent
             output and a rank signature that reuses its request side.
         tft_layer: `tf_transform_output.transform_features_layer()`.
@@ -63,7 +63,7 @@ class ServingModule(tf.Module):
         self.model = model
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
-        self._input_keys = model_input_keys(model)
+        self._input_keys = serving_input_keys(model)
         self.has_intent = hasattr(model, "predict_intent")
         if self.has_intent:  # traced (at save time) only for models with an intent
             spec = [tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)]

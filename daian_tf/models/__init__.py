@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List
 
 
-def model_input_keys(model) -> List[str]:
+def serving_input_keys(model) -> List[str]:
     """The transformed features a model reads at serving time: a subclassed model's
     `input_keys` (DAIAN), else the names of a functional model's inputs (DIN)."""
     keys = getattr(model, "input_keys", None)

@@ -262,6 +262,9 @@ class ExperimentConfig:
     base_variant: str = "din"
     level_sweep: Sequence[int] = ()  # extra values of n for Figure 7 (variant "daian")
     level_sweep_seeds: int = 1  # seeds (the first ones) of each extra n
+    # seeds (the first ones) of the ablation variants (all but the base and "daian");
+    # 0: every seed
+    ablation_seeds: int = 0
     intent_group_fraction: float = 1 / 3  # specific / broad users: lowest / highest
     # entropy fraction of the users' mean train intent label (Figure 5, JS rows)
 
@@ -272,6 +275,8 @@ class ExperimentConfig:
                f"experiment.variants {list(self.variants)}")
         _check(all(2 <= n <= 32 for n in self.level_sweep),
                f"experiment.level_sweep values must be in 2..32, got {self.level_sweep}")
+        _check(self.ablation_seeds >= 0,
+               f"experiment.ablation_seeds must be >= 0, got {self.ablation_seeds}")
         _check(self.level_sweep_seeds >= 1,
                f"experiment.level_sweep_seeds must be >= 1, got {self.level_sweep_seeds}")
         _check(0 < self.intent_group_fraction <= 0.5,

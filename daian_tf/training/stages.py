@@ -130,9 +130,13 @@ def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:
 
 
 def _start(model: DAIAN, initial_weights: Optional[str], sample) -> None:
-    """Build the model's variables on one batch; then load `initial_weights` if given."""
-    if not model.built or not model.weights:
+    """Create every variable of the model (UIM's included, which a stage-2 call in
+    "label" mode does not touch) on one batch; then load `initial_weights` if given."""
+    source, model.intent_source = model.intent_source, "uim"
+    try:
         model(sample, training=False)
+    finally:
+        model.intent_source = source
     if initial_weights:
         model.load_weights(initial_weights)
 

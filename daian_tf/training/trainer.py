@@ -26,7 +26,7 @@ from daian_tf.data.transform import (CFG_SIM_RANGE, preprocessing_fn, raw_schema
 from daian_tf.errors import DaianInputError
 from daian_tf.evaluation import ranking_metrics
 from daian_tf.export.saved_model import export_serving_model
-from daian_tf.models import model_input_keys
+from daian_tf.models import serving_input_keys
 from daian_tf.models.daian import build_daian
 from daian_tf.models.din import build_din
 from daian_tf.models.popularity import PopularityBaseline
@@ -96,11 +96,6 @@ def build_model(cfg, tf_transform_output, sim_range: Optional[Sequence[float]] =
     raise ValueError(f"build_model: unknown model.name {cfg.model.name!r}")
 
 
-def input_names(model: keras.Model) -> List[str]:
-    """The transformed feature names the model takes at serving time."""
-    return model_input_keys(model)
-
-
 def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
               eval_pattern: FilePattern, log_dir: Optional[str] = None,
               steps_per_epoch: Optional[int] = None,
@@ -146,7 +141,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
     model.compile(optimizer=make_optimizer(cfg.train.optimizer, cfg.train.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.AUC(name="auc")])
-    keys = input_names(model)
+    keys = serving_input_keys(model)
     train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,
                             shuffle=True, seed=cfg.train.seed,
                             num_epochs=None if steps_per_epoch else 1,
@@ -166,7 +161,7 @@ def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_ou
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels `(N,)`, predicted probabilities `(N,)` and user keys `(N,)` of a split."""
     ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=False,
-                      input_keys=input_names(model), with_user_key=True)
+                      input_keys=serving_input_keys(model), with_user_key=True)
     labels, probs, users = [], [], []
     for inputs, label, user in ds:
         probs.append(np.asarray(model.predict_on_batch(inputs)).reshape(-1))

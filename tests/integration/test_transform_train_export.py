@@ -30,7 +30,8 @@ from daian_tf.export.saved_model import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_C
                                          to_serving_example)
 from daian_tf.training.config import (Config, ModelConfig, SampleConfig,
                                       TrainConfig)
-from daian_tf.training.trainer import (fit_model, input_names, train_from_samples,
+from daian_tf.models import serving_input_keys
+from daian_tf.training.trainer import (fit_model, train_from_samples,
                                        transform_samples)
 
 pytestmark = pytest.mark.slow
@@ -228,10 +229,10 @@ def test_similarity_bins_and_shared_price_buckets(run):
 def test_transformed_files_feed_the_model(run):
     tfo, model = run["tfo"], run["model"]
     ds = make_dataset(run["paths"]["eval"], tfo, batch_size=50, shuffle=False,
-                      input_keys=input_names(model), with_user_key=True)
+                      input_keys=serving_input_keys(model), with_user_key=True)
     total = 0
     for inputs, label, user in ds:
-        assert set(inputs) == set(input_names(model))
+        assert set(inputs) == set(serving_input_keys(model))
         assert inputs[F.xf(F.HIST_ITEM_ID)].shape[1] == MAX_LEN
         assert set(label.numpy()) <= {0.0, 1.0}
         assert all(u.startswith(b"u") for u in user.numpy())
@@ -281,7 +282,7 @@ def test_export_scores_match_in_fresh_process_without_transform_output(run):
 
     transformed = _transform(tfo, cfg, requests)
     expected = np.asarray(model.predict_on_batch(
-        {k: transformed[k] for k in input_names(model)})).reshape(-1)
+        {k: transformed[k] for k in serving_input_keys(model)})).reshape(-1)
 
     root = run["root"]
     moved = root / "transform_output_moved"

@@ -234,3 +234,23 @@ def test_cold_item_gets_its_catalog_vector_in_serving(data, staged):
             **{INPUT_EXAMPLES: tf.constant([ex.SerializeToString()])}
         )[OUTPUT_CTR].numpy()[0])
     assert scores[0] != pytest.approx(scores[1], abs=1e-7)
+
+
+@pytest.mark.parametrize("model_overrides,train_overrides,stages_run", [
+    ({"use_uim": False}, {}, ["stage2", "stage3"]),  # w/o UIM: no KL stage
+    ({}, {"three_stage": False}, ["joint"]),  # w/o three-stage: one joint stage
+])
+def test_ablation_schedules_train(data, model_overrides, train_overrides, stages_run):
+    """The ablations' schedules run through `fit_model` (w/o UIM once failed in
+    stage 3: its UIM variables did not exist when UIM's optimizer was built)."""
+    from daian_tf.training.trainer import fit_model
+
+    cfg = data["cfg"]
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, **model_overrides),
+        train=dataclasses.replace(cfg.train, stage1_epochs=1, **train_overrides))
+    model, history = fit_model(cfg, data["tfo"], data["paths"]["train"],
+                               data["paths"]["eval"], sim_range=list(SIM_RANGE),
+                               catalog=_catalog(), verbose=0)
+    assert list(history) == stages_run
+    assert all(np.isfinite(h["loss"]).all() for h in history.values())

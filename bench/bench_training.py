@@ -73,12 +73,12 @@ def _build(name: str, info: dict, tft_out):
     from daian_tf.training import trainer
 
     cfg = load_config(REPO / "configs" / "base.yaml")
+    model_name = "daian" if name == "daian" else "din"
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name))
     if name == MATCHED:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, attention_units=(64,)))
     if name == "daian":
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
-                                                                 name="daian"))
         model = trainer.build_model(cfg, tft_out, sim_range=info["sim_range"],
                                     catalog=trainer.model_catalog(info["raw"]))
         model.intent_source = "uim"  # the joint step (stage 3, one optimizer)

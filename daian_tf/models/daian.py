@@ -254,7 +254,9 @@ class DAIAN(keras.Model):
         uim_vars = [v for v in self.trainable_variables if id(v) in uim_ids]
         other = [v for v in self.trainable_variables if id(v) not in uim_ids]
         grads = tape.gradient(loss, uim_vars + other)
-        self.uim_optimizer.apply(grads[:len(uim_vars)], uim_vars)
+        uim_grads = grads[:len(uim_vars)]
+        if any(g is not None for g in uim_grads):  # w/o DIE nothing reads the intent
+            self.uim_optimizer.apply(uim_grads, uim_vars)
         self.optimizer.apply(grads[len(uim_vars):], other)
         for metric in self.metrics:
             if metric.name == "loss":

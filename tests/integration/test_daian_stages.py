@@ -239,10 +239,12 @@ def test_cold_item_gets_its_catalog_vector_in_serving(data, staged):
 @pytest.mark.parametrize("model_overrides,train_overrides,stages_run", [
     ({"use_uim": False}, {}, ["stage2", "stage3"]),  # w/o UIM: no KL stage
     ({}, {"three_stage": False}, ["joint"]),  # w/o three-stage: one joint stage
+    ({"use_die": False}, {}, ["stage1", "stage2", "stage3"]),  # UIM gets no CTR grad
 ])
 def test_ablation_schedules_train(data, model_overrides, train_overrides, stages_run):
-    """The ablations' schedules run through `fit_model` (w/o UIM once failed in
-    stage 3: its UIM variables did not exist when UIM's optimizer was built)."""
+    """The ablations' schedules run through `fit_model` (stage 3 once failed for w/o
+    UIM, whose UIM variables did not exist when UIM's optimizer was built, and for w/o
+    DIE, where the CTR loss gives UIM no gradient)."""
     from daian_tf.training.trainer import fit_model
 
     cfg = data["cfg"]

@@ -221,6 +221,8 @@ def transform_samples(samples_dir: str, out_dir: str, cfg,
                            custom_config=transform_custom_config(cfg, sim_range))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in (TRANSFORM_OUTPUT_DIR, TRANSFORMED_DIR):  # a rerun replaces its outputs
+        shutil.rmtree(out / old, ignore_errors=True)
     paths = {"transform_output": str(out / TRANSFORM_OUTPUT_DIR)}
     temp_dir = tempfile.mkdtemp(prefix="tft_", dir=str(out))
     try:

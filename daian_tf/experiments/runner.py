@@ -264,7 +264,8 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
                      **evaluate_run(model, data[n], with_intent, groups[n])})
         with open(done_path, "a") as f:
             f.write(json.dumps(runs[-1]) + "\n")
-    runs = [r for r in runs if (r["variant"], r["seed"], r["num_levels"]) in set(jobs)]
+    wanted = set(jobs)  # runs.jsonl may hold runs of an earlier, larger job list
+    runs = [r for r in runs if (r["variant"], r["seed"], r["num_levels"]) in wanted]
 
     n0 = cfg.samples.num_intent_levels
     results = {

@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from daian_tf.layers.implicit_intent import any_step, check_heads
+from daian_tf.layers.implicit_intent import (any_step, check_heads,
+                                             multi_head_attention)
 
 
 def explicit_threshold(lo: float, hi: float, num_levels: int,
@@ -119,9 +120,7 @@ class ExplicitIntentExploitation(keras.layers.Layer):
                  max_steps: int | None = None,
                  **kwargs):
         super().__init__(**kwargs)
-        check_heads(num_heads, attention_width)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
+        check_heads(num_heads, attention_width, dropout)
         if max_steps is not None and int(max_steps) < 0:
             raise ValueError(f"`max_steps` must be >= 0 or None, got {max_steps}")
         self.num_heads = int(num_heads)
@@ -129,21 +128,15 @@ class ExplicitIntentExploitation(keras.layers.Layer):
         self.dropout = float(dropout)
         self.max_steps = int(max_steps) if max_steps else None
 
-    def _attention(self, name: str) -> keras.layers.MultiHeadAttention:
-        return keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads, key_dim=self.attention_width // self.num_heads,
-            dropout=self.dropout, output_shape=self.attention_width,
-            dtype=self.dtype_policy, name=name)
-
     def build(self, target_shape, history_shape):
         if len(target_shape) != 2 or len(history_shape) != 3:
             raise ValueError("ExplicitIntentExploitation expects target (B, Eg) and "
                              f"history (B, T, E), got target {target_shape} and "
                              f"history {history_shape}")
-        self.self_attention = self._attention("self_attention")
+        self.self_attention = multi_head_attention(self, "self_attention")
         self.self_attention.build(history_shape, history_shape)
         attended_shape = tuple(history_shape[:2]) + (self.attention_width,)
-        self.target_attention = self._attention("target_attention")
+        self.target_attention = multi_head_attention(self, "target_attention")
         self.target_attention.build((target_shape[0], 1, target_shape[-1]),
                                     attended_shape)
         self.built = True

@@ -12,13 +12,26 @@ import keras
 from keras import ops
 
 
-def check_heads(num_heads: int, attention_width: int) -> None:
-    """Raise ValueError unless `attention_width` splits evenly into `num_heads` heads."""
+def check_heads(num_heads: int, attention_width: int, dropout: float = 0.0) -> None:
+    """Raise ValueError unless `attention_width` splits evenly into `num_heads` heads
+    and `dropout` is in [0, 1)."""
     if int(num_heads) < 1:
         raise ValueError(f"`num_heads` must be >= 1, got {num_heads}")
     if int(attention_width) < 1 or int(attention_width) % int(num_heads):
         raise ValueError(f"`attention_width` must be a positive multiple of "
                          f"`num_heads`={num_heads}, got {attention_width}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
+
+
+def multi_head_attention(layer: keras.layers.Layer,
+                         name: str) -> keras.layers.MultiHeadAttention:
+    """Keras' `MultiHeadAttention` with `layer`'s heads, width, dropout and dtype policy:
+    `attention_width // num_heads` dimensions a head, output `attention_width` wide."""
+    return keras.layers.MultiHeadAttention(
+        num_heads=layer.num_heads, key_dim=layer.attention_width // layer.num_heads,
+        dropout=layer.dropout, output_shape=layer.attention_width,
+        dtype=layer.dtype_policy, name=name)
 
 
 def any_step(mask):
@@ -64,9 +77,7 @@ class ImplicitIntentExploration(keras.layers.Layer):
                  dropout: float = 0.0,
                  **kwargs):
         super().__init__(**kwargs)
-        check_heads(num_heads, attention_width)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
+        check_heads(num_heads, attention_width, dropout)
         self.num_heads = int(num_heads)
         self.attention_width = int(attention_width)
         self.dropout = float(dropout)
@@ -82,10 +93,7 @@ class ImplicitIntentExploration(keras.layers.Layer):
         self.query_layer = keras.layers.Dense(self.attention_width,
                                               dtype=self.dtype_policy, name="q_ib")
         self.query_layer.build((None, trigger_shape[-1] + intent_shape[-1]))
-        self.attention = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads, key_dim=self.attention_width // self.num_heads,
-            dropout=self.dropout, output_shape=self.attention_width,
-            dtype=self.dtype_policy, name="target_attention")
+        self.attention = multi_head_attention(self, "target_attention")
         self.attention.build((None, 1, self.attention_width), history_shape)
         self.built = True
 

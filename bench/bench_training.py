@@ -6,8 +6,6 @@ For each batch size, each row runs in its own subprocess (so that peak RSS is pe
 - `<model> full/<cache>`: `model.fit`, one epoch after a 20-step warm-up, through the
   full data path: gzipped transformed TFRecords → `make_dataset(cache=...)` (shuffled,
   seed 0) → the Keras 3 model of `configs/base.yaml` (`trainer.build_model`);
-- `<model> model-only`: the same model fed the parsed split from memory in file order
-  (`Dataset.from_tensor_slices`, as the probe is fed): the model's own speed;
 - `input-only/<cache>`: one epoch of `make_dataset` alone, no model;
 - `din-matched`: our DIN with the probe's attention MLP (64,) instead of (64, 32),
   which isolates part of the architecture difference (our DIN still has more inputs:
@@ -53,7 +51,9 @@ def prepare(workdir: Path, scale: float) -> dict:
 
     meta = workdir / "data.json"
     if meta.exists():
-        return json.loads(meta.read_text())
+        info = json.loads(meta.read_text())
+        if {"raw", "sim_range"} <= set(info):  # else written by an older version
+            return info
     cfg = load_config(REPO / "configs" / "base.yaml")
     raw, samples = workdir / "raw", workdir / "samples"
     simulate(str(raw), cfg.simulation.scaled(scale))
@@ -94,7 +94,7 @@ def run_ours(info: dict, job: dict) -> dict:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from daian_tf.data.dataset import LABEL_XF, load_split, make_dataset
+    from daian_tf.data.dataset import make_dataset
     from daian_tf.data.transform import vocab_sizes
     from daian_tf.training.config import load_config
 
@@ -107,16 +107,8 @@ def run_ours(info: dict, job: dict) -> dict:
     model, keys = _build(job["model"], info, tft_out)
     batch, n = job["batch"], info["train_samples"]
     start = time.time()
-    if job["part"] == "model":
-        tensors = load_split(info["train"], tft_out, keys + [LABEL_XF])
-        spec = tft_out.transformed_feature_spec()
-        ds = tf.data.Dataset.from_tensor_slices(
-            ({k: tf.cast(tensors[k], spec[k].dtype) for k in keys},
-             tf.cast(tensors[LABEL_XF], tf.float32)))
-        ds = ds.batch(batch).prefetch(2)
-    else:
-        ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
-                          input_keys=keys, cache=job["cache"])
+    ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
+                      input_keys=keys, cache=job["cache"])
     load_s = time.time() - start
     result = {"load_s": round(load_s, 2), "vocab_sizes": sizes}
     if job["part"] == "input":
@@ -156,14 +148,9 @@ def _jobs(args) -> list:
         for cache in args.caches:
             jobs.append((f"{model} full/{cache}",
                          {"model": model, "part": "full", "cache": cache, "jit": False}))
-        jobs.append((f"{model} model-only",
-                     {"model": model, "part": "model", "cache": "memory", "jit": False}))
     if "din" in args.models:
         jobs.append((f"{MATCHED} full/{args.caches[0]}",
                      {"model": MATCHED, "part": "full", "cache": args.caches[0],
-                      "jit": False}))
-        jobs.append((f"{MATCHED} model-only",
-                     {"model": MATCHED, "part": "model", "cache": "memory",
                       "jit": False}))
         if args.jit:
             jobs.append(("din full/memory+jit",

@@ -95,12 +95,11 @@ class DinAttentionPooling(keras.layers.Layer):
         self.built = True
 
     def call(self, query, keys, mask=None, training=None):
-        steps = ops.shape(keys)[1]
-        queries = ops.repeat(ops.expand_dims(query, 1), steps, axis=1)  # (B, T, E)
-        x = ops.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)
-        for layer in self.hidden_layers:
+        layers = self.hidden_layers + [self.score_layer]
+        x = self._first_layer(layers[0], query, keys)
+        for layer in layers[1:]:
             x = layer(x)
-        scores = ops.squeeze(self.score_layer(x), axis=-1)  # (B, T)
+        scores = ops.squeeze(x, axis=-1)  # (B, T)
         if mask is None:
             valid = ops.ones_like(scores)
         else:
@@ -112,6 +111,22 @@ class DinAttentionPooling(keras.layers.Layer):
             scores = ops.softmax(scores, axis=-1)
         weights = scores * valid
         return ops.sum(ops.expand_dims(weights, -1) * keys, axis=1)
+
+    @staticmethod
+    def _first_layer(layer, query, keys):
+        """`layer([q, k, q − k, q ⊙ k])` for every step, computed as
+        `q (W_q + W_d) + [k ‖ q ⊙ k] [W_k − W_d ; W_p] + b` with `layer`'s kernel
+        `[W_q; W_k; W_d; W_p]`: the query's part once per row instead of once per step,
+        and half the per-step width (the same function and the same weights)."""
+        width = keys.shape[-1]
+        w_q, w_k, w_d, w_p = (layer.kernel[i * width:(i + 1) * width] for i in range(4))
+        per_row = ops.matmul(query, w_q + w_d)  # (B, U)
+        if layer.use_bias:
+            per_row = per_row + layer.bias
+        per_step = ops.matmul(
+            ops.concatenate([keys, keys * ops.expand_dims(query, 1)], axis=-1),
+            ops.concatenate([w_k - w_d, w_p], axis=0))  # (B, T, U)
+        return layer.activation(per_step + ops.expand_dims(per_row, 1))
 
     def compute_mask(self, inputs, previous_mask=None):
         return None

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from daian_tf.layers.implicit_intent import (any_step, check_heads,
-                                             multi_head_attention)
+                                             multi_head_attention, target_attention)
 
 
 def explicit_threshold(lo: float, hi: float, num_levels: int,
@@ -149,10 +149,9 @@ class ExplicitIntentExploitation(keras.layers.Layer):
                                     ops.expand_dims(sub_mask, 1))  # (B, T, T)
         attended = self.self_attention(history, history, history,
                                        attention_mask=pair_mask, training=training)
-        out = self.target_attention(ops.expand_dims(target, 1), attended, attended,
-                                    attention_mask=ops.expand_dims(sub_mask, 1),
-                                    training=training)
-        return ops.squeeze(out, axis=1) * ops.cast(any_step(sub_mask), out.dtype)
+        out = target_attention(self.target_attention, target, attended, sub_mask,
+                               training=training)
+        return out * ops.cast(any_step(sub_mask), out.dtype)
 
     def compute_output_shape(self, target_shape, history_shape):
         return (target_shape[0], self.attention_width)

@@ -34,6 +34,55 @@ def multi_head_attention(layer: keras.layers.Layer,
         dtype=layer.dtype_policy, name=name)
 
 
+def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, mask,
+                     training=None):
+    """`attention(query[:, None], keys, keys, attention_mask=mask[:, None])[:, 0]`: Keras'
+    multi-head attention with one query per row (target attention, Eq. 7), computed
+    in the order that suits a single query.
+
+    With one query, `(q W^Q_h)(k_j W^K_h)^T = k_j (W^K_h (q W^Q_h)^T)`: the query is
+    mapped into the keys' space once per row instead of every key into the head space,
+    and `Σ_j a_hj (k_j W^V_h) = (Σ_j a_hj k_j) W^V_h`: the keys are pooled before the
+    value projection (the value bias is added once: the weights sum to 1). The result
+    is the layer's own, with its own weights; per row `T·E·2H` multiply-adds instead of `T·E·2W`. With
+    attention dropout in training, the layer itself is called.
+
+    Args:
+        attention: a built `keras.layers.MultiHeadAttention` (key = value, one
+            attention axis).
+        query: `(B, Dq)`.
+        keys: `(B, T, E)`, the keys and the values.
+        mask: boolean `(B, T)`, True on the steps that may be attended to.
+        training: Keras' flag.
+
+    Returns:
+        `(B, output)` the attention's output. A row with no True step gets a uniform
+        average of its steps (multiply by `any_step(mask)` to zero it).
+    """
+    if attention.dropout > 0 and training:
+        return ops.squeeze(attention(ops.expand_dims(query, 1), keys, keys,
+                                     attention_mask=ops.expand_dims(mask, 1),
+                                     training=training), axis=1)
+    q_dense, k_dense = attention._query_dense, attention._key_dense
+    v_dense, o_dense = attention._value_dense, attention._output_dense
+    q = ops.einsum("bd,dhk->bhk", query, q_dense.kernel) + _bias(q_dense)  # (B, H, dh)
+    q = q * (1.0 / float(attention.key_dim) ** 0.5)
+    q_in_keys = ops.einsum("bhk,ehk->bhe", q, k_dense.kernel)  # (B, H, E)
+    scores = ops.einsum("bte,bhe->bht", keys, q_in_keys)
+    if k_dense.bias is not None:  # the same for every step (kept: it is Keras' score)
+        scores = scores + ops.expand_dims(ops.einsum("bhk,hk->bh", q, k_dense.bias), -1)
+    mask = ops.expand_dims(ops.cast(mask, "bool"), 1)  # (B, 1, T)
+    scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
+    weights = ops.softmax(scores, axis=-1)  # (B, H, T)
+    pooled = ops.einsum("bht,bte->bhe", weights, keys)
+    values = ops.einsum("bhe,ehk->bhk", pooled, v_dense.kernel) + _bias(v_dense)
+    return ops.einsum("bhk,hko->bo", values, o_dense.kernel) + _bias(o_dense)
+
+
+def _bias(layer):
+    return 0.0 if layer.bias is None else layer.bias
+
+
 def any_step(mask):
     """`(B, T)` boolean mask → `(B, 1)` float, 1.0 where the row has a True step."""
     return ops.cast(ops.any(mask, axis=-1, keepdims=True), "float32")
@@ -102,10 +151,8 @@ class ImplicitIntentExploration(keras.layers.Layer):
         if mask is None:
             mask = ops.ones(ops.shape(history)[:2], dtype="bool")
         mask = ops.cast(mask, "bool")
-        out = self.attention(ops.expand_dims(query, 1), history, history,
-                             attention_mask=ops.expand_dims(mask, 1),
-                             training=training)
-        return ops.squeeze(out, axis=1) * ops.cast(any_step(mask), out.dtype)
+        out = target_attention(self.attention, query, history, mask, training=training)
+        return out * ops.cast(any_step(mask), out.dtype)
 
     def compute_mask(self, *args, **kwargs):
         return None

@@ -50,10 +50,12 @@ def test_output_shape():
     assert layer.compute_output_shape((B, E), (B, T, E)) == (B, E)
 
 
+@pytest.mark.parametrize("hidden_units", [(8, 4), ()])
 @pytest.mark.parametrize("use_softmax", [False, True])
-def test_matches_numpy_reference(use_softmax):
+def test_matches_numpy_reference(use_softmax, hidden_units):
     query, keys, mask = _inputs()
-    layer = DinAttentionPooling(hidden_units=(8, 4), use_softmax=use_softmax)
+    layer = DinAttentionPooling(hidden_units=hidden_units, use_softmax=use_softmax,
+                                bias_initializer="random_normal")
     out = np.asarray(layer(query, keys, mask=mask))
     np.testing.assert_allclose(out, _reference(layer, query, keys, mask, _sigmoid),
                                rtol=1e-5, atol=1e-5)

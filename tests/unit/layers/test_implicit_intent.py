@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import keras
-from daian_tf.layers.implicit_intent import ImplicitIntentExploration
+from daian_tf.layers.implicit_intent import (ImplicitIntentExploration,
+                                             target_attention)
 
 B, T, E, ET, EI, H, W = 3, 5, 4, 3, 2, 2, 6
 
@@ -129,3 +130,54 @@ def test_model_save_and_load(tmp_path):
     model.save(tmp_path / "i2e.keras")
     loaded = keras.models.load_model(tmp_path / "i2e.keras")
     np.testing.assert_allclose(np.asarray(loaded(data)), expected, rtol=1e-6)
+
+
+def _random_biases(layer, seed=1):
+    """Non-zero biases (Keras initialises them to zero, which would hide a bias bug)."""
+    rng = np.random.default_rng(seed)
+    for w in layer.weights:
+        if "bias" in w.path:
+            w.assign(rng.normal(size=w.shape).astype("float32"))
+
+
+def test_target_attention_is_keras_multi_head_attention_values_and_gradients():
+    """The single-query order of computation gives the layer's own output and
+    gradients (random biases; rows with at least one key)."""
+    rng = np.random.default_rng(0)
+    query = tf.constant(rng.normal(size=(B, W)).astype("float32"))
+    keys = tf.constant(rng.normal(size=(B, T, E)).astype("float32"))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 0, 1]], dtype=bool)
+    mha = keras.layers.MultiHeadAttention(num_heads=H, key_dim=W // H, output_shape=W)
+    mha.build((B, 1, W), (B, T, E))
+    _random_biases(mha)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([query, keys])
+            out = fn()
+            loss = tf.reduce_sum(out * tf.range(1.0, W + 1.0))
+        return out, tape.gradient(loss, [query, keys] + mha.trainable_weights)
+
+    fast, fast_g = grads(lambda: target_attention(mha, query, keys, mask))
+    ref, ref_g = grads(lambda: mha(query[:, None], keys, keys,
+                                   attention_mask=mask[:, None])[:, 0])
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    for g_fast, g_ref in zip(fast_g, ref_g):
+        np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_ref),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_target_attention_with_dropout_in_training_is_the_layer_call():
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(B, W)).astype("float32")
+    keys = rng.normal(size=(B, T, E)).astype("float32")
+    mask = np.ones((B, T), bool)
+    mha = keras.layers.MultiHeadAttention(num_heads=H, key_dim=W // H, output_shape=W,
+                                          dropout=0.5, seed=3)
+    mha.build((B, 1, W), (B, T, E))
+    inference = target_attention(mha, query, keys, mask, training=False)
+    np.testing.assert_allclose(np.asarray(inference),
+                               np.asarray(mha(query[:, None], keys, keys)[:, 0]),
+                               rtol=1e-5, atol=1e-5)
+    dropped = target_attention(mha, query, keys, mask, training=True)
+    assert not np.allclose(np.asarray(dropped), np.asarray(inference))

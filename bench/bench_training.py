@@ -13,14 +13,17 @@ For each batch size, each row runs in its own subprocess (so that peak RSS is pe
 - `--jit` adds `din full/memory+jit` (`compile(jit_compile=True)`) and `lean+jit`.
 The data loading of `cache="memory"` (one parse of the split) happens before the timed
 epoch, as it happens once per training run; its time is reported as `load s`.
-Prints a markdown table: samples/s, ratio to the lean probe of the same batch, peak RSS.
+Every row runs `--repeats` times, in interleaved rounds (this machine has slow spells:
+the probe alone measured 16.7k, 17.0k and 8.6k samples/s in three back-to-back runs).
+Prints a markdown table: the median samples/s with its range, the ratio of the medians
+to the lean probe's of the same batch, peak RSS.
 
 The data: a simulated world (`--scale`), built with the Beam sample builder and
 transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when present
 (delete the folder after changing the transform).
 
 usage: python bench/bench_training.py [--models din [daian]] [--batches 1024 4096]
-       [--caches memory none] [--jit] [--scale 1]
+       [--caches memory none] [--jit] [--scale 1] [--repeats 3]
        [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
 """
 
@@ -30,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -95,22 +99,18 @@ def run_ours(info: dict, job: dict) -> dict:
     import tensorflow_transform as tft
 
     from daian_tf.data.dataset import make_dataset
-    from daian_tf.data.transform import vocab_sizes
-    from daian_tf.training.config import load_config
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
     keras.utils.set_random_seed(0)
     tft_out = tft.TFTransformOutput(info["transform_output"])
-    cfg = load_config(REPO / "configs" / "base.yaml")
-    sizes = vocab_sizes(tft_out, tuple(cfg.samples.user_columns))
     model, keys = _build(job["model"], info, tft_out)
     batch, n = job["batch"], info["train_samples"]
     start = time.time()
     ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
                       input_keys=keys, cache=job["cache"])
     load_s = time.time() - start
-    result = {"load_s": round(load_s, 2), "vocab_sizes": sizes}
+    result = {"load_s": round(load_s, 2)}
     if job["part"] == "input":
         for _ in ds.take(5):
             pass
@@ -172,6 +172,8 @@ def main() -> None:
                     choices=["memory", "none"])
     ap.add_argument("--jit", action="store_true", help="also rows with jit_compile")
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each row, interleaved; the table shows the median")
     ap.add_argument("--workdir", default="/tmp/daian_bench_training")
     ap.add_argument("--lean", default=str(DEFAULT_LEAN))
     ap.add_argument("--_ours", help=argparse.SUPPRESS)  # worker mode: a job as JSON
@@ -192,36 +194,55 @@ def main() -> None:
 
     rows = []
     for batch in args.batches:
-        results, sizes = [], None
-        for label, job in _jobs(args):
-            res = _run([sys.executable, __file__, "--workdir", str(workdir),
-                        "--_ours", json.dumps({**job, "batch": batch})])
-            sizes = sizes or res.get("vocab_sizes")
-            results.append((label, res))
-            print(f"done: batch {batch} {label}: {res.get('samples_per_s', res)}",
-                  file=sys.stderr, flush=True)
+        runs = [(label, [sys.executable, __file__, "--workdir", str(workdir),
+                         "--_ours", json.dumps({**job, "batch": batch})])
+                for label, job in _jobs(args)]
+        sizes = vocab_sizes(info)
         lean_cmd = [sys.executable, args.lean, "--samples", str(info["train_samples"]),
                     "--batch", str(batch), "--items", str(sizes["item"]),
                     "--categories", str(sizes["category"]),
                     "--users", str(sizes["user_id"]), "--dim", "16"]
-        lean = _run(lean_cmd)
-        results.insert(0, ("lean", lean))
+        runs.insert(0, ("lean", lean_cmd))
         if args.jit:
-            results.insert(1, ("lean+jit", _run(lean_cmd + ["--jit"])))
-        rows += [(batch, label, res, lean) for label, res in results]
+            runs.insert(1, ("lean+jit", lean_cmd + ["--jit"]))
+        results = {label: [] for label, _ in runs}
+        for round_ in range(args.repeats):  # rounds, so that slow spells hit every row
+            for label, cmd in runs:
+                res = _run(cmd)
+                results[label].append(res)
+                print(f"done: batch {batch} round {round_} {label}: "
+                      f"{res.get('samples_per_s', res)}", file=sys.stderr, flush=True)
+        rows += [(batch, label, results[label], results["lean"]) for label, _ in runs]
 
     print(f"train samples: {info['train_samples']}; machine: {os.cpu_count()} CPUs; "
-          f"TF threads: 2 intra-op, 2 inter-op")
+          f"TF threads: 2 intra-op, 2 inter-op; median of {args.repeats} runs "
+          f"(range in brackets)")
     print("| batch | run | samples/s | / lean | load s | peak RSS MiB |")
     print("|---:|---|---:|---:|---:|---:|")
-    for batch, label, res, lean in rows:
-        if "error" in res:
-            print(f"| {batch} | {label} | failed: {res['error']} | | | |")
+    for batch, label, results, lean in rows:
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:
+            print(f"| {batch} | {label} | failed: {errors[0]} | | | |")
             continue
-        ratio = res["samples_per_s"] / lean["samples_per_s"]
-        print(f"| {batch} | {label} | {res['samples_per_s']:,.0f} | {ratio:.2f} | "
-              f"{res.get('load_s', 0):.1f} | {res['peak_rss_mib']:,.0f} |")
+        speeds = sorted(r["samples_per_s"] for r in results)
+        median = statistics.median(speeds)
+        ratio = median / statistics.median(r["samples_per_s"] for r in lean)
+        print(f"| {batch} | {label} | {median:,.0f} [{speeds[0]:,.0f}–{speeds[-1]:,.0f}] "
+              f"| {ratio:.2f} | {statistics.median(r.get('load_s', 0) for r in results):.1f} "
+              f"| {max(r['peak_rss_mib'] for r in results):,.0f} |")
 
+
+def vocab_sizes(info: dict) -> dict:
+    """Rows of the item, category and user tables of the transformed data (the lean
+    probe gets the same sizes)."""
+    import tensorflow_transform as tft
+
+    from daian_tf.data.transform import vocab_sizes as sizes
+    from daian_tf.training.config import load_config
+
+    cfg = load_config(REPO / "configs" / "base.yaml")
+    return sizes(tft.TFTransformOutput(info["transform_output"]),
+                 tuple(cfg.samples.user_columns))
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,12 @@ Data flow (memory per step is bounded by one request or one user, plus the catal
         (trigger derived if empty, history cut: strictly earlier, within history_days,
          last max_seq_len, chronological; request-level features serialized,
          trigger-target similarities)
-    Prepared (train split) → similarities → approximate quantiles
+    Request, behaviors.csv ── by user_id again (a grouping of its own) → triggers
+        → train similarities → approximate quantiles
         → sim_range [lo, hi] (I-2; side input), unless samples.sim_range fixes it
+        (its own grouping, because the examples wait for it: fed from JoinUser, the
+        DirectRunner held every Prepared until then, 1,362 vs 774 MiB peak at 1M
+        impressions, bench/bench_sample_builder.py)
     Prepared → tf.Examples (intent labels, LOO labels, per-target features)
         → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
 
@@ -261,28 +265,50 @@ def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
                has_truth: bool) -> Iterator[tuple]:
     """Per user: resolve triggers and cut histories for each of the user's requests;
     yields each kept request as a plain Prepared."""
+    for request, trigger, history, profile in _resolve_user(kv, catalog, cfg,
+                                                            users_path, has_truth):
+        yield _to_plain(_prepare(request, trigger, history, profile, catalog, cfg))
+
+
+def _train_similarities(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
+                        boundary: int) -> Iterator[Tuple[float, ...]]:
+    """Per user, one batch per train request: its trigger-target similarities (the
+    batched input of the quantiles combine). The same trigger resolution as
+    `_join_user`, without counting (JoinUser counts) and without the features."""
+    for request, trigger, _, _ in _resolve_user(kv, catalog, cfg, users_path,
+                                                has_truth=False, count=False):
+        if request.timestamp < boundary:
+            yield _similarities(request, trigger, catalog)
+
+
+def _resolve_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
+                  has_truth: bool, count: bool = True
+                  ) -> Iterator[Tuple[Request, str, Tuple[Behavior, ...], tuple]]:
+    """Per user: each kept request with its resolved trigger, its cut history and
+    the user's profile; drops and fallbacks are counted when `count`."""
+    tally = _count if count else (lambda name, n=1: None)
     user_id, groups = kv
     requests = [_from_plain(Request, r) for r in groups["requests"]]
     behaviors = sorted(_ungroup(groups["behaviors"], Behavior),
                        key=lambda b: (b.timestamp, b.row))
     profiles = sorted(_ungroup(groups.get("users", ()), UserProfile),
                       key=lambda u: u.row)
-    _count("behaviors", len(behaviors))
-    _count("behaviors_unknown_item",
-           sum(1 for b in behaviors if b.item_id not in catalog.items))
+    tally("behaviors", len(behaviors))
+    tally("behaviors_unknown_item",
+          sum(1 for b in behaviors if b.item_id not in catalog.items))
     if len(profiles) > 1:
         raise RawLogError(f"duplicate user_id {user_id!r} (first at row "
                           f"{profiles[0].row})", users_path, profiles[1].row, "user_id")
     if not requests:
         if behaviors:
-            _count("users_without_impressions")
-            _count("behaviors_of_users_without_impressions", len(behaviors))
+            tally("users_without_impressions")
+            tally("behaviors_of_users_without_impressions", len(behaviors))
         return
     if profiles:
         profile = profiles[0].values
     else:
         profile = ("",) * len(cfg.user_columns)
-        _count("users_without_profile")
+        tally("users_without_profile")
     times = [b.timestamp for b in behaviors]
     for request in requests:
         trigger = request.trigger_item_id
@@ -290,15 +316,15 @@ def _join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
             trigger = derive_trigger(behaviors, times, request.timestamp,
                                      cfg.trigger_window_s)
             if trigger is None:
-                _count("requests_dropped_no_trigger")
-                _count("impressions_dropped_no_trigger", len(request.targets))
+                tally("requests_dropped_no_trigger")
+                tally("impressions_dropped_no_trigger", len(request.targets))
                 continue
-            _count("requests_trigger_derived")
+            tally("requests_trigger_derived")
         if has_truth:
-            _count("samples_without_truth",
-                   sum(1 for t in request.targets if t.p_true is None))
-        history = cut_history(behaviors, times, request.timestamp, cfg)
-        yield _to_plain(_prepare(request, trigger, history, profile, catalog, cfg))
+            tally("samples_without_truth",
+                  sum(1 for t in request.targets if t.p_true is None))
+        yield (request, trigger, cut_history(behaviors, times, request.timestamp, cfg),
+               profile)
 
 
 def _prepare(request: Request, trigger: str, history: Sequence[Behavior],
@@ -338,16 +364,13 @@ def _prepare(request: Request, trigger: str, history: Sequence[Behavior],
                         [request.timestamp - b.timestamp for b in history]),
         E.int64_feature(F.INTENT_DIVERSITY, [diversity]),
     ])
-    sims = tuple(catalog.cos(trigger, t.item_id) for t in request.targets)
-    return Prepared(request.timestamp, features, sims, request.targets)
+    return Prepared(request.timestamp, features, _similarities(request, trigger, catalog),
+                    request.targets)
 
 
-def _train_similarities(plain: tuple, boundary: int) -> Iterator[Tuple[float, ...]]:
-    """One batch per train request: its trigger-target similarities (batched input
-    of the quantiles combine, one element per request rather than per impression)."""
-    prepared = _from_plain(Prepared, plain)
-    if prepared.timestamp < boundary:
-        yield prepared.sims
+def _similarities(request: Request, trigger: str, catalog: Catalog) -> Tuple[float, ...]:
+    """cos(m_trigger, m_target) per target of `request`."""
+    return tuple(catalog.cos(trigger, t.item_id) for t in request.targets)
 
 
 def _sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
@@ -488,9 +511,9 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
     if layout.has(F.USERS_FILE):
         by_user["users"] = read(F.USERS_FILE, read_users, lambda u: u.user_id,
                                 tuple, tuple(cfg.user_columns))
-    contexts = (by_user | "GroupByUser" >> beam.CoGroupByKey()
-                | "JoinUser" >> beam.FlatMap(_surfacing(_join_user), catalog, cfg,
-                                             users_path, layout.has_truth))
+    users = by_user | "GroupByUser" >> beam.CoGroupByKey()
+    contexts = users | "JoinUser" >> beam.FlatMap(
+        _surfacing(_join_user), catalog, cfg, users_path, layout.has_truth)
 
     # every impression row belongs to a request with its timestamp, so the latest
     # request is the latest impression (one element per request, not per row)
@@ -503,10 +526,14 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         sim_range = p | "FixedSimRange" >> beam.Create(
             [(float(cfg.sim_range[0]), float(cfg.sim_range[1]))])
     else:
+        # from a grouping of its own, not from `contexts` or `users`: the examples
+        # wait for this side input, and a runner that fuses both consumers of one
+        # grouping (the DirectRunner does) would hold every context until then
         sim_range = (
-            contexts
+            by_user | "GroupByUserForSimRange" >> beam.CoGroupByKey()
             | "TrainSimilarities" >> beam.FlatMap(
-                _train_similarities, beam.pvalue.AsSingleton(boundary))
+                _surfacing(_train_similarities), catalog, cfg, users_path,
+                beam.pvalue.AsSingleton(boundary))
             | "SimQuantiles" >> beam.CombineGlobally(
                 ApproximateQuantilesCombineFn.create(NUM_QUANTILES, QUANTILE_EPSILON,
                                                      input_batched=True))

@@ -114,18 +114,19 @@ class DinAttentionPooling(keras.layers.Layer):
 
     @staticmethod
     def _first_layer(layer, query, keys):
-        """`layer([q, k, q − k, q ⊙ k])` for every step, computed as
-        `q (W_q + W_d) + [k ‖ q ⊙ k] [W_k − W_d ; W_p] + b` with `layer`'s kernel
-        `[W_q; W_k; W_d; W_p]`: the query's part once per row instead of once per step,
-        and half the per-step width (the same function and the same weights)."""
+        """`layer([q, k_j, q − k_j, q ⊙ k_j])` for every step j, computed as
+        `q (W_q + W_d) + b + k_j (W_k − W_d + diag(q) W_p)` with `layer`'s kernel
+        `[W_q; W_k; W_d; W_p]`: the same function and weights, with the query's parts
+        folded once per row into an `E × U` matrix, so a step costs `E·U`
+        multiply-adds instead of `4E·U`."""
         width = keys.shape[-1]
         w_q, w_k, w_d, w_p = (layer.kernel[i * width:(i + 1) * width] for i in range(4))
         per_row = ops.matmul(query, w_q + w_d)  # (B, U)
         if layer.use_bias:
             per_row = per_row + layer.bias
-        per_step = ops.matmul(
-            ops.concatenate([keys, keys * ops.expand_dims(query, 1)], axis=-1),
-            ops.concatenate([w_k - w_d, w_p], axis=0))  # (B, T, U)
+        per_row_kernel = (ops.expand_dims(w_k - w_d, 0)
+                          + ops.expand_dims(query, -1) * ops.expand_dims(w_p, 0))  # (B, E, U)
+        per_step = ops.matmul(keys, per_row_kernel)  # (B, T, U)
         return layer.activation(per_step + ops.expand_dims(per_row, 1))
 
     def compute_mask(self, inputs, previous_mask=None):

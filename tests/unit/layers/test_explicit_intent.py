@@ -171,3 +171,36 @@ def test_max_steps_equals_attention_over_the_most_recent_steps(max_steps):
         capped[b, np.flatnonzero(sub_mask[b])[:-max_steps]] = False
     np.testing.assert_allclose(out, _reference(layer, target, history, capped),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_equals_the_composition_of_keras_attentions_with_random_biases():
+    """MHSA then MHTA as two plain Keras `MultiHeadAttention` calls, on the layer's own
+    weights with non-zero biases: same output and gradients as the layer (whose target
+    attention takes the single-query order, `implicit_intent.target_attention`)."""
+    target, history, sub_mask = (tf.constant(a) for a in _inputs())
+    layer = ExplicitIntentExploitation(num_heads=H, attention_width=W)
+    layer(target, history, sub_mask)
+    rng = np.random.default_rng(1)
+    for w in layer.weights:
+        if "bias" in w.path:
+            w.assign(rng.normal(size=w.shape).astype("float32"))
+
+    def composed():
+        pair = tf.logical_and(sub_mask[:, :, None], sub_mask[:, None, :])
+        attended = layer.self_attention(history, history, history, attention_mask=pair)
+        out = layer.target_attention(target[:, None], attended, attended,
+                                     attention_mask=sub_mask[:, None])[:, 0]
+        return out * tf.cast(tf.reduce_any(sub_mask, -1, keepdims=True), out.dtype)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([target, history])
+            out = fn()
+            loss = tf.reduce_sum(out * tf.range(1.0, W + 1.0))
+        return out, tape.gradient(loss, [target, history] + layer.trainable_weights)
+
+    out, g = grads(lambda: layer(target, history, sub_mask, training=True))
+    ref, g_ref = grads(composed)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

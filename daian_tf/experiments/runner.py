@@ -85,34 +85,13 @@ def prepare_data(raw_dir: str, out_dir: str, cfg: Config,
                         list(sim_range), report)
 
 
-def _collect(model, pattern: str, tf_transform_output, keys: Sequence[str],
-             with_intent: bool, batch_size: int = 4096) -> Dict[str, np.ndarray]:
-    """Scores (and p̂) of a transformed split with the analysis columns beside them."""
-    from daian_tf.data.dataset import make_dataset
-    from daian_tf.models import serving_input_keys
-
-    inputs_keys = serving_input_keys(model) if model is not None else []
-    ds = make_dataset(pattern, tf_transform_output, batch_size, shuffle=False,
-                      input_keys=sorted(set(inputs_keys) | set(keys)))
-    out: Dict[str, list] = {k: [] for k in list(keys) + ["label", "score", "intent"]}
-    for inputs, label in ds:
-        out["label"].append(label.numpy())
-        for k in keys:
-            out[k].append(inputs[k].numpy())
-        if model is not None:
-            batch = {k: inputs[k] for k in inputs_keys}
-            out["score"].append(np.asarray(model.predict_on_batch(batch)).reshape(-1))
-            if with_intent:
-                out["intent"].append(np.asarray(model.predict_intent(batch,
-                                                                     training=False)))
-    return {k: np.concatenate(v) for k, v in out.items() if v}
-
-
 def user_intent_groups(data: PreparedData, fraction: float) -> Tuple[set, set]:
     """(specific, broad) user keys: lowest / highest entropy of each user's mean train
     intent label, `fraction` of the labelled users each."""
-    cols = _collect(None, data.train, data.tf_transform_output,
-                    [F.USER_KEY, F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)], False)
+    from daian_tf.training.trainer import collect_columns
+
+    cols = collect_columns(None, data.train, data.tf_transform_output,
+                           [F.USER_KEY, F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)])
     labelled = cols[F.xf(F.INTENT_MASK)] > 0
     users = cols[F.USER_KEY][labelled]
     labels = cols[F.xf(F.INTENT_LABEL)][labelled]
@@ -162,10 +141,11 @@ def evaluate_run(model, data: PreparedData, with_intent: bool,
     """Metrics, GAUC by diversity group and (optionally) the intent block of a model."""
     from daian_tf.evaluation import ranking_metrics
     from daian_tf.metrics.ranking import gauc_by_group
+    from daian_tf.training.trainer import collect_columns
 
     keys = [F.USER_KEY, F.REQUEST_KEY, F.raw(F.INTENT_DIVERSITY),
             F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)]
-    cols = _collect(model, data.eval, data.tf_transform_output, keys, with_intent)
+    cols = collect_columns(model, data.eval, data.tf_transform_output, keys, with_intent)
     metrics = ranking_metrics(cols["label"], cols["score"], cols[F.USER_KEY])
     by_group = gauc_by_group(cols["label"], cols["score"], cols[F.USER_KEY],
                              _diversity_group(cols[F.raw(F.INTENT_DIVERSITY)]))
@@ -179,11 +159,11 @@ def evaluate_run(model, data: PreparedData, with_intent: bool,
 def reference_rows(data: PreparedData) -> List[dict]:
     """The oracle (`p_true` of the simulator, where present) and popularity rows."""
     from daian_tf.evaluation import ranking_metrics
-    from daian_tf.training.trainer import popularity_metrics
+    from daian_tf.training.trainer import collect_columns, popularity_metrics
 
     rows = []
-    cols = _collect(None, data.eval, data.tf_transform_output,
-                    [F.USER_KEY, F.raw(F.P_TRUE)], False)
+    cols = collect_columns(None, data.eval, data.tf_transform_output,
+                           [F.USER_KEY, F.raw(F.P_TRUE)])
     p_true = cols[F.raw(F.P_TRUE)]
     if len(p_true) and (p_true >= 0).all():
         m = ranking_metrics(cols["label"], p_true, cols[F.USER_KEY])

@@ -156,41 +156,48 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
     return model, history.history
 
 
+def collect_columns(model: Optional[keras.Model], file_pattern: FilePattern,
+                    tf_transform_output, keys: Sequence[str] = (),
+                    with_intent: bool = False,
+                    batch_size: int = _EVAL_BATCH_SIZE) -> Dict[str, np.ndarray]:
+    """A transformed split in file order, as columns: "label", the transformed
+    features `keys`, and with a model its "score" (click probability) and, with
+    `with_intent`, its "intent" (p̂, DAIAN's `predict_intent`)."""
+    inputs_keys = serving_input_keys(model) if model is not None else []
+    ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=False,
+                      input_keys=sorted(set(inputs_keys) | set(keys)))
+    out: Dict[str, list] = {k: [] for k in list(keys) + ["label", "score", "intent"]}
+    for inputs, label in ds:
+        out["label"].append(label.numpy())
+        for k in keys:
+            out[k].append(inputs[k].numpy())
+        if model is not None:
+            batch = {k: inputs[k] for k in inputs_keys}
+            out["score"].append(np.asarray(model.predict_on_batch(batch)).reshape(-1))
+            if with_intent:
+                out["intent"].append(np.asarray(model.predict_intent(batch,
+                                                                     training=False)))
+    return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
 def predict_split(model: keras.Model, file_pattern: FilePattern, tf_transform_output,
                   batch_size: int = _EVAL_BATCH_SIZE
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels `(N,)`, predicted probabilities `(N,)` and user keys `(N,)` of a split."""
-    ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=False,
-                      input_keys=serving_input_keys(model), with_user_key=True)
-    labels, probs, users = [], [], []
-    for inputs, label, user in ds:
-        probs.append(np.asarray(model.predict_on_batch(inputs)).reshape(-1))
-        labels.append(label.numpy())
-        users.append(user.numpy())
-    return (np.concatenate(labels).astype(np.int64), np.concatenate(probs),
-            np.concatenate(users))
+    cols = collect_columns(model, file_pattern, tf_transform_output, [F.USER_KEY],
+                           batch_size=batch_size)
+    return cols["label"].astype(np.int64), cols["score"], cols[F.USER_KEY]
 
 
 def popularity_metrics(train_pattern: str, eval_pattern: str,
-                        tf_transform_output) -> Dict[str, float]:
+                       tf_transform_output) -> Dict[str, float]:
     """Fit the popularity baseline on train target ids, score the eval split."""
-    key = F.xf(F.TARGET_ITEM_ID)
-
-    def collect(pattern):
-        items, labels, users = [], [], []
-        for inputs, label, user in make_dataset(
-                pattern, tf_transform_output, _EVAL_BATCH_SIZE, shuffle=False,
-                input_keys=[key], with_user_key=True):
-            items.append(inputs[key].numpy())
-            labels.append(label.numpy())
-            users.append(user.numpy())
-        return (np.concatenate(items), np.concatenate(labels).astype(np.int64),
-                np.concatenate(users))
-
-    train_items, train_labels, _ = collect(train_pattern)
-    eval_items, eval_labels, eval_users = collect(eval_pattern)
-    baseline = PopularityBaseline().fit(train_items, train_labels)
-    return ranking_metrics(eval_labels, baseline.predict(eval_items), eval_users)
+    keys = [F.xf(F.TARGET_ITEM_ID), F.USER_KEY]
+    train = collect_columns(None, train_pattern, tf_transform_output, keys)
+    test = collect_columns(None, eval_pattern, tf_transform_output, keys)
+    baseline = PopularityBaseline().fit(train[keys[0]], train["label"].astype(np.int64))
+    return ranking_metrics(test["label"].astype(np.int64),
+                           baseline.predict(test[keys[0]]), test[F.USER_KEY])
 
 
 def transform_samples(samples_dir: str, out_dir: str, cfg,

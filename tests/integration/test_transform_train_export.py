@@ -370,3 +370,37 @@ def test_report_sim_range_is_what_the_transform_uses(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"sim_range": [-0.1, 0.7]}))
     assert read_report(str(tmp_path))["sim_range"] == [-0.1, 0.7]
     assert read_report(str(tmp_path / "missing")) == {}
+
+
+def test_predict_split_and_popularity_metrics_against_the_raw_examples(run):
+    """Evaluation columns of the transformed eval split against the raw examples
+    (order-free: the transform may reorder rows): the same (user, label) pairs, the
+    model's scores of the raw examples through the tft layer, and the popularity row
+    refitted on raw target ids."""
+    from daian_tf.evaluation import ranking_metrics
+    from daian_tf.models.popularity import PopularityBaseline
+    from daian_tf.training.trainer import popularity_metrics, predict_split
+
+    tfo, cfg, model = run["tfo"], run["cfg"], run["model"]
+    labels, scores, users = predict_split(model, run["paths"]["eval"], tfo)
+    raw = {split: _parse_raw(cfg, run["examples"][split]) for split in ("train", "eval")}
+    raw_pairs = sorted(zip(raw["eval"][F.USER_ID].numpy().ravel().tolist(),
+                           raw["eval"][F.LABEL].numpy().ravel().tolist()))
+    assert sorted(zip(users.tolist(), labels.tolist())) == raw_pairs
+    transformed = _transform(tfo, cfg, run["examples"]["eval"])
+    expected = np.asarray(model.predict_on_batch(
+        {k: transformed[k] for k in serving_input_keys(model)})).ravel()
+    np.testing.assert_allclose(np.sort(scores), np.sort(expected), rtol=1e-5, atol=1e-6)
+
+    def items_labels(split):
+        return (raw[split][F.TARGET_ITEM_ID].numpy().ravel(),
+                raw[split][F.LABEL].numpy().ravel().astype(np.int64))
+
+    baseline = PopularityBaseline().fit(*items_labels("train"))
+    eval_items, eval_labels = items_labels("eval")
+    want = ranking_metrics(eval_labels, baseline.predict(eval_items),
+                           raw["eval"][F.USER_ID].numpy().ravel())
+    got = popularity_metrics(run["paths"]["train"], run["paths"]["eval"], tfo)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k

@@ -6,21 +6,26 @@ of the training bench's data (`bench/bench_training.py` prepares it under `--wor
 each in its own `tf.function`, median over `--steps` calls, 2 TF threads:
 the CTR embedding, UIM (its own embedding, pooling and MLP), DIN attention pooling,
 I2E, explicit intent exploitation (subsequence attention), the catalog lookups, and
-the whole model. The optimizer's update is not included.
+the whole model. The optimizer's update is not included. Then the forward FLOPs per
+sample that TF's profiler counts in the frozen inference graph of DAIAN, of our DIN and of
+the lean probe (`../shared/bench/lean_din.py`, same table sizes).
 
 usage: python bench/profile_daian_blocks.py [--batch 1024] [--steps 20]
-       [--workdir /tmp/daian_bench_training]
+       [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import statistics
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_LEAN = REPO.parent / "shared" / "bench" / "lean_din.py"
 
 
 def main() -> None:
@@ -29,6 +34,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--workdir", default="/tmp/daian_bench_training")
+    ap.add_argument("--lean", default=str(DEFAULT_LEAN))
     args = ap.parse_args()
     meta = Path(args.workdir) / "data.json"
     if not meta.exists():
@@ -101,6 +107,49 @@ def main() -> None:
         times[name] = _time(fn, variables, args.steps)
     for name, ms in times.items():
         print(f"| {name} | {ms:.1f} | {ms / times['whole model']:.0%} |")
+
+    din = trainer.build_model(
+        dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="din")), tft_out)
+    din_x = {k: x[k] for k in serving_input_keys(din)}
+    din(din_x)
+    print("\nforward FLOPs per sample (tf.compat.v1.profiler, frozen inference graph):")
+    print(f"DAIAN {_flops(model, x) / args.batch:,.0f}; DIN {_flops(din, din_x) / args.batch:,.0f}; "
+          f"lean probe {_lean_flops(args.lean, tft_out, cfg, args.batch):,.0f}")
+
+
+def _flops(model, inputs) -> int:
+    """Float operations of one forward call on `inputs`, as TF's profiler counts them
+    (ops without a registered count are left out)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    fn = tf.function(lambda batch: model(batch, training=False))
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), inputs)
+    graph = convert_variables_to_constants_v2(fn.get_concrete_function(specs)).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+
+
+def _lean_flops(path: str, tft_out, cfg, batch: int) -> float:
+    """Forward FLOPs per sample of the lean probe with our table sizes."""
+    import tensorflow as tf
+
+    from daian_tf.data.transform import vocab_sizes
+
+    spec = importlib.util.spec_from_file_location("lean_din", path)
+    lean = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lean)
+    sizes = vocab_sizes(tft_out, tuple(cfg.samples.user_columns))
+    model = lean.build(argparse.Namespace(seq=50, items=sizes["item"],
+                                          categories=sizes["category"],
+                                          users=sizes["user_id"], dim=16))
+    inputs = {name: tf.ones((batch, 50) if name.startswith("hist") else (batch,), "int32")
+              for name in ("hist_item", "hist_cat", "target_item", "target_cat",
+                           "trigger_item", "user")}
+    model(inputs)
+    return _flops(model, inputs) / batch
 
 
 def _time(fn, variables, steps: int) -> float:

@@ -227,8 +227,9 @@ def main() -> None:
         speeds = sorted(r["samples_per_s"] for r in results)
         median = statistics.median(speeds)
         ratio = median / statistics.median(r["samples_per_s"] for r in lean)
+        load_s = statistics.median(r.get("load_s", 0) for r in results)  # none: lean
         print(f"| {batch} | {label} | {median:,.0f} [{speeds[0]:,.0f}–{speeds[-1]:,.0f}] "
-              f"| {ratio:.2f} | {statistics.median(r.get('load_s', 0) for r in results):.1f} "
+              f"| {ratio:.2f} | {load_s:.1f} "
               f"| {max(r['peak_rss_mib'] for r in results):,.0f} |")
 
 

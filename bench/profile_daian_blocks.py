@@ -98,8 +98,9 @@ def main() -> None:
         "catalog lookups + cosine (forward)": (catalog_part, []),
         "whole model": (lambda: model(x, training=True), model.trainable_variables),
     }
+    sub_len = float(tf.reduce_mean(tf.reduce_sum(tf.cast(sub, tf.float32), axis=1)))
     print(f"batch {args.batch}; forward + backward, median of {args.steps} calls; "
-          f"mean subsequence length {float(tf.reduce_mean(tf.reduce_sum(tf.cast(sub, tf.float32), 1))):.1f}")
+          f"mean subsequence length {sub_len:.1f}")
     print("| block | ms | share of whole model |")
     print("|---|---:|---:|")
     times = {}
@@ -113,7 +114,9 @@ def main() -> None:
     din_x = {k: x[k] for k in serving_input_keys(din)}
     din(din_x)
     print("\nforward FLOPs per sample (tf.compat.v1.profiler, frozen inference graph):")
-    print(f"DAIAN {_flops(model, x) / args.batch:,.0f}; DIN {_flops(din, din_x) / args.batch:,.0f}; "
+    per_sample = {name: _flops(m, inputs) / args.batch
+                  for name, m, inputs in (("DAIAN", model, x), ("DIN", din, din_x))}
+    print(f"DAIAN {per_sample['DAIAN']:,.0f}; DIN {per_sample['DIN']:,.0f}; "
           f"lean probe {_lean_flops(args.lean, tft_out, cfg, args.batch):,.0f}")
 
 

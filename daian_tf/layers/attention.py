@@ -124,8 +124,8 @@ class DinAttentionPooling(keras.layers.Layer):
         per_row = ops.matmul(query, w_q + w_d)  # (B, U)
         if layer.use_bias:
             per_row = per_row + layer.bias
-        per_row_kernel = (ops.expand_dims(w_k - w_d, 0)
-                          + ops.expand_dims(query, -1) * ops.expand_dims(w_p, 0))  # (B, E, U)
+        per_row_kernel = (ops.expand_dims(w_k - w_d, 0)  # (B, E, U)
+                          + ops.expand_dims(query, -1) * ops.expand_dims(w_p, 0))
         per_step = ops.matmul(keys, per_row_kernel)  # (B, T, U)
         return layer.activation(per_step + ops.expand_dims(per_row, 1))
 

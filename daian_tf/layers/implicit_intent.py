@@ -44,8 +44,11 @@ def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, ma
     mapped into the keys' space once per row instead of every key into the head space,
     and `Σ_j a_hj (k_j W^V_h) = (Σ_j a_hj k_j) W^V_h`: the keys are pooled before the
     value projection (the value bias is added once: the weights sum to 1). The result
-    is the layer's own, with its own weights; per row `T·E·2H` multiply-adds instead of `T·E·2W`. With
-    attention dropout in training, the layer itself is called.
+    is the layer's own, with its own weights; per row `T·E·2H` multiply-adds instead
+    of `T·E·2W`. With attention dropout in training, the layer itself is called.
+    It reads the layer's projections (`_query_dense`, ...), which Keras 3 keeps
+    private: `tests/unit/layers/test_implicit_intent.py` checks the result against
+    the layer's own call.
 
     Args:
         attention: a built `keras.layers.MultiHeadAttention` (key = value, one

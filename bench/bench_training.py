@@ -3,10 +3,15 @@
 For each batch size, each row runs in its own subprocess (so that peak RSS is per run):
 - `lean`: `../shared/bench/lean_din.py`, a lean Keras 3 DIN on in-memory random arrays,
   with the same number of samples, batch, sequence length, table sizes and dim;
-- `<model> full/<cache>`: `model.fit`, one epoch after a 20-step warm-up, through the
-  full data path: gzipped transformed TFRecords → `make_dataset(cache=...)` (shuffled,
-  seed 0) → the Keras 3 model of `configs/base.yaml` (`trainer.build_model`);
-- `input-only/<cache>`: one epoch of `make_dataset` alone, no model;
+- `<model> full/<input>`: `model.fit`, one epoch after a 20-step warm-up, through the
+  full data path: gzipped transformed TFRecords → `make_dataset` (shuffled, seed 0) →
+  the Keras 3 model of `configs/base.yaml` (`trainer.build_model`); `<input>` is
+  `none` (streaming, examples shuffled in a buffer), `memory` (parsed once, examples
+  fully shuffled) or `request` (parsed once, whole requests shuffled: a batch holds
+  each of its requests' candidates, so DAIAN's request side runs once per request);
+- `daian-every-row`: DAIAN with `model.request_dedup` off (the request side computed
+  for every sample), to show what computing it once per request buys;
+- `input-only/<input>`: one epoch of `make_dataset` alone, no model;
 - `din-matched`: our DIN with the probe's attention MLP (64,) instead of (64, 32),
   which isolates part of the architecture difference (our DIN still has more inputs:
   brand, shop, price and profile embeddings, and 3D-wide attention keys);
@@ -23,7 +28,7 @@ transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when pr
 (delete the folder after changing the transform).
 
 usage: python bench/bench_training.py [--models din [daian]] [--batches 1024 4096]
-       [--caches memory none] [--jit] [--scale 1] [--repeats 3]
+       [--inputs memory request none] [--jit] [--scale 1] [--repeats 3]
        [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
 """
 
@@ -44,6 +49,10 @@ REPO = HERE.parent
 DEFAULT_LEAN = REPO.parent / "shared" / "bench" / "lean_din.py"
 WARMUP_STEPS = 20
 MATCHED = "din-matched"  # DIN with the probe's attention MLP
+EVERY_ROW = "daian-every-row"  # DAIAN without model.request_dedup
+# input mode -> make_dataset's (cache, shuffle_unit)
+INPUTS = {"none": ("none", "example"), "memory": ("memory", "example"),
+          "request": ("memory", "request")}
 
 
 def prepare(workdir: Path, scale: float) -> dict:
@@ -71,18 +80,19 @@ def prepare(workdir: Path, scale: float) -> dict:
 
 
 def _build(name: str, info: dict, tft_out):
-    """The compiled model `name` ("din", MATCHED or "daian") and its input keys."""
+    """The model `name` ("din", MATCHED, "daian" or EVERY_ROW) and its input keys."""
     from daian_tf.models import serving_input_keys
     from daian_tf.training.config import load_config
     from daian_tf.training import trainer
 
     cfg = load_config(REPO / "configs" / "base.yaml")
-    model_name = "daian" if name == "daian" else "din"
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name))
+    daian = name in ("daian", EVERY_ROW)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, name="daian" if daian else "din", request_dedup=name != EVERY_ROW))
     if name == MATCHED:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, attention_units=(64,)))
-    if name == "daian":
+    if daian:
         model = trainer.build_model(cfg, tft_out, sim_range=info["sim_range"],
                                     catalog=trainer.model_catalog(info["raw"]))
         model.intent_source = "uim"  # the joint step (stage 3, one optimizer)
@@ -93,7 +103,7 @@ def _build(name: str, info: dict, tft_out):
 
 
 def run_ours(info: dict, job: dict) -> dict:
-    """One measured run (in this process) of `job`: {model, batch, part, cache, jit}."""
+    """One measured run (in this process) of `job`: {model, batch, part, input, jit}."""
     import keras
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -108,7 +118,8 @@ def run_ours(info: dict, job: dict) -> dict:
     batch, n = job["batch"], info["train_samples"]
     start = time.time()
     ds = make_dataset(info["train"], tft_out, batch, shuffle=True, seed=0,
-                      input_keys=keys, cache=job["cache"])
+                      input_keys=keys, cache=INPUTS[job["input"]][0],
+                      shuffle_unit=INPUTS[job["input"]][1])
     load_s = time.time() - start
     result = {"load_s": round(load_s, 2)}
     if job["part"] == "input":
@@ -145,20 +156,19 @@ def _jobs(args) -> list:
     """(row label, job) for each of our runs of one batch size (batch filled later)."""
     jobs = []
     for model in args.models:
-        for cache in args.caches:
-            jobs.append((f"{model} full/{cache}",
-                         {"model": model, "part": "full", "cache": cache, "jit": False}))
-    if "din" in args.models:
-        jobs.append((f"{MATCHED} full/{args.caches[0]}",
-                     {"model": MATCHED, "part": "full", "cache": args.caches[0],
+        for mode in args.inputs:
+            jobs.append((f"{model} full/{mode}",
+                         {"model": model, "part": "full", "input": mode, "jit": False}))
+    if "din" in args.models and args.matched:
+        jobs.append((f"{MATCHED} full/{args.inputs[0]}",
+                     {"model": MATCHED, "part": "full", "input": args.inputs[0],
                       "jit": False}))
-        if args.jit:
-            jobs.append(("din full/memory+jit",
-                         {"model": "din", "part": "full", "cache": "memory",
-                          "jit": True}))
-    for cache in args.caches:
-        jobs.append((f"input-only/{cache}",
-                     {"model": args.models[0], "part": "input", "cache": cache,
+    if "din" in args.models and args.jit:
+        jobs.append(("din full/memory+jit",
+                     {"model": "din", "part": "full", "input": "memory", "jit": True}))
+    for mode in args.inputs:
+        jobs.append((f"input-only/{mode}",
+                     {"model": args.models[0], "part": "input", "input": mode,
                       "jit": False}))
     return jobs
 
@@ -166,10 +176,13 @@ def _jobs(args) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["din"], choices=["din", "daian"])
+    ap.add_argument("--models", nargs="+", default=["din"],
+                    choices=["din", "daian", EVERY_ROW])
     ap.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
-    ap.add_argument("--caches", nargs="+", default=["memory", "none"],
-                    choices=["memory", "none"])
+    ap.add_argument("--inputs", nargs="+", default=["memory", "none"],
+                    choices=list(INPUTS))
+    ap.add_argument("--matched", action="store_true",
+                    help=f"also the {MATCHED} row (DIN with the probe's attention MLP)")
     ap.add_argument("--jit", action="store_true", help="also rows with jit_compile")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3,

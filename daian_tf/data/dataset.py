@@ -14,6 +14,10 @@ Two ways to serve the same batches (`make_dataset(cache=...)`):
   held (8 for int64 values beyond int32), plus the strings; for the DIN inputs of
   `configs/base.yaml` (3 histories of 50 ids, 15 scalar ids, the label) that is
   about 0.7 kB per example, 700 MB per million examples.
+  With `shuffle_unit="request"` whole requests are shuffled instead of examples (the
+  order of the requests changes each epoch, a request's examples stay together), so a
+  batch holds all candidates of about `batch_size / candidates` requests, and DAIAN's
+  request side runs once per request (`layers/request_rows.py`).
 
 Only the features the model reads are parsed (and held). In both modes a seeded
 dataset gives the same batches, in the same order, on every run.
@@ -32,6 +36,8 @@ from daian_tf.data import features as F
 LABEL_XF = F.xf(F.LABEL)
 CACHE_NONE, CACHE_MEMORY = "none", "memory"
 CACHE_MODES = (CACHE_NONE, CACHE_MEMORY)
+SHUFFLE_EXAMPLE, SHUFFLE_REQUEST = "example", "request"
+SHUFFLE_UNITS = (SHUFFLE_EXAMPLE, SHUFFLE_REQUEST)
 _NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | set(F.PASSTHROUGH_KEYS))
 _LOAD_BATCH = 8192  # records per `parse_example` call while loading a split
 _INT32_MIN, _INT32_MAX = -2 ** 31, 2 ** 31 - 1
@@ -146,12 +152,43 @@ def _shuffled_indices(n: int, seed: int,
         tf.random.experimental.stateless_shuffle(base, seed=tf.stack([seed_t, epoch]))))
 
 
+def _shuffled_groups(groups: tf.Tensor, seed: int,
+                     num_epochs: Optional[int]) -> tf.data.Dataset:
+    """Row indices of `0..N-1`, whole groups at a time: each epoch a fresh permutation
+    (fixed by `seed`) of the groups, a group's rows in their stored order.
+
+    Args:
+        groups: `(N,)` the group key of each row (e.g. the request id).
+    """
+    _, group = tf.unique(groups, out_idx=tf.int64)
+    order = tf.cast(tf.argsort(group, stable=True), tf.int64)
+    members = tf.RaggedTensor.from_value_rowids(order, tf.gather(group, order))
+    num_groups = members.nrows()
+    epochs = (tf.data.Dataset.range(num_epochs) if num_epochs is not None
+              else tf.data.Dataset.counter())
+    seed_t = tf.constant(seed, tf.int64)
+
+    def epoch_rows(epoch):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(num_groups, dtype=tf.int64), seed=tf.stack([seed_t, epoch]))
+        return tf.data.Dataset.from_tensor_slices(tf.gather(members, perm).flat_values)
+
+    return epochs.flat_map(epoch_rows)
+
+
 def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
                     parse_spec: dict, keys: Sequence[str], batch_size: int,
                     shuffle: bool, seed: Optional[int], num_epochs: Optional[int],
-                    with_user_key: bool) -> tf.data.Dataset:
+                    with_user_key: bool, shuffle_unit: str) -> tf.data.Dataset:
     """`make_dataset(cache="memory")`: batches gathered from the loaded split."""
-    tensors = load_split(file_pattern, tf_transform_output, list(parse_spec))
+    grouped = shuffle and shuffle_unit == SHUFFLE_REQUEST
+    loaded = list(parse_spec)
+    if grouped and F.REQUEST_KEY not in parse_spec:
+        loaded.append(F.REQUEST_KEY)
+    tensors = load_split(file_pattern, tf_transform_output, loaded)
+    requests = tensors[F.REQUEST_KEY] if grouped else None
+    if F.REQUEST_KEY not in parse_spec:
+        tensors.pop(F.REQUEST_KEY, None)
     n = int(tensors[LABEL_XF].shape[0])
     held = sum(t.shape.num_elements() * t.dtype.size for t in tensors.values()
                if t.dtype != tf.string)
@@ -159,7 +196,8 @@ def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
                 "counted)", n, file_pattern, held / 2 ** 20)
     if shuffle:
         seed = random.randrange(2 ** 31) if seed is None else seed
-        indices = _shuffled_indices(n, seed, num_epochs)
+        indices = (_shuffled_groups(requests, seed, num_epochs) if grouped
+                   else _shuffled_indices(n, seed, num_epochs))
     else:
         indices = tf.data.Dataset.range(n).repeat(num_epochs)
 
@@ -200,7 +238,8 @@ def make_dataset(file_pattern: FilePattern,
                  input_keys: Optional[Sequence[str]] = None,
                  with_user_key: bool = False,
                  shuffle_buffer: int = 10_000,
-                 cache: str = CACHE_NONE) -> tf.data.Dataset:
+                 cache: str = CACHE_NONE,
+                 shuffle_unit: str = SHUFFLE_EXAMPLE) -> tf.data.Dataset:
     """Batches of transformed examples.
 
     Args:
@@ -220,6 +259,9 @@ def make_dataset(file_pattern: FilePattern,
         cache: `"none"` streams from the files every epoch; `"memory"` parses the
             split once into memory (`load_split`; see the module docstring for the
             memory cost) and serves batches by gathering shuffled rows.
+        shuffle_unit: `"example"`, or `"request"`: shuffle whole requests (by
+            `features.REQUEST_KEY`), so that a request's examples share a batch;
+            needs `cache="memory"` (a stream cannot regroup its records).
 
     Returns:
         A dataset of `(inputs, label)`, or `(inputs, label, user_key)` with
@@ -236,11 +278,18 @@ def make_dataset(file_pattern: FilePattern,
                          f"got {cache!r}")
     if batch_size <= 0:
         raise ValueError(f"make_dataset: batch_size must be > 0, got {batch_size}")
+    if shuffle_unit not in SHUFFLE_UNITS:
+        raise ValueError(f"make_dataset: shuffle_unit must be one of "
+                         f"{list(SHUFFLE_UNITS)}, got {shuffle_unit!r}")
+    if shuffle and shuffle_unit == SHUFFLE_REQUEST and cache != CACHE_MEMORY:
+        raise ValueError("make_dataset: shuffle_unit='request' needs cache='memory' "
+                         f"(got cache={cache!r})")
     keys = list(model_input_keys(tf_transform_output) if input_keys is None
                 else input_keys)
     parse_spec = _parse_spec(tf_transform_output, keys, with_user_key)
     if cache == CACHE_MEMORY:
         return _memory_dataset(file_pattern, tf_transform_output, parse_spec, keys,
-                               batch_size, shuffle, seed, num_epochs, with_user_key)
+                               batch_size, shuffle, seed, num_epochs, with_user_key,
+                               shuffle_unit)
     return _streaming_dataset(file_pattern, parse_spec, keys, batch_size, shuffle,
                               seed, num_epochs, with_user_key, shuffle_buffer)

@@ -58,6 +58,13 @@ def feature_input_keys(user_columns: Sequence[str]) -> list:
     return [F.xf(k) for k in raw]
 
 
+def request_input_keys(user_columns: Sequence[str]) -> list:
+    """The keys of `feature_input_keys` that belong to the request (user, trigger,
+    history), not to the candidate."""
+    target = {F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)}
+    return [k for k in feature_input_keys(user_columns) if k not in target]
+
+
 def history_input_keys() -> set:
     """The transformed names of the `(B, T)` history inputs."""
     return {F.xf(h) for _, h in F.DIN_PAIRS}

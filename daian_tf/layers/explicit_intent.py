@@ -142,13 +142,29 @@ class ExplicitIntentExploitation(keras.layers.Layer):
         self.built = True
 
     def call(self, target, history, sub_mask, training=None):
+        attended, sub_mask = self.attend(history, sub_mask, training=training)
+        return self.read_out(target, attended, sub_mask, training=training)
+
+    def attend(self, history, sub_mask, training=None):
+        """`S'_u = MHSA(S_u)` (Eq. 9), the request-level half of the block (it does not
+        read the target, so a model can compute it once per request).
+
+        Returns:
+            `(attended, mask)`: `(B, K, attention_width)` and boolean `(B, K)`, K the
+            kept steps (`max_steps`, or T), False off the subsequence.
+        """
         sub_mask = ops.cast(sub_mask, "bool")
         if self.max_steps is not None:
             history, sub_mask = recent_steps(history, sub_mask, self.max_steps)
         pair_mask = ops.logical_and(ops.expand_dims(sub_mask, 2),
-                                    ops.expand_dims(sub_mask, 1))  # (B, T, T)
+                                    ops.expand_dims(sub_mask, 1))  # (B, K, K)
         attended = self.self_attention(history, history, history,
                                        attention_mask=pair_mask, training=training)
+        return attended, sub_mask
+
+    def read_out(self, target, attended, sub_mask, training=None):
+        """`o_exp = MHTA(e_tg, S'_u)` (Eq. 10) on `attend`'s output; zeros for an empty
+        subsequence."""
         out = target_attention(self.target_attention, target, attended, sub_mask,
                                training=training)
         return out * ops.cast(any_step(sub_mask), out.dtype)

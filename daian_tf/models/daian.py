@@ -40,6 +40,7 @@ from daian_tf.layers.catalog import MultimodalCatalog, cosine
 from daian_tf.layers.explicit_intent import (ExplicitIntentExploitation,
                                              explicit_threshold, subsequence_mask)
 from daian_tf.layers.implicit_intent import ImplicitIntentExploration
+from daian_tf.layers.request_rows import distinct_rows, take_rows
 from daian_tf.layers.similarity import HybridSimilarityEnhancer
 from daian_tf.layers.user_intent import IntentEmbedding, IntentEstimator
 
@@ -49,13 +50,21 @@ STAGE2_LABEL_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed k
     "plain": (F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)),
 }
 
-# keys of the request-side dict (computed once per request by the `rank` signature)
+# keys of the request-side dict (`DAIAN.request_side`: once per distinct request)
 _REQ_INTENT, _REQ_VINT, _REQ_IMP = "intent", "v_int", "o_imp"
+_REQ_EXP, _REQ_EXP_MASK = "explicit_attended", "explicit_mask"
 
 
 def daian_input_keys(user_columns: Sequence[str]) -> List[str]:
     """The transformed features DAIAN reads at serving time."""
     return emb.feature_input_keys(user_columns) + [F.raw(k) for k in F.CATALOG_KEYS]
+
+
+def daian_request_keys(user_columns: Sequence[str]) -> List[str]:
+    """The inputs of `daian_input_keys` that belong to the request (user, trigger,
+    history), not to the candidate."""
+    return emb.request_input_keys(user_columns) + [F.raw(F.TRIGGER_ITEM_ID),
+                                                   F.raw(F.HIST_ITEM_ID)]
 
 
 def estimate_intent(embedding: emb.FeatureEmbedding, estimator: IntentEstimator,
@@ -161,6 +170,16 @@ class DAIAN(keras.Model):
         return daian_input_keys(self.user_columns)
 
     @property
+    def request_keys(self) -> List[str]:
+        """The inputs the request side reads: rows equal on them are one request
+        (the stage-2 label keys too while `intent_source == "label"`: the
+        leave-one-out label differs between a request's samples)."""
+        keys = daian_request_keys(self.user_columns)
+        if self.intent_source == "label":
+            keys += list(self.label_intent_keys)
+        return keys
+
+    @property
     def label_intent_keys(self) -> tuple:
         """(label, mask) transformed keys stage 2 reads (I-3)."""
         return STAGE2_LABEL_KEYS[self.stage2_label]
@@ -184,12 +203,12 @@ class DAIAN(keras.Model):
         return ops.where(has_label, label, uniform)
 
     # --- forward ------------------------------------------------------------------
-    def request_side(self, inputs: Mapping, e: Optional[Dict] = None,
-                     training=None) -> Dict:
-        """The parts that depend on the request only (user, trigger, history):
-        the intent, v_int and o_imp. The `rank` signature computes them once."""
-        if e is None:
-            e = self.embedding(inputs)
+    def request_side(self, inputs: Mapping, training=None) -> Dict:
+        """The blocks that read the request only (user, trigger, history), for each
+        row of `inputs`: the intent, v_int, o_imp (I2E) and the explicit block's
+        self-attention over the subsequence. `call` runs this on the distinct requests
+        of its batch (`request_rows.distinct_rows`), the `rank` signature on its one
+        context."""
         if self.intent_source == "label":
             intent = self._label_intent(inputs)
         else:
@@ -197,26 +216,42 @@ class DAIAN(keras.Model):
         v_int = self.intent_embedding(intent)
         out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
         if self.cfg.use_die:
+            e = self.embedding(inputs)
             out[_REQ_IMP] = self.implicit(e[emb.TRIGGER], v_int, e[emb.HISTORY],
                                           mask=e[emb.MASK], training=training)
-        return out
-
-    def call(self, inputs, training=None, request: Optional[Dict] = None):
-        """Click probabilities `(B, 1)`; `request` (from `request_side`, broadcast to
-        the batch) skips recomputing the request side."""
-        e = self.embedding(inputs)
-        if request is None:
-            request = self.request_side(inputs, e, training=training)
-        pooled = self.din_pooling(e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
-        parts = [e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled]
-        if self.cfg.use_die or self.cfg.use_sein:
             m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
-            m_tg = self.catalog(inputs[F.raw(F.TARGET_ITEM_ID)])
-        if self.cfg.use_die:
             m_hist = self.catalog(inputs[F.raw(F.HIST_ITEM_ID)])
             sim_hist = cosine(m_hist, ops.expand_dims(m_tr, 1))  # (B, T)
             sub = subsequence_mask(sim_hist, e[emb.MASK], self.threshold)
-            o_exp = self.explicit(e[emb.TARGET], e[emb.HISTORY], sub, training=training)
+            if not self.explicit.built:  # `attend` is not a call: build it here
+                self.explicit.build(e[emb.TRIGGER].shape, e[emb.HISTORY].shape)
+            out[_REQ_EXP], out[_REQ_EXP_MASK] = self.explicit.attend(
+                e[emb.HISTORY], sub, training=training)
+        return out
+
+    def per_sample_request(self, inputs: Mapping, training=None) -> Dict:
+        """`request_side` of each row of `inputs`, computed once per distinct request
+        of the batch and gathered back (`model.request_dedup`; off: on every row)."""
+        if not self.cfg.request_dedup:
+            return self.request_side(inputs, training=training)
+        rows, inverse = distinct_rows(inputs, self.request_keys)
+        return take_rows(self.request_side(take_rows(dict(inputs), rows),
+                                           training=training), inverse)
+
+    def call(self, inputs, training=None, request: Optional[Dict] = None):
+        """Click probabilities `(B, 1)`; `request` (from `request_side`, one row per
+        sample) skips recomputing the request side."""
+        e = self.embedding(inputs)
+        if request is None:
+            request = self.per_sample_request(inputs, training=training)
+        pooled = self.din_pooling(e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
+        parts = [e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled]
+        if self.cfg.use_sein:
+            m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
+            m_tg = self.catalog(inputs[F.raw(F.TARGET_ITEM_ID)])
+        if self.cfg.use_die:
+            o_exp = self.explicit.read_out(e[emb.TARGET], request[_REQ_EXP],
+                                           request[_REQ_EXP_MASK], training=training)
             o_imp = request[_REQ_IMP]
         if self.cfg.use_sein:
             e_sim, s_sem = self.similarity(e[emb.TRIGGER_ID], e[emb.TARGET_ID], m_tr, m_tg,

@@ -181,6 +181,10 @@ class ModelConfig:
     use_uim: bool = True
     use_die: bool = True
     use_sein: bool = True
+    # DAIAN computes its request-side blocks (UIM, I2E, the explicit self-attention)
+    # once per distinct request of a batch (layers/request_rows.py): the same function;
+    # False computes them on every sample (for comparison)
+    request_dedup: bool = True
 
     def __post_init__(self):
         _check(self.name in MODEL_NAMES, f"model.name must be one of "
@@ -224,6 +228,10 @@ class TrainConfig:
     # fully shuffled in-memory batches (about 0.7 kB an example for DIN; faster, see
     # daian_tf/data/dataset.py; on the default world DIN overfits sooner with it)
     cache: str = "none"
+    # "example": shuffle examples; "request" (cache "memory" only): shuffle whole
+    # requests, so that a batch holds each of its requests' candidates together and
+    # DAIAN computes its request side once per request (model.request_dedup)
+    shuffle_unit: str = "example"
     # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
     three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
     stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)
@@ -235,6 +243,11 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.cache in ("none", "memory"),
                f"train.cache must be 'none' or 'memory', got {self.cache!r}")
+        _check(self.shuffle_unit in ("example", "request"),
+               f"train.shuffle_unit must be 'example' or 'request', got "
+               f"{self.shuffle_unit!r}")
+        _check(self.shuffle_unit == "example" or self.cache == "memory",
+               "train.shuffle_unit 'request' needs train.cache 'memory'")
         for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs"):
             _check(getattr(self, name) >= 0,
                    f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from daian_tf.data import features as F
 from daian_tf.data.dataset import make_dataset
-from daian_tf.models.daian import DAIAN, estimate_intent
+from daian_tf.layers.request_rows import distinct_rows, take_rows
+from daian_tf.models.daian import DAIAN, daian_request_keys, estimate_intent
 
 FilePattern = Union[str, Sequence[str]]
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
@@ -43,16 +44,25 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 class IntentModel(keras.Model):
     """UIM alone, for stage 1: the DAIAN model's UIM layers (shared objects, so that
-    training this model trains them), returning p̂ `(B, n)`."""
+    training this model trains them), returning p̂ `(B, n)`, computed once per distinct
+    request of the batch (as in DAIAN, `model.request_dedup`)."""
 
     def __init__(self, daian: DAIAN, **kwargs):
         kwargs.setdefault("name", "uim_model")
         super().__init__(**kwargs)
         self.uim_embedding = daian.uim_embedding
         self.uim = daian.uim
+        self.request_keys = (daian_request_keys(daian.user_columns)
+                             if daian.cfg.request_dedup else None)
 
     def call(self, inputs, training=None):
-        return estimate_intent(self.uim_embedding, self.uim, inputs, training=training)
+        if self.request_keys is None:
+            return estimate_intent(self.uim_embedding, self.uim, inputs,
+                                   training=training)
+        rows, inverse = distinct_rows(inputs, self.request_keys)
+        intent = estimate_intent(self.uim_embedding, self.uim,
+                                 take_rows(dict(inputs), rows), training=training)
+        return tf.gather(intent, inverse)
 
 
 def request_sizes(file_pattern: FilePattern, tf_transform_output,
@@ -71,7 +81,8 @@ def request_sizes(file_pattern: FilePattern, tf_transform_output,
 
 def intent_dataset(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
                    batch_size: int, shuffle: bool, seed: Optional[int] = None,
-                   cache: str = "none") -> tf.data.Dataset:
+                   cache: str = "none", shuffle_unit: str = "example"
+                   ) -> tf.data.Dataset:
     """`(inputs, intent_label, weight)` batches for stage 1, `weight =
     intent_mask / |request|` (I-11): unlabelled requests weigh 0."""
     sizes = request_sizes(file_pattern, tf_transform_output)
@@ -82,7 +93,7 @@ def intent_dataset(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
         default_value=1.0)
     keys = model.input_keys
     ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=shuffle,
-                      seed=seed, cache=cache,
+                      seed=seed, cache=cache, shuffle_unit=shuffle_unit,
                       input_keys=keys + [INTENT_LABEL_XF, INTENT_MASK_XF, F.REQUEST_KEY])
 
     def to_intent(inputs, _label):
@@ -111,7 +122,8 @@ def _ctr_datasets(model: DAIAN, train_pattern, eval_pattern, tf_transform_output
     keys = model.input_keys + list(extra_keys)
     train = make_dataset(train_pattern, tf_transform_output, train_cfg.batch_size,
                          shuffle=True, seed=train_cfg.seed, input_keys=keys,
-                         shuffle_buffer=train_cfg.shuffle_buffer, cache=train_cfg.cache)
+                         shuffle_buffer=train_cfg.shuffle_buffer, cache=train_cfg.cache,
+                         shuffle_unit=train_cfg.shuffle_unit)
     evaluation = make_dataset(eval_pattern, tf_transform_output, train_cfg.batch_size,
                               shuffle=False, input_keys=keys)
     return train, evaluation
@@ -152,7 +164,7 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     """Stage 1 (Eq. 19): UIM on the KL loss, `train_cfg.stage1_epochs` epochs."""
     train = intent_dataset(model, train_pattern, tf_transform_output,
                            train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
-                           cache=train_cfg.cache)
+                           cache=train_cfg.cache, shuffle_unit=train_cfg.shuffle_unit)
     evaluation = intent_dataset(model, eval_pattern, tf_transform_output,
                                 train_cfg.batch_size, shuffle=False)
     _start(model, initial_weights, next(iter(train))[0])

@@ -158,3 +158,81 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="stage2_label"):
         DAIAN(CFG, SIZES, USER_COLUMNS, LEVELS, SIM_RANGE, ids, vectors,
               stage2_label="other")
+
+
+def _requests_with_candidates(seed: int = 0, per_request: int = 3) -> dict:
+    """A batch of `B` requests × `per_request` candidates each, rows shuffled: the
+    request-side features repeat, the target features differ."""
+    rng = np.random.default_rng(seed)
+    base = _inputs(seed)
+    rows = np.repeat(np.arange(B), per_request)
+    x = {k: np.asarray(v)[rows] for k, v in base.items()}
+    n = len(rows)
+    targ = rng.integers(1, N_ITEMS + 1, size=n)
+    x[F.xf(F.TARGET_ITEM_ID)] = targ
+    x[F.raw(F.TARGET_ITEM_ID)] = np.array([f"i{i - 1}".encode() for i in targ], object)
+    for key in (F.TARGET_CATEGORY_ID, F.TARGET_BRAND_ID, F.TARGET_SHOP_ID,
+                F.TARGET_PRICE):
+        x[F.xf(key)] = rng.integers(1, 4, size=n).astype(np.int64)
+    order = rng.permutation(n)
+    return {k: v[order] for k, v in x.items()}
+
+
+def _with_label_intent(x: dict, seed: int = 1) -> dict:
+    """Stage-2 label keys: a request's samples get different leave-one-out labels."""
+    rng = np.random.default_rng(seed)
+    n = len(x[F.xf(F.USER_ID)])
+    label = rng.dirichlet(np.ones(LEVELS), size=n).astype(np.float32)
+    label[::2] = label[0]  # several rows share a label
+    mask = (rng.random(n) < 0.7).astype(np.int64)
+    return dict(x, **{F.xf(F.INTENT_LABEL_LOO): label, F.xf(F.INTENT_MASK_LOO): mask})
+
+
+@pytest.mark.parametrize("intent_source", ["uim", "label"])
+def test_request_side_once_per_request_is_the_same_function_and_gradient(
+        intent_source):
+    """model.request_dedup computes UIM, I2E and the explicit self-attention on the
+    distinct requests of the batch: the scores and every variable's gradient equal
+    those of the per-sample computation (the same weights)."""
+    import tensorflow as tf
+
+    x = _with_label_intent(_requests_with_candidates())
+    once, every = _model(), _model(request_dedup=False)
+    for model in (once, every):
+        model.intent_source = "uim"
+        model(x)  # build every variable
+        model.intent_source = intent_source
+    every.set_weights(once.get_weights())
+    results = []
+    for model in (once, every):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.math.log(model(x, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        results.append((np.asarray(model(x)),
+                        [np.zeros(v.shape) if g is None else tf.convert_to_tensor(g)
+                         for v, g in zip(model.trainable_variables, grads)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    assert len(results[0][1]) == len(results[1][1])
+    for g_once, g_every in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(np.asarray(g_once), np.asarray(g_every),
+                                   rtol=1e-4, atol=1e-6)
+    assert any(float(np.max(np.abs(g))) > 0 for g in results[0][1])
+
+
+def test_request_side_runs_on_the_distinct_requests_only():
+    """The request side sees one row per request of the batch (B requests here)."""
+    model = _model()
+    x = _requests_with_candidates(per_request=3)
+    seen = []
+    original = model.request_side
+
+    def spy(inputs, training=None):
+        seen.append(int(np.shape(inputs[F.xf(F.USER_ID)])[0]))
+        return original(inputs, training=training)
+
+    model.request_side = spy
+    model(x)  # the first call may trace the model more than once
+    assert seen and set(seen) == {B}
+    model.intent_source = "label"
+    model(_with_label_intent(x))
+    assert seen[-1] > B  # the leave-one-out labels split requests

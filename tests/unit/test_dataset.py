@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from daian_tf.data import features as F
-from daian_tf.data.dataset import (CACHE_MEMORY, CACHE_NONE, LABEL_XF, load_split,
-                                   make_dataset, model_input_keys)
+from daian_tf.data.dataset import (CACHE_MEMORY, CACHE_NONE, LABEL_XF, SHUFFLE_REQUEST,
+                                   load_split, make_dataset, model_input_keys)
 
 N = 50  # examples, over 3 files of 17, 17, 16
 T = 4  # history length
@@ -39,7 +39,9 @@ SPEC = {
     RAW_HIST: tf.io.FixedLenFeature([T], tf.string),
     LABEL_XF: tf.io.FixedLenFeature([], tf.int64),
     F.USER_KEY: tf.io.FixedLenFeature([], tf.string),
+    F.REQUEST_KEY: tf.io.FixedLenFeature([], tf.string),
 }
+REQUESTS = 9  # example i belongs to request i % 9: spread over the three files
 
 
 class FakeTransformOutput:
@@ -63,6 +65,7 @@ def _row(i: int) -> dict:
         RAW_HIST: np.array([f"h{i}_{t}".encode() for t in range(T)], dtype=object),
         LABEL_XF: np.int64(i % 3 == 0),
         F.USER_KEY: f"user{i % 7}".encode(),
+        F.REQUEST_KEY: f"request{i % REQUESTS}".encode(),
     }
 
 
@@ -185,6 +188,7 @@ def test_load_split_narrows_small_ints_and_keeps_the_rest(split, tfo):
 def test_model_input_keys_leave_out_labels_and_pass_through_columns(tfo):
     keys = model_input_keys(tfo)
     assert LABEL_XF not in keys and F.USER_KEY not in keys and VEC not in keys
+    assert F.REQUEST_KEY not in keys
     assert set(keys) == {ROW, HIST, WIDE, RAW_ID, RAW_HIST}
 
 
@@ -193,6 +197,10 @@ def test_errors_name_what_is_wrong(split, tfo, tmp_path: Path):
         make_dataset(split, tfo, 4, shuffle=False, cache="disk")
     with pytest.raises(ValueError, match="batch_size"):
         make_dataset(split, tfo, 0, shuffle=False)
+    with pytest.raises(ValueError, match="shuffle_unit must be one of"):
+        make_dataset(split, tfo, 4, shuffle=True, shuffle_unit="user")
+    with pytest.raises(ValueError, match="needs cache='memory'"):
+        make_dataset(split, tfo, 4, shuffle=True, shuffle_unit=SHUFFLE_REQUEST)
     with pytest.raises(ValueError, match="not_a_feature"):
         make_dataset(split, tfo, 4, shuffle=False, input_keys=["not_a_feature"])
     with pytest.raises(FileNotFoundError, match="no file matches"):
@@ -206,3 +214,30 @@ def test_errors_name_what_is_wrong(split, tfo, tmp_path: Path):
     tf.io.TFRecordWriter(str(empty), "GZIP").close()
     with pytest.raises(ValueError, match="no example"):
         make_dataset(str(empty), tfo, 4, shuffle=False, cache=CACHE_MEMORY)
+
+
+def test_request_shuffle_keeps_each_request_together(split, tfo):
+    """`shuffle_unit="request"`: each epoch serves every row once, a request's rows
+    next to each other, the requests in a new seeded order each epoch."""
+    def order(seed):
+        ds = make_dataset(split, tfo, 7, shuffle=True, seed=seed, num_epochs=2,
+                          input_keys=INPUTS, cache=CACHE_MEMORY,
+                          shuffle_unit=SHUFFLE_REQUEST)
+        batches = _collect(ds)
+        _check_against_reference(batches, with_user_key=False)
+        assert F.REQUEST_KEY not in batches[0][0]  # loaded for grouping, not served
+        return _rows_of(batches)
+
+    first = order(seed=3)
+    epochs = first[:N], first[N:]
+    requests = []
+    for rows in epochs:
+        assert sorted(rows) == list(range(N))
+        runs = [rows[0] % REQUESTS] + [r % REQUESTS for a, r in zip(rows, rows[1:])
+                                       if a % REQUESTS != r % REQUESTS]
+        assert sorted(runs) == list(range(REQUESTS))  # one run per request
+        requests.append(runs)
+    assert requests[0] != requests[1]  # reshuffled each epoch
+    assert requests[0] != sorted(requests[0])
+    np.testing.assert_array_equal(order(seed=3), first)
+    assert not np.array_equal(order(seed=4), first)

@@ -14,10 +14,13 @@ Two ways to serve the same batches (`make_dataset(cache=...)`):
   held (8 for int64 values beyond int32), plus the strings; for the DIN inputs of
   `configs/base.yaml` (3 histories of 50 ids, 15 scalar ids, the label) that is
   about 0.7 kB per example, 700 MB per million examples.
-  With `shuffle_unit="request"` whole requests are shuffled instead of examples (the
-  order of the requests changes each epoch, a request's examples stay together), so a
-  batch holds all candidates of about `batch_size / candidates` requests, and DAIAN's
-  request side runs once per request (`layers/request_rows.py`).
+
+With `shuffle_unit="request"` (both modes) whole requests are shuffled instead of
+examples (the order of the requests changes each epoch, a request's examples stay
+together), so a batch holds all candidates of about `batch_size / candidates` requests,
+and DAIAN's request side runs once per request (`layers/request_rows.py`). Streaming
+finds the requests as runs of consecutive records (`request_runs`); the in-memory mode
+groups the rows by request id, wherever they are stored.
 
 Only the features the model reads are parsed (and held). In both modes a seeded
 dataset gives the same batches, in the same order, on every run.
@@ -40,6 +43,7 @@ SHUFFLE_EXAMPLE, SHUFFLE_REQUEST = "example", "request"
 SHUFFLE_UNITS = (SHUFFLE_EXAMPLE, SHUFFLE_REQUEST)
 _NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | set(F.PASSTHROUGH_KEYS))
 _LOAD_BATCH = 8192  # records per `parse_example` call while loading a split
+_RUN_CHUNK = 1024  # records read at a time to cut into request runs
 _INT32_MIN, _INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 FilePattern = Union[str, Sequence[str]]
@@ -65,19 +69,21 @@ def _parse_spec(tf_transform_output, keys: Sequence[str],
     return {k: spec[k] for k in wanted}
 
 
-def _records(file_pattern: FilePattern, shuffle: bool,
-             seed: Optional[int]) -> tf.data.Dataset:
+def _records(file_pattern: FilePattern, shuffle: bool, seed: Optional[int],
+             per_file=None) -> tf.data.Dataset:
     """Serialized examples of the files matching `file_pattern`.
 
     The files are read interleaved in parallel in a deterministic order (shuffled
-    with `seed` when `shuffle`).
+    with `seed` when `shuffle`); `per_file` maps each file's records first (its
+    elements are then what is interleaved).
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     if not any(tf.io.gfile.glob(p) for p in patterns):
         raise FileNotFoundError(f"make_dataset: no file matches {patterns}")
     files = tf.data.Dataset.list_files(patterns, shuffle=shuffle, seed=seed)
+    per_file = per_file or (lambda records: records)
     return files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        lambda f: per_file(tf.data.TFRecordDataset(f, compression_type="GZIP")),
         cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)  # seeded runs repeat: same seed, same example order
 
@@ -211,15 +217,38 @@ def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
             .prefetch(tf.data.AUTOTUNE))
 
 
+def request_runs(records: tf.data.Dataset) -> tf.data.Dataset:
+    """Runs of consecutive records with the same `features.REQUEST_KEY`, one element
+    (a `(n,)` string tensor) per run: whole requests where a file stores a request's
+    examples together, as the sample builder and Transform write them. Only the
+    request key is parsed here; a run cut at a read chunk's edge becomes two elements.
+    """
+    spec = {F.REQUEST_KEY: tf.io.FixedLenFeature([], tf.string)}
+
+    def split(serialized):
+        key = tf.io.parse_example(serialized, spec)[F.REQUEST_KEY]
+        starts = tf.concat([[True], tf.not_equal(key[1:], key[:-1])], axis=0)
+        run = tf.cumsum(tf.cast(starts, tf.int64)) - 1
+        return tf.RaggedTensor.from_value_rowids(serialized, run)
+
+    return records.batch(_RUN_CHUNK).map(split).unbatch()
+
+
 def _streaming_dataset(file_pattern: FilePattern, parse_spec: dict,
                        keys: Sequence[str], batch_size: int, shuffle: bool,
                        seed: Optional[int], num_epochs: Optional[int],
-                       with_user_key: bool, shuffle_buffer: int) -> tf.data.Dataset:
+                       with_user_key: bool, shuffle_buffer: int,
+                       shuffle_unit: str) -> tf.data.Dataset:
     """`make_dataset(cache="none")`: records read and parsed every epoch."""
-    ds = _records(file_pattern, shuffle, seed)
+    grouped = shuffle and shuffle_unit == SHUFFLE_REQUEST
+    ds = _records(file_pattern, shuffle, seed,
+                  per_file=request_runs if grouped else None)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat(num_epochs).batch(batch_size)
+    ds = ds.repeat(num_epochs)
+    if grouped:
+        ds = ds.unbatch()
+    ds = ds.batch(batch_size)
 
     def parse(serialized):
         return _to_outputs(tf.io.parse_example(serialized, parse_spec), keys,
@@ -254,14 +283,16 @@ def make_dataset(file_pattern: FilePattern,
         input_keys: the transformed features to return as inputs (e.g. a model's
             input names); None returns every `model_input_keys` feature.
         with_user_key: also return the raw user ids (`features.USER_KEY`), for GAUC.
-        shuffle_buffer: examples in the shuffle buffer (`cache="none"` only; the
-            in-memory mode shuffles the whole split).
+        shuffle_buffer: examples (requests, with `shuffle_unit="request"`) in the
+            shuffle buffer (`cache="none"` only; the in-memory mode shuffles the
+            whole split).
         cache: `"none"` streams from the files every epoch; `"memory"` parses the
             split once into memory (`load_split`; see the module docstring for the
             memory cost) and serves batches by gathering shuffled rows.
         shuffle_unit: `"example"`, or `"request"`: shuffle whole requests (by
-            `features.REQUEST_KEY`), so that a request's examples share a batch;
-            needs `cache="memory"` (a stream cannot regroup its records).
+            `features.REQUEST_KEY`), so that a request's examples share a batch
+            (streaming: the runs of a request's consecutive records, `request_runs`;
+            `shuffle_buffer` then counts requests).
 
     Returns:
         A dataset of `(inputs, label)`, or `(inputs, label, user_key)` with
@@ -281,9 +312,6 @@ def make_dataset(file_pattern: FilePattern,
     if shuffle_unit not in SHUFFLE_UNITS:
         raise ValueError(f"make_dataset: shuffle_unit must be one of "
                          f"{list(SHUFFLE_UNITS)}, got {shuffle_unit!r}")
-    if shuffle and shuffle_unit == SHUFFLE_REQUEST and cache != CACHE_MEMORY:
-        raise ValueError("make_dataset: shuffle_unit='request' needs cache='memory' "
-                         f"(got cache={cache!r})")
     keys = list(model_input_keys(tf_transform_output) if input_keys is None
                 else input_keys)
     parse_spec = _parse_spec(tf_transform_output, keys, with_user_key)
@@ -292,4 +320,5 @@ def make_dataset(file_pattern: FilePattern,
                                batch_size, shuffle, seed, num_epochs, with_user_key,
                                shuffle_unit)
     return _streaming_dataset(file_pattern, parse_spec, keys, batch_size, shuffle,
-                              seed, num_epochs, with_user_key, shuffle_buffer)
+                              seed, num_epochs, with_user_key, shuffle_buffer,
+                              shuffle_unit)

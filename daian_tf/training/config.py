@@ -213,6 +213,9 @@ class ModelConfig:
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
 
 
+SHUFFLE_UNITS = ("auto", "example", "request")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings for `model.fit`."""
@@ -222,16 +225,17 @@ class TrainConfig:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     seed: int = 0
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = 10_000  # examples; requests with shuffle_unit "request"
     # "none": stream and parse the TFRecords every epoch (flat memory; examples shuffled
     # in a `shuffle_buffer` window); "memory": parse the train split once and serve
     # fully shuffled in-memory batches (about 0.7 kB an example for DIN; faster, see
     # daian_tf/data/dataset.py; on the default world DIN overfits sooner with it)
     cache: str = "none"
-    # "example": shuffle examples; "request" (cache "memory" only): shuffle whole
-    # requests, so that a batch holds each of its requests' candidates together and
-    # DAIAN computes its request side once per request (model.request_dedup)
-    shuffle_unit: str = "example"
+    # "example": shuffle examples; "request": shuffle whole requests, so that a batch
+    # holds each of its requests' candidates together and DAIAN computes its request
+    # side once per request (model.request_dedup); "auto": request for DAIAN, example
+    # for DIN (see `shuffle_unit_for`)
+    shuffle_unit: str = "auto"
     # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
     three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
     stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)
@@ -243,11 +247,9 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.cache in ("none", "memory"),
                f"train.cache must be 'none' or 'memory', got {self.cache!r}")
-        _check(self.shuffle_unit in ("example", "request"),
-               f"train.shuffle_unit must be 'example' or 'request', got "
+        _check(self.shuffle_unit in SHUFFLE_UNITS,
+               f"train.shuffle_unit must be one of {list(SHUFFLE_UNITS)}, got "
                f"{self.shuffle_unit!r}")
-        _check(self.shuffle_unit == "example" or self.cache == "memory",
-               "train.shuffle_unit 'request' needs train.cache 'memory'")
         for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs"):
             _check(getattr(self, name) >= 0,
                    f"train.{name} must be >= 0, got {getattr(self, name)}")
@@ -257,6 +259,15 @@ class TrainConfig:
                f"{list(STAGE2_LABELS)}, got {self.stage2_label!r}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+
+    def shuffle_unit_for(self, model_name: str) -> str:
+        """`shuffle_unit` with "auto" resolved: whole requests for DAIAN (its request
+        side then runs once per request, several times faster), examples for DIN
+        (it has nothing to share, and request-grouped batches made DIN generalize
+        worse on the default world: README, "Training input")."""
+        if self.shuffle_unit != "auto":
+            return self.shuffle_unit
+        return "request" if model_name == "daian" else "example"
         _check(self.learning_rate > 0,
                f"train.learning_rate must be > 0, got {self.learning_rate}")
         _check(self.optimizer in ("adam", "adagrad"),

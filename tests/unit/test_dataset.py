@@ -41,7 +41,9 @@ SPEC = {
     F.USER_KEY: tf.io.FixedLenFeature([], tf.string),
     F.REQUEST_KEY: tf.io.FixedLenFeature([], tf.string),
 }
-REQUESTS = 9  # example i belongs to request i % 9: spread over the three files
+REQUEST_SIZE = 4  # example i belongs to request i // 4, stored together; requests 4
+REQUESTS = 13  # and 8 are cut by a file's end (rows 16-19 and 32-35)
+FILE_RUNS = 15  # (request, file) pairs
 
 
 class FakeTransformOutput:
@@ -65,7 +67,7 @@ def _row(i: int) -> dict:
         RAW_HIST: np.array([f"h{i}_{t}".encode() for t in range(T)], dtype=object),
         LABEL_XF: np.int64(i % 3 == 0),
         F.USER_KEY: f"user{i % 7}".encode(),
-        F.REQUEST_KEY: f"request{i % REQUESTS}".encode(),
+        F.REQUEST_KEY: f"request{i // REQUEST_SIZE}".encode(),
     }
 
 
@@ -199,8 +201,6 @@ def test_errors_name_what_is_wrong(split, tfo, tmp_path: Path):
         make_dataset(split, tfo, 0, shuffle=False)
     with pytest.raises(ValueError, match="shuffle_unit must be one of"):
         make_dataset(split, tfo, 4, shuffle=True, shuffle_unit="user")
-    with pytest.raises(ValueError, match="needs cache='memory'"):
-        make_dataset(split, tfo, 4, shuffle=True, shuffle_unit=SHUFFLE_REQUEST)
     with pytest.raises(ValueError, match="not_a_feature"):
         make_dataset(split, tfo, 4, shuffle=False, input_keys=["not_a_feature"])
     with pytest.raises(FileNotFoundError, match="no file matches"):
@@ -216,26 +216,31 @@ def test_errors_name_what_is_wrong(split, tfo, tmp_path: Path):
         make_dataset(str(empty), tfo, 4, shuffle=False, cache=CACHE_MEMORY)
 
 
-def test_request_shuffle_keeps_each_request_together(split, tfo):
+@pytest.mark.parametrize("cache", [CACHE_NONE, CACHE_MEMORY])
+def test_request_shuffle_keeps_each_request_together(split, tfo, cache):
     """`shuffle_unit="request"`: each epoch serves every row once, a request's rows
-    next to each other, the requests in a new seeded order each epoch."""
+    next to each other (streaming: those stored in one file), the requests in a new
+    seeded order each epoch."""
     def order(seed):
         ds = make_dataset(split, tfo, 7, shuffle=True, seed=seed, num_epochs=2,
-                          input_keys=INPUTS, cache=CACHE_MEMORY,
+                          input_keys=INPUTS, cache=cache, shuffle_buffer=N,
                           shuffle_unit=SHUFFLE_REQUEST)
         batches = _collect(ds)
         _check_against_reference(batches, with_user_key=False)
-        assert F.REQUEST_KEY not in batches[0][0]  # loaded for grouping, not served
+        assert F.REQUEST_KEY not in batches[0][0]  # read for grouping, not served
         return _rows_of(batches)
 
     first = order(seed=3)
-    epochs = first[:N], first[N:]
     requests = []
-    for rows in epochs:
+    for rows in (first[:N], first[N:]):
         assert sorted(rows) == list(range(N))
-        runs = [rows[0] % REQUESTS] + [r % REQUESTS for a, r in zip(rows, rows[1:])
-                                       if a % REQUESTS != r % REQUESTS]
-        assert sorted(runs) == list(range(REQUESTS))  # one run per request
+        request = rows // REQUEST_SIZE
+        runs = [request[0]] + [r for a, r in zip(request, request[1:]) if a != r]
+        assert set(runs) == set(range(REQUESTS))
+        if cache == CACHE_MEMORY:
+            assert len(runs) == REQUESTS  # one run per request
+        else:  # one per request and file (two may meet by chance)
+            assert REQUESTS <= len(runs) <= FILE_RUNS
         requests.append(runs)
     assert requests[0] != requests[1]  # reshuffled each epoch
     assert requests[0] != sorted(requests[0])

@@ -44,6 +44,7 @@ SHUFFLE_UNITS = (SHUFFLE_EXAMPLE, SHUFFLE_REQUEST)
 _NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | set(F.PASSTHROUGH_KEYS))
 _LOAD_BATCH = 8192  # records per `parse_example` call while loading a split
 _RUN_CHUNK = 1024  # records read at a time to cut into request runs
+_GROUPS_PER_GATHER = 256  # shuffled groups turned into row indices at a time
 _INT32_MIN, _INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 FilePattern = Union[str, Sequence[str]]
@@ -147,39 +148,30 @@ def load_split(file_pattern: FilePattern, tf_transform_output,
     return tensors
 
 
-def _shuffled_indices(n: int, seed: int,
-                      num_epochs: Optional[int]) -> tf.data.Dataset:
-    """Row indices `0..n-1`, in a fresh permutation each epoch (fixed by `seed`)."""
-    epochs = (tf.data.Dataset.range(num_epochs) if num_epochs is not None
-              else tf.data.Dataset.counter())
-    base = tf.range(n, dtype=tf.int64)
-    seed_t = tf.constant(seed, tf.int64)
-    return epochs.flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
-        tf.random.experimental.stateless_shuffle(base, seed=tf.stack([seed_t, epoch]))))
-
-
-def _shuffled_groups(groups: tf.Tensor, seed: int,
-                     num_epochs: Optional[int]) -> tf.data.Dataset:
-    """Row indices of `0..N-1`, whole groups at a time: each epoch a fresh permutation
-    (fixed by `seed`) of the groups, a group's rows in their stored order.
+def _shuffled_rows(n: int, groups: Optional[tf.Tensor], seed: int,
+                   num_epochs: Optional[int]) -> tf.data.Dataset:
+    """Row indices `0..n-1` in a new order at every pass, and at every new iterator
+    (Keras' `fit` makes one per epoch over a finite dataset), the sequence of orders
+    fixed by `seed`.
 
     Args:
-        groups: `(N,)` the group key of each row (e.g. the request id).
+        groups: None, or `(n,)` a group key per row (the request id): then whole groups
+            are shuffled, a group's rows staying together in their stored order.
     """
+    if groups is None:
+        return (tf.data.Dataset.range(n)
+                .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+                .repeat(num_epochs))
     _, group = tf.unique(groups, out_idx=tf.int64)
     order = tf.cast(tf.argsort(group, stable=True), tf.int64)
     members = tf.RaggedTensor.from_value_rowids(order, tf.gather(group, order))
-    num_groups = members.nrows()
-    epochs = (tf.data.Dataset.range(num_epochs) if num_epochs is not None
-              else tf.data.Dataset.counter())
-    seed_t = tf.constant(seed, tf.int64)
-
-    def epoch_rows(epoch):
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(num_groups, dtype=tf.int64), seed=tf.stack([seed_t, epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.gather(members, perm).flat_values)
-
-    return epochs.flat_map(epoch_rows)
+    num_groups = int(members.nrows())
+    return (tf.data.Dataset.range(num_groups)
+            .shuffle(num_groups, seed=seed, reshuffle_each_iteration=True)
+            .repeat(num_epochs)
+            .batch(_GROUPS_PER_GATHER)
+            .map(lambda g: tf.gather(members, g).flat_values)
+            .unbatch())
 
 
 def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
@@ -202,8 +194,7 @@ def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
                 "counted)", n, file_pattern, held / 2 ** 20)
     if shuffle:
         seed = random.randrange(2 ** 31) if seed is None else seed
-        indices = (_shuffled_groups(requests, seed, num_epochs) if grouped
-                   else _shuffled_indices(n, seed, num_epochs))
+        indices = _shuffled_rows(n, requests, seed, num_epochs)
     else:
         indices = tf.data.Dataset.range(n).repeat(num_epochs)
 

@@ -246,3 +246,24 @@ def test_request_shuffle_keeps_each_request_together(split, tfo, cache):
     assert requests[0] != sorted(requests[0])
     np.testing.assert_array_equal(order(seed=3), first)
     assert not np.array_equal(order(seed=4), first)
+
+
+@pytest.mark.parametrize("cache", [CACHE_NONE, CACHE_MEMORY])
+@pytest.mark.parametrize("unit", ["example", SHUFFLE_REQUEST])
+def test_each_new_iteration_is_a_new_order(split, tfo, cache, unit):
+    """Keras' fit iterates a one-epoch dataset anew every epoch: each pass must be a
+    new order (a memory-mode bug once served the same order every epoch), and a
+    dataset built with the same seed repeats the same sequence of orders."""
+    def passes(count):
+        ds = make_dataset(split, tfo, 8, shuffle=True, seed=5, num_epochs=1,
+                          input_keys=[ROW], cache=cache, shuffle_buffer=N,
+                          shuffle_unit=unit)
+        return [_rows_of(_collect(ds)) for _ in range(count)]
+
+    first, second, third = passes(3)
+    for rows in (first, second, third):
+        assert sorted(rows) == list(range(N))
+    assert not np.array_equal(first, second) and not np.array_equal(second, third)
+    again = passes(2)
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)

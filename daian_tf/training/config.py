@@ -213,7 +213,7 @@ class ModelConfig:
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
 
 
-SHUFFLE_UNITS = ("auto", "example", "request")
+SHUFFLE_UNITS = ("request", "example")
 
 
 @dataclass(frozen=True)
@@ -231,11 +231,10 @@ class TrainConfig:
     # fully shuffled in-memory batches (about 0.7 kB an example for DIN; faster, see
     # daian_tf/data/dataset.py; on the default world DIN overfits sooner with it)
     cache: str = "none"
-    # "example": shuffle examples; "request": shuffle whole requests, so that a batch
-    # holds each of its requests' candidates together and DAIAN computes its request
-    # side once per request (model.request_dedup); "auto": request for DAIAN, example
-    # for DIN (see `shuffle_unit_for`)
-    shuffle_unit: str = "auto"
+    # "request": shuffle whole requests, so that a batch holds each of its requests'
+    # candidates together and DAIAN computes its request side once per request
+    # (model.request_dedup); "example": shuffle examples
+    shuffle_unit: str = "request"
     # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
     three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
     stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)
@@ -259,15 +258,6 @@ class TrainConfig:
                f"{list(STAGE2_LABELS)}, got {self.stage2_label!r}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
-
-    def shuffle_unit_for(self, model_name: str) -> str:
-        """`shuffle_unit` with "auto" resolved: whole requests for DAIAN (its request
-        side then runs once per request, several times faster), examples for DIN
-        (it has nothing to share, and request-grouped batches made DIN generalize
-        worse on the default world: README, "Training input")."""
-        if self.shuffle_unit != "auto":
-            return self.shuffle_unit
-        return "request" if model_name == "daian" else "example"
         _check(self.learning_rate > 0,
                f"train.learning_rate must be > 0, got {self.learning_rate}")
         _check(self.optimizer in ("adam", "adagrad"),

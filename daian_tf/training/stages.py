@@ -123,7 +123,7 @@ def _ctr_datasets(model: DAIAN, train_pattern, eval_pattern, tf_transform_output
     train = make_dataset(train_pattern, tf_transform_output, train_cfg.batch_size,
                          shuffle=True, seed=train_cfg.seed, input_keys=keys,
                          shuffle_buffer=train_cfg.shuffle_buffer, cache=train_cfg.cache,
-                         shuffle_unit=train_cfg.shuffle_unit_for("daian"))
+                         shuffle_unit=train_cfg.shuffle_unit)
     evaluation = make_dataset(eval_pattern, tf_transform_output, train_cfg.batch_size,
                               shuffle=False, input_keys=keys)
     return train, evaluation
@@ -165,7 +165,7 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     train = intent_dataset(model, train_pattern, tf_transform_output,
                            train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
                            cache=train_cfg.cache,
-                           shuffle_unit=train_cfg.shuffle_unit_for("daian"))
+                           shuffle_unit=train_cfg.shuffle_unit)
     evaluation = intent_dataset(model, eval_pattern, tf_transform_output,
                                 train_cfg.batch_size, shuffle=False)
     _start(model, initial_weights, next(iter(train))[0])

@@ -147,7 +147,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
                             num_epochs=None if steps_per_epoch else 1,
                             input_keys=keys, shuffle_buffer=cfg.train.shuffle_buffer,
                             cache=cfg.train.cache,
-                            shuffle_unit=cfg.train.shuffle_unit_for(cfg.model.name))
+                            shuffle_unit=cfg.train.shuffle_unit)
     eval_ds = make_dataset(eval_pattern, tf_transform_output, cfg.train.batch_size,
                            shuffle=False, input_keys=keys)
     history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,

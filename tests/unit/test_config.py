@@ -7,14 +7,9 @@ import pytest
 from daian_tf.training.config import ConfigError, TrainConfig
 
 
-def test_auto_shuffle_unit_groups_requests_for_daian_only():
-    auto = TrainConfig()
-    assert auto.shuffle_unit == "auto"
-    assert auto.shuffle_unit_for("daian") == "request"
-    assert auto.shuffle_unit_for("din") == "example"
-    for unit in ("example", "request"):
-        fixed = TrainConfig(shuffle_unit=unit)
-        assert fixed.shuffle_unit_for("daian") == fixed.shuffle_unit_for("din") == unit
+def test_requests_are_the_default_shuffle_unit():
+    assert TrainConfig().shuffle_unit == "request"
+    assert TrainConfig(shuffle_unit="example").shuffle_unit == "example"
 
 
 def test_unknown_shuffle_unit_is_named():

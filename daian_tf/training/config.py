@@ -226,10 +226,10 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     shuffle_buffer: int = 10_000  # examples; requests with shuffle_unit "request"
-    # "none": stream and parse the TFRecords every epoch (flat memory; examples shuffled
-    # in a `shuffle_buffer` window); "memory": parse the train split once and serve
-    # fully shuffled in-memory batches (about 0.7 kB an example for DIN; faster, see
-    # daian_tf/data/dataset.py; on the default world DIN overfits sooner with it)
+    # "none": stream and parse the TFRecords every epoch (flat memory; shuffled in a
+    # `shuffle_buffer` window); "memory": parse the train split once and serve fully
+    # shuffled in-memory batches (faster; memory grows with the split: about 0.7 kB an
+    # example for DIN, see daian_tf/data/dataset.py)
     cache: str = "none"
     # "request": shuffle whole requests, so that a batch holds each of its requests'
     # candidates together and DAIAN computes its request side once per request

@@ -6,9 +6,10 @@ For each batch size, each row runs in its own subprocess (so that peak RSS is pe
 - `<model> full/<input>`: `model.fit`, one epoch after a 20-step warm-up, through the
   full data path: gzipped transformed TFRecords → `make_dataset` (shuffled, seed 0) →
   the Keras 3 model of `configs/base.yaml` (`trainer.build_model`); `<input>` is
-  `none` (streaming, examples shuffled in a buffer), `memory` (parsed once, examples
-  fully shuffled) or `request` (parsed once, whole requests shuffled: a batch holds
-  each of its requests' candidates, so DAIAN's request side runs once per request);
+  `stream` (parsed every epoch, examples shuffled in a buffer), `stream-request` (the
+  default: the same, whole requests shuffled, so that a batch holds each of its
+  requests' candidates and DAIAN's request side runs once per request), `memory` or
+  `memory-request` (parsed once into memory, examples or requests fully shuffled);
 - `daian-every-row`: DAIAN with `model.request_dedup` off (the request side computed
   for every sample), to show what computing it once per request buys;
 - `input-only/<input>`: one epoch of `make_dataset` alone, no model;
@@ -28,7 +29,8 @@ transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when pr
 (delete the folder after changing the transform).
 
 usage: python bench/bench_training.py [--models din [daian]] [--batches 1024 4096]
-       [--inputs memory request none] [--jit] [--scale 1] [--repeats 3]
+       [--inputs stream-request memory-request ...] [--runs MODEL/INPUT ...]
+       [--matched] [--jit] [--scale 1] [--repeats 3]
        [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
 """
 
@@ -51,8 +53,8 @@ WARMUP_STEPS = 20
 MATCHED = "din-matched"  # DIN with the probe's attention MLP
 EVERY_ROW = "daian-every-row"  # DAIAN without model.request_dedup
 # input mode -> make_dataset's (cache, shuffle_unit)
-INPUTS = {"none": ("none", "example"), "memory": ("memory", "example"),
-          "request": ("memory", "request")}
+INPUTS = {"stream": ("none", "example"), "stream-request": ("none", "request"),
+          "memory": ("memory", "example"), "memory-request": ("memory", "request")}
 
 
 def prepare(workdir: Path, scale: float) -> dict:
@@ -153,23 +155,26 @@ def _run(cmd) -> dict:
 
 
 def _jobs(args) -> list:
-    """(row label, job) for each of our runs of one batch size (batch filled later)."""
-    jobs = []
-    for model in args.models:
-        for mode in args.inputs:
-            jobs.append((f"{model} full/{mode}",
-                         {"model": model, "part": "full", "input": mode, "jit": False}))
-    if "din" in args.models and args.matched:
-        jobs.append((f"{MATCHED} full/{args.inputs[0]}",
-                     {"model": MATCHED, "part": "full", "input": args.inputs[0],
+    """(row label, job) for each of our runs of one batch size (batch filled later):
+    `--runs MODEL/INPUT ...` as given, else every model with every input."""
+    pairs = ([tuple(r.split("/")) for r in args.runs] if args.runs
+             else [(m, i) for m in args.models for i in args.inputs])
+    inputs = list(dict.fromkeys(i for _, i in pairs))
+    jobs = [(f"{model} full/{mode}",
+             {"model": model, "part": "full", "input": mode, "jit": False})
+            for model, mode in pairs]
+    models = {m for m, _ in pairs}
+    if "din" in models and args.matched:
+        jobs.append((f"{MATCHED} full/{inputs[0]}",
+                     {"model": MATCHED, "part": "full", "input": inputs[0],
                       "jit": False}))
-    if "din" in args.models and args.jit:
+    if "din" in models and args.jit:
         jobs.append(("din full/memory+jit",
                      {"model": "din", "part": "full", "input": "memory", "jit": True}))
-    for mode in args.inputs:
-        jobs.append((f"input-only/{mode}",
-                     {"model": args.models[0], "part": "input", "input": mode,
-                      "jit": False}))
+    reader = "daian" if models & {"daian", EVERY_ROW} else "din"  # DAIAN reads more
+    for mode in inputs:
+        jobs.append((f"input-only/{mode} ({reader}'s features)",
+                     {"model": reader, "part": "input", "input": mode, "jit": False}))
     return jobs
 
 
@@ -179,8 +184,11 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["din"],
                     choices=["din", "daian", EVERY_ROW])
     ap.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
-    ap.add_argument("--inputs", nargs="+", default=["memory", "none"],
+    ap.add_argument("--inputs", nargs="+", default=["stream-request", "memory-request"],
                     choices=list(INPUTS))
+    ap.add_argument("--runs", nargs="+", metavar="MODEL/INPUT",
+                    help="these rows instead of every model with every input, e.g. "
+                         "daian/stream-request daian-every-row/stream")
     ap.add_argument("--matched", action="store_true",
                     help=f"also the {MATCHED} row (DIN with the probe's attention MLP)")
     ap.add_argument("--jit", action="store_true", help="also rows with jit_compile")

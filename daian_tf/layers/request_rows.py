@@ -18,7 +18,7 @@ dropout in training, the samples of one request share one dropout mask.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Tuple
+from typing import Callable, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -73,3 +73,12 @@ def distinct_rows(inputs: Mapping[str, tf.Tensor],
 def take_rows(tree, rows: tf.Tensor):
     """`tf.gather(x, rows)` for every tensor of a (nested) dict or list."""
     return tf.nest.map_structure(lambda x: tf.gather(x, rows), tree)
+
+
+def once_per_request(fn: Callable, inputs: Mapping[str, tf.Tensor],
+                     keys: Sequence[str]):
+    """`fn(inputs)` (a tensor or a nest of `(B, ...)` tensors) computed on one row per
+    distinct request of the batch (`distinct_rows(inputs, keys)`) and gathered back to
+    every row."""
+    rows, inverse = distinct_rows(inputs, keys)
+    return take_rows(fn(take_rows(dict(inputs), rows)), inverse)

@@ -13,6 +13,11 @@ The multimodal vectors come from a frozen catalog table inside the model, keyed 
 item id (`layers.catalog.MultimodalCatalog`), so serving requests carry only ids and an item
 outside the training vocabulary still has its vector.
 
+UIM, I2E and the explicit block's self-attention read only the request (user, trigger,
+history); `call` computes them once per distinct request of its batch and gathers the
+results back to the samples (`request_side`, `per_sample_request`,
+`layers.request_rows`; `model.request_dedup`), the same function and gradients.
+
 Switches (`ModelConfig`): `use_uim=False` is "w/o UIM" (the intent vector is not a
 distribution: UIM's raw scores times the level table), `use_die=False` drops o_imp/o_exp
 (and IA2N), `use_sein=False` drops e_sim/s_sem and IA2N (o_exp/o_imp enter the head
@@ -40,7 +45,7 @@ from daian_tf.layers.catalog import MultimodalCatalog, cosine
 from daian_tf.layers.explicit_intent import (ExplicitIntentExploitation,
                                              explicit_threshold, subsequence_mask)
 from daian_tf.layers.implicit_intent import ImplicitIntentExploration
-from daian_tf.layers.request_rows import distinct_rows, take_rows
+from daian_tf.layers.request_rows import once_per_request
 from daian_tf.layers.similarity import HybridSimilarityEnhancer
 from daian_tf.layers.user_intent import IntentEmbedding, IntentEstimator
 
@@ -234,9 +239,8 @@ class DAIAN(keras.Model):
         of the batch and gathered back (`model.request_dedup`; off: on every row)."""
         if not self.cfg.request_dedup:
             return self.request_side(inputs, training=training)
-        rows, inverse = distinct_rows(inputs, self.request_keys)
-        return take_rows(self.request_side(take_rows(dict(inputs), rows),
-                                           training=training), inverse)
+        return once_per_request(lambda x: self.request_side(x, training=training),
+                                inputs, self.request_keys)
 
     def call(self, inputs, training=None, request: Optional[Dict] = None):
         """Click probabilities `(B, 1)`; `request` (from `request_side`, one row per

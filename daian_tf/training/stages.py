@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from daian_tf.data import features as F
 from daian_tf.data.dataset import make_dataset
-from daian_tf.layers.request_rows import distinct_rows, take_rows
+from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, daian_request_keys, estimate_intent
 
 FilePattern = Union[str, Sequence[str]]
@@ -56,13 +56,12 @@ class IntentModel(keras.Model):
                              if daian.cfg.request_dedup else None)
 
     def call(self, inputs, training=None):
+        def intent(x):
+            return estimate_intent(self.uim_embedding, self.uim, x, training=training)
+
         if self.request_keys is None:
-            return estimate_intent(self.uim_embedding, self.uim, inputs,
-                                   training=training)
-        rows, inverse = distinct_rows(inputs, self.request_keys)
-        intent = estimate_intent(self.uim_embedding, self.uim,
-                                 take_rows(dict(inputs), rows), training=training)
-        return tf.gather(intent, inverse)
+            return intent(inputs)
+        return once_per_request(intent, inputs, self.request_keys)
 
 
 def request_sizes(file_pattern: FilePattern, tf_transform_output,

@@ -29,18 +29,15 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import tensorflow as tf
 
-from daian_tf.data import features as F
 from daian_tf.data.transform import serving_feature_spec
 from daian_tf.models import serving_input_keys
+# the features a rank candidate carries (the rest come from the request context)
+from daian_tf.models.daian import CANDIDATE_KEYS
 
 from daian_tf.export.signatures import (  # noqa: F401 - re-exported for callers
     DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
     OUTPUT_INTENT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT)
-
-# transformed features that belong to a candidate (the rest belong to the request)
-CANDIDATE_KEYS = frozenset([F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)]
-                           + [F.raw(F.TARGET_ITEM_ID)])
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"

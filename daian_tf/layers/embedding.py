@@ -58,11 +58,14 @@ def feature_input_keys(user_columns: Sequence[str]) -> list:
     return [F.xf(k) for k in raw]
 
 
+# the keys of `feature_input_keys` that belong to the candidate, not to the request
+CANDIDATE_KEYS = frozenset(F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+
+
 def request_input_keys(user_columns: Sequence[str]) -> list:
     """The keys of `feature_input_keys` that belong to the request (user, trigger,
     history), not to the candidate."""
-    target = {F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)}
-    return [k for k in feature_input_keys(user_columns) if k not in target]
+    return [k for k in feature_input_keys(user_columns) if k not in CANDIDATE_KEYS]
 
 
 def history_input_keys() -> set:

@@ -55,8 +55,8 @@ def distinct_rows(inputs: Mapping[str, tf.Tensor],
         keys: the request-side features: rows equal on all of them are one request.
 
     Returns:
-        `(rows, inverse)`: `rows` int32 `(U,)`, the first row of each distinct request
-        (in order of first appearance); `inverse` int32 `(B,)`, the distinct request of
+        `(rows, inverse)`: `rows` int32 `(U,)`, the first row of each distinct request;
+        `inverse` int32 `(B,)`, the distinct request of
         each row, so that `tf.gather(x[rows], inverse)` equals `x` on the request side.
     """
     if not keys:

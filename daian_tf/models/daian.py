@@ -65,11 +65,14 @@ def daian_input_keys(user_columns: Sequence[str]) -> List[str]:
     return emb.feature_input_keys(user_columns) + [F.raw(k) for k in F.CATALOG_KEYS]
 
 
+# the inputs of `daian_input_keys` that belong to the candidate (the target)
+CANDIDATE_KEYS = emb.CANDIDATE_KEYS | {F.raw(F.TARGET_ITEM_ID)}
+
+
 def daian_request_keys(user_columns: Sequence[str]) -> List[str]:
     """The inputs of `daian_input_keys` that belong to the request (user, trigger,
     history), not to the candidate."""
-    return emb.request_input_keys(user_columns) + [F.raw(F.TRIGGER_ITEM_ID),
-                                                   F.raw(F.HIST_ITEM_ID)]
+    return [k for k in daian_input_keys(user_columns) if k not in CANDIDATE_KEYS]
 
 
 def estimate_intent(embedding: emb.FeatureEmbedding, estimator: IntentEstimator,

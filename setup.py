@@ -29,5 +29,13 @@ setup(
         "psutil",
     ],
     extras_require={"test": ["pytest", "scikit-learn"]},
-    entry_points={"console_scripts": ["daian=daian_tf.cli:main"]},
+    entry_points={
+        "console_scripts": ["daian=daian_tf.cli:main"],
+        # commands of the packages above the library (daian_tf/cli.py loads them)
+        "daian_tf.commands": [
+            "pipeline = tfx_pipeline.cli:add_pipeline_command",
+            "quickstart = tfx_pipeline.cli:add_quickstart_command",
+            "serve = serving.cli:add_serve_command",
+        ],
+    },
 )

@@ -68,7 +68,7 @@ def _rss(p: psutil.Process) -> int:
 def ensure_raw(workdir: str, scale: float) -> str:
     """Simulate the raw logs of `scale` once (same seed as the CLI's default)."""
     from daian_tf.data.simulator import simulate
-    from daian_tf.training.config import SimulationConfig
+    from daian_tf.core.config import SimulationConfig
 
     raw = os.path.join(workdir, f"raw_scale{scale:g}")
     if not os.path.exists(os.path.join(raw, "impressions.csv")):

@@ -5,7 +5,7 @@ For each batch size, each row runs in its own subprocess (so that peak RSS is pe
   with the same number of samples, batch, sequence length, table sizes and dim;
 - `<model> full/<input>`: `model.fit`, one epoch after a 20-step warm-up, through the
   full data path: gzipped transformed TFRecords → `make_dataset` (shuffled, seed 0) →
-  the Keras 3 model of `configs/base.yaml` (`trainer.build_model`); `<input>` is
+  the Keras 3 model of the packaged default config (`models.factory.build_model`); `<input>` is
   `stream` (parsed every epoch, examples shuffled in a buffer), `stream-request` (the
   default: the same, whole requests shuffled, so that a batch holds each of its
   requests' candidates and DAIAN's request side runs once per request), `memory` or
@@ -59,17 +59,17 @@ INPUTS = {"stream": ("none", "example"), "stream-request": ("none", "request"),
 
 def prepare(workdir: Path, scale: float) -> dict:
     """Simulate, build samples and transform once; returns paths and sizes."""
+    from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
     from daian_tf.data.sample_builder import run_build_samples
     from daian_tf.data.simulator import simulate
-    from daian_tf.training.config import load_config
-    from daian_tf.training.trainer import transform_samples
+    from daian_tf.data.transform_beam import transform_samples
 
     meta = workdir / "data.json"
     if meta.exists():
         info = json.loads(meta.read_text())
         if {"raw", "sim_range"} <= set(info):  # else written by an older version
             return info
-    cfg = load_config(REPO / "configs" / "base.yaml")
+    cfg = load_config(DEFAULT_CONFIG_FILE)
     raw, samples = workdir / "raw", workdir / "samples"
     simulate(str(raw), cfg.simulation.scaled(scale))
     report = run_build_samples(str(raw), str(samples), cfg.samples)
@@ -83,24 +83,23 @@ def prepare(workdir: Path, scale: float) -> dict:
 
 def _build(name: str, info: dict, tft_out):
     """The model `name` ("din", MATCHED, "daian" or EVERY_ROW) and its input keys."""
+    from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
+    from daian_tf.data.transform import vocab_sizes as table_sizes
     from daian_tf.models import serving_input_keys
-    from daian_tf.training.config import load_config
-    from daian_tf.training import trainer
+    from daian_tf.models.factory import build_model
+    from daian_tf.workflows import catalog_for
 
-    cfg = load_config(REPO / "configs" / "base.yaml")
+    cfg = load_config(DEFAULT_CONFIG_FILE)
     daian = name in ("daian", EVERY_ROW)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, name="daian" if daian else "din", request_dedup=name != EVERY_ROW))
     if name == MATCHED:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, attention_units=(64,)))
-    if daian:
-        model = trainer.build_model(cfg, tft_out, sim_range=info["sim_range"],
-                                    catalog=trainer.model_catalog(info["raw"]))
-        model.intent_source = "uim"  # the joint step (stage 3, one optimizer)
-        model.uim_optimizer = None
-    else:
-        model = trainer.build_model(cfg, tft_out)
+    # DAIAN as it is: the joint step (stage 3 with one optimizer)
+    model = build_model(cfg, table_sizes(tft_out, tuple(cfg.samples.user_columns)),
+                        sim_range=info["sim_range"] if daian else None,
+                        catalog=catalog_for(cfg, info["raw"]))
     return model, serving_input_keys(model)
 
 
@@ -259,10 +258,10 @@ def vocab_sizes(info: dict) -> dict:
     probe gets the same sizes)."""
     import tensorflow_transform as tft
 
+    from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
     from daian_tf.data.transform import vocab_sizes as sizes
-    from daian_tf.training.config import load_config
 
-    cfg = load_config(REPO / "configs" / "base.yaml")
+    cfg = load_config(DEFAULT_CONFIG_FILE)
     return sizes(tft.TFTransformOutput(info["transform_output"]),
                  tuple(cfg.samples.user_columns))
 

@@ -45,22 +45,24 @@ def main() -> None:
     import tensorflow_transform as tft
     from keras import ops
 
-    from daian_tf.data import features as F
+    from daian_tf.core import features as F
     from daian_tf.data.dataset import make_dataset
     from daian_tf.layers import embedding as emb
     from daian_tf.layers.catalog import cosine
     from daian_tf.layers.explicit_intent import subsequence_mask
+    from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
+    from daian_tf.data.transform import vocab_sizes
     from daian_tf.models import serving_input_keys
-    from daian_tf.training import trainer
-    from daian_tf.training.config import load_config
+    from daian_tf.models.factory import build_model
+    from daian_tf.workflows import catalog_for
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
     info = json.loads(meta.read_text())
     tft_out = tft.TFTransformOutput(info["transform_output"])
-    cfg = load_config(REPO / "configs" / "base.yaml")
-    model = trainer.build_model(cfg, tft_out, sim_range=info["sim_range"],
-                                catalog=trainer.model_catalog(info["raw"]))
+    cfg = load_config(DEFAULT_CONFIG_FILE)
+    model = build_model(cfg, vocab_sizes(tft_out, tuple(cfg.samples.user_columns)),
+                        sim_range=info["sim_range"], catalog=catalog_for(cfg, info["raw"]))
     ds = make_dataset(info["train"], tft_out, args.batch, shuffle=True, seed=0,
                       input_keys=serving_input_keys(model), cache="memory")
     x, _ = next(iter(ds))
@@ -109,8 +111,9 @@ def main() -> None:
     for name, ms in times.items():
         print(f"| {name} | {ms:.1f} | {ms / times['whole model']:.0%} |")
 
-    din = trainer.build_model(
-        dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="din")), tft_out)
+    din = build_model(
+        dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="din")),
+        vocab_sizes(tft_out, tuple(cfg.samples.user_columns)))
     din_x = {k: x[k] for k in serving_input_keys(din)}
     din(din_x)
     print("\nforward FLOPs per sample (tf.compat.v1.profiler, frozen inference graph):")

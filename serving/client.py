@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from daian_tf.errors import DaianInputError
+from daian_tf.core.errors import DaianInputError
 from serving.contract import (
     DEFAULT_MODEL_NAME,
     INPUT_CANDIDATES,
@@ -107,7 +107,7 @@ def make_example(features: Mapping[str, FeatureValue]) -> bytes:
     Args:
         features: feature key → bytes/str (bytes_list), int (int64_list),
             float (float_list), or a list/tuple/ndarray of one kind. Keys should
-            come from `daian_tf.data.features`.
+            come from `daian_tf.core.features`.
 
     Returns:
         The serialized example, ready for `PredictClient.predict_examples`.

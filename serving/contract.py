@@ -1,12 +1,12 @@
 """The serving contract's names, re-exported from the library for the serving side.
 
-The library (`daian_tf.export.signatures`) owns them, since the export writes them; the
+The library (`daian_tf.core.signatures`) owns them, since the export writes them; the
 server, client and load test read them from here.
 """
 
 from __future__ import annotations
 
-from daian_tf.export.signatures import (  # noqa: F401
+from daian_tf.core.signatures import (  # noqa: F401
     DEFAULT_MODEL_NAME,
     INPUT_CANDIDATES,
     INPUT_CONTEXT,

@@ -15,8 +15,11 @@ same client code runs against both:
 As TF Serving does, it loads the highest numeric version directory
 `<model_base_path>/<version>/saved_model.pb`. It serves one version loaded at
 start: no polling for new versions, no batching, no warmup (serving/README.md says
-how real TF Serving does those). Nothing here knows the DAIAN model: any SavedModel
-with signatures is served.
+how real TF Serving does those). The loaded version, its signatures and the
+TensorProto checks and conversions of `Predict` are `serving/served_model.py`'s; this
+module resolves model specs, counts requests, turns errors into gRPC statuses and
+runs the server. Nothing here knows the DAIAN model: any SavedModel with signatures
+is served.
 """
 
 from __future__ import annotations
@@ -26,13 +29,10 @@ import signal
 import threading
 from collections import Counter
 from concurrent import futures
-from pathlib import Path
 from typing import Callable, Mapping, Optional, TypeVar
 
 import grpc
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -47,11 +47,9 @@ from serving.contract import (
     METADATA_SIGNATURE_DEF,
     SIGNATURE_SERVING_DEFAULT,
 )
+from serving.served_model import ServedModel, ServingError, find_latest_version
 
 _LOG = logging.getLogger(__name__)
-
-SAVED_MODEL_FILE = "saved_model.pb"
-SERVE_TAG = "serve"
 
 # TF status codes are the canonical gRPC codes (tensorflow/core/protobuf/error_codes).
 _GRPC_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
@@ -64,160 +62,6 @@ _NOT_PREDICT = (
 )
 
 _Response = TypeVar("_Response")
-
-
-class ServingError(Exception):
-    """A request the server refuses, with the gRPC status code to answer with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def find_latest_version(model_base_path: str | Path) -> tuple[int, Path]:
-    """The highest numeric version directory under `model_base_path`.
-
-    Non-numeric entries (e.g. a `tmp-...` directory a pusher is writing) are
-    skipped, as TF Serving skips them.
-
-    Raises:
-        FileNotFoundError: `model_base_path` is missing, holds no numeric version
-            directory, or the latest one has no `saved_model.pb`.
-    """
-    base = Path(model_base_path)
-    if not base.is_dir():
-        raise FileNotFoundError(f"model_base_path {str(base)!r} is not a directory")
-    versions = [(int(p.name), p) for p in base.iterdir()
-                if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(
-            f"no numeric version directory (e.g. {base / '1'}) under {str(base)!r}")
-    version, path = max(versions)
-    if not (path / SAVED_MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"latest version directory {str(path)!r} has no {SAVED_MODEL_FILE}")
-    return version, path
-
-
-def _read_signature_defs(
-        version_dir: Path) -> Mapping[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of the `serve` meta graph of `version_dir/saved_model.pb`."""
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((version_dir / SAVED_MODEL_FILE).read_bytes())
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return meta_graph.signature_def
-    raise FileNotFoundError(
-        f"{version_dir / SAVED_MODEL_FILE} has no meta graph tagged {SERVE_TAG!r}")
-
-
-def _dtype_name(enum: int) -> str:
-    """`DT_FLOAT`-style name of a `tensorflow.DataType` enum value."""
-    return types_pb2.DataType.Name(enum)
-
-
-class ServedModel:
-    """One loaded version of a SavedModel and the calls TF Serving makes on it.
-
-    Args:
-        version_dir: `<model_base_path>/<version>`.
-        version: the version number.
-    """
-
-    def __init__(self, version_dir: Path, version: int):
-        self.version = version
-        self.path = version_dir
-        self.signature_defs = _read_signature_defs(version_dir)
-        self._loaded = tf.saved_model.load(str(version_dir), tags=[SERVE_TAG])
-        self._signatures = dict(self._loaded.signatures)
-        if not self._signatures:
-            raise ValueError(f"SavedModel {str(version_dir)!r} has no signatures")
-
-    @property
-    def signature_names(self) -> list[str]:
-        """The callable signature names, sorted."""
-        return sorted(self._signatures)
-
-    def signature(self, name: str):
-        """The concrete function of signature `name` (INVALID_ARGUMENT if absent)."""
-        if name not in self._signatures:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f'Serving signature key "{name}" not found. Available signatures: '
-                f"{{{', '.join(self.signature_names)}}}.")
-        return self._signatures[name]
-
-    def predict(self, signature_name: str,
-                inputs: Mapping[str, tensor_pb2.TensorProto],
-                output_filter: list[str]) -> dict[str, tensor_pb2.TensorProto]:
-        """Runs one signature on request tensors.
-
-        Args:
-            signature_name: the signature to run.
-            inputs: input name → `TensorProto`, exactly the signature's inputs.
-            output_filter: output names to return; empty means all.
-
-        Returns:
-            output name → `TensorProto`.
-
-        Raises:
-            ServingError: INVALID_ARGUMENT for an unknown signature, a missing or
-                extra input, a wrong dtype or shape, or an unknown output name.
-            tf.errors.OpError: the graph failed (e.g. an example does not parse).
-        """
-        function = self.signature(signature_name)
-        specs: Mapping[str, tf.TensorSpec] = function.structured_input_signature[1]
-        sent, expected = set(inputs), set(specs)
-        if sent != expected:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f'input size does not match signature "{signature_name}": '
-                f"{len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}}) != "
-                f"len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
-        arguments = {}
-        for name, spec in specs.items():
-            proto = inputs[name]
-            if proto.dtype != spec.dtype.as_datatype_enum:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f'input tensor "{name}" of signature "{signature_name}" has '
-                    f"dtype {_dtype_name(proto.dtype)}, expected "
-                    f"{_dtype_name(spec.dtype.as_datatype_enum)}")
-            try:
-                value = tf.make_ndarray(proto)
-            except (TypeError, ValueError) as e:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f'input tensor "{name}" is not a valid TensorProto: {e}') from e
-            if not spec.shape.is_compatible_with(value.shape):
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f'input tensor "{name}" of signature "{signature_name}" has '
-                    f"shape {list(value.shape)}, expected {spec.shape}")
-            arguments[name] = tf.constant(value, dtype=spec.dtype)
-        output_names = sorted(function.structured_outputs)
-        unknown = [n for n in output_filter if n not in output_names]
-        if unknown:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"output tensor alias not found in signature: {', '.join(unknown)} "
-                f"Outputs expected to be in the set {{{','.join(output_names)}}}.")
-        try:
-            outputs = function(**arguments)
-        except UnicodeDecodeError as e:
-            # TF quotes the offending input in some errors (e.g. "Could not parse
-            # example input, value: '...'"), and its Python binding fails to decode
-            # that message when the input holds non-UTF-8 bytes.
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f'signature "{signature_name}" failed on its input, and '
-                f"TensorFlow's error message, which quotes non-UTF-8 input bytes, "
-                f"could not be decoded ({e}); e.g. a string input that is not a "
-                "serialized tf.train.Example") from e
-        return {n: tf.make_tensor_proto(outputs[n].numpy())
-                for n in output_filter or output_names}
 
 
 class _RequestCounter:

@@ -4,6 +4,9 @@
                                         ↘ ImportSchemaGen (the contract: DATA.md §2)
                                           → ExampleValidator → Transform → Trainer → Pusher
 
+The I-2 similarity range travels as data: TirSampleGen's `Examples` artifact carries it
+(`sim_range` property), Transform and Trainer read it there (`sim_range_executors`).
+
 The imported schema is written from `daian_tf.data.transform.raw_feature_spec`, so the
 Transform component parses exactly what `preprocessing_fn` expects, and ExampleValidator
 checks the built examples against the contract rather than against themselves.
@@ -19,11 +22,22 @@ from pathlib import Path
 from typing import List, Optional
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
-from daian_tf.training.config import Config
+from daian_tf.core.config import Config
+from daian_tf.core.names import EVAL, TRAIN
+from daian_tf.data.transform import raw_schema, transform_custom_config
 from tfx_pipeline.components.sample_gen import TirSampleGen
+from tfx_pipeline.components.sim_range_executors import TrainerExecutor, TransformExecutor
+from tfx_pipeline.trainer_module import CONFIG_KEY, RAW_DIR_KEY
 
 PIPELINE_NAME = "daian"
+
+
+class Transform(tfx.components.Transform):
+    """TFX's Transform with the executor that reads the I-2 range from its input."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(TransformExecutor)
 
 
 def code_version() -> str:
@@ -41,8 +55,6 @@ def code_version() -> str:
 def write_schema(cfg: Config, path: str) -> str:
     """Writes the example schema (DATA.md §2) as a text proto; returns its path."""
     from tfx.utils import io_utils
-
-    from daian_tf.data.transform import raw_schema
 
     io_utils.write_pbtxt_file(path, raw_schema(cfg.samples))
     return path
@@ -78,21 +90,24 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"],
         schema=contract.outputs["schema"])
     # raw_dir: DAIAN's frozen multimodal catalog is read from item_embeddings.parquet
-    custom_config = {"config": config_dict, "code_version": version, "raw_dir": raw_dir}
-    transform = tfx.components.Transform(
+    custom_config = {CONFIG_KEY: config_dict, "code_version": version,
+                     RAW_DIR_KEY: raw_dir}
+    transform = Transform(
         examples=sample_gen.outputs["examples"],
         schema=contract.outputs["schema"],
         preprocessing_fn="tfx_pipeline.transform_module.preprocessing_fn",
-        custom_config=_transform_config(cfg, version),
+        # sim_range: filled in at run time from the Examples artifact
+        custom_config={**transform_custom_config(cfg, None), "code_version": version},
     )
     trainer = tfx.components.Trainer(
         run_fn="tfx_pipeline.trainer_module.run_fn",
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=contract.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
         custom_config=custom_config,
+        custom_executor_spec=executor_spec.ExecutorClassSpec(TrainerExecutor),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -109,9 +124,3 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],
     )
-
-
-def _transform_config(cfg: Config, version: str) -> dict:
-    from daian_tf.data.transform import transform_custom_config
-
-    return {**transform_custom_config(cfg), "code_version": version}

@@ -16,7 +16,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from daian_tf.training.config import Config
+from daian_tf.core.config import Config
+from daian_tf.core.names import DAIAN, DIN, EVAL, TRAIN
 
 
 def _log(msg: str) -> None:
@@ -27,15 +28,17 @@ def _din_row(cfg: Config, metadata: str) -> dict:
     """DIN fitted in-process on the pipeline's transformed splits, scored on eval."""
     import tensorflow_transform as tft
 
-    from daian_tf.evaluation import ranking_metrics
-    from daian_tf.training.trainer import fit_model, predict_split
+    from daian_tf.evaluation.columns import predict_split
+    from daian_tf.evaluation.tables import ranking_metrics
+    from daian_tf.training.fit import fit_model
+    from tfx_pipeline.components.sample_gen import split_dir
     from tfx_pipeline.runner import latest_output_uri
 
-    din_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="din"))
+    din_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=DIN))
     tfo = tft.TFTransformOutput(latest_output_uri(metadata, "Transform",
                                                   "transform_graph"))
     examples = latest_output_uri(metadata, "Transform", "transformed_examples")
-    train, evals = (os.path.join(examples, f"Split-{s}", "*") for s in ("train", "eval"))
+    train, evals = (os.path.join(split_dir(examples, s), "*") for s in (TRAIN, EVAL))
     model, _ = fit_model(din_cfg, tfo, train, evals, verbose=0)
     return {"model": "DIN (in-process, same Transform output)",
             **ranking_metrics(*predict_split(model, evals, tfo))}
@@ -44,9 +47,10 @@ def _din_row(cfg: Config, metadata: str) -> dict:
 def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
                    beam_args: Optional[List[str]] = None) -> dict:
     from daian_tf.data.simulator import simulate
-    from daian_tf.export.signatures import (DEFAULT_MODEL_NAME, OUTPUT_INTENT,
+    from daian_tf.core.signatures import (DEFAULT_MODEL_NAME, OUTPUT_INTENT,
                                             SIGNATURE_INTENT)
-    from daian_tf.evaluation import format_table, metric_row, read_split, score_in_batches
+    from daian_tf.evaluation.raw_split import metric_row, read_split, score_in_batches
+    from daian_tf.evaluation.tables import format_table
     from daian_tf.models.popularity import PopularityBaseline
     from serving.client import PredictClient
     from serving.server import serve
@@ -67,9 +71,9 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     _log(f"pushed model: {out['pushed_model']}")
 
     examples_uri = latest_output_uri(out["metadata"], "TirSampleGen", "examples")
-    train = read_split(os.path.join(split_dir(examples_uri, "train"), "*"),
+    train = read_split(os.path.join(split_dir(examples_uri, TRAIN), "*"),
                        cfg.samples, with_requests=False)
-    evals = read_split(os.path.join(split_dir(examples_uri, "eval"), "*"), cfg.samples)
+    evals = read_split(os.path.join(split_dir(examples_uri, EVAL), "*"), cfg.samples)
     _log(f"eval split: {len(evals)} samples; train split: {len(train)} samples")
 
     server = serve(out["serving_dir"], model_name=DEFAULT_MODEL_NAME, port=0,
@@ -81,7 +85,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
             _log(f"gRPC server on 127.0.0.1:{server.port}: {client.model_status()}")
             few = client.predict_examples(evals.requests[:5])
             _log(f"5 requests over gRPC → ctr {np.round(few, 4).tolist()}")
-            if cfg.model.name == "daian":
+            if cfg.model.name == DAIAN:
                 intent = client.predict_examples(evals.requests[:1], SIGNATURE_INTENT,
                                                  OUTPUT_INTENT)
                 _log(f"intent of the first request over gRPC → "
@@ -92,7 +96,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
 
     popularity = PopularityBaseline().fit(train.items, train.labels)
     rows = [metric_row(f"{cfg.model.name.upper()} (served over gRPC)", evals, served)]
-    if cfg.model.name != "din":
+    if cfg.model.name != DIN:
         _log("training DIN, the paper's baseline, on the pipeline's Transform output")
         rows.append(_din_row(cfg, out["metadata"]))
     rows.append(metric_row("popularity", evals, popularity.predict(evals.items)))
@@ -101,7 +105,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     table = format_table(rows)
     print(table, flush=True)
     result = {"rows": rows, "seconds": round(time.time() - t0, 1), **out,
-              "world": summary}
+              "raw_dir": raw, "world": summary}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(result, f, indent=2, default=str)
     _log(f"done in {result['seconds']} s; results in {workdir}/results.json")

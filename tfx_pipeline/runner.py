@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-from daian_tf.training.config import Config
+from daian_tf.core.config import Config
 from tfx_pipeline.pipeline import PIPELINE_NAME, create_pipeline, write_schema
 
 
@@ -32,9 +32,10 @@ def latest_version_dir(serving_dir: str) -> str:
     return str(max(versions, key=lambda p: int(p.name)))
 
 
-def latest_output_uri(metadata_path: str, component_id: str, output_key: str,
-                      pipeline_name: str = PIPELINE_NAME) -> str:
-    """The URI of `output_key` of the newest successful run of `component_id`, from MLMD."""
+def latest_output_artifact(metadata_path: str, component_id: str, output_key: str,
+                           pipeline_name: str = PIPELINE_NAME):
+    """The MLMD artifact (`metadata_store_pb2.Artifact`: uri, custom properties) of
+    `output_key` of the newest successful run of `component_id`."""
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -58,7 +59,14 @@ def latest_output_uri(metadata_path: str, component_id: str, output_key: str,
            and any(step.key == output_key for step in ev.path.steps)]
     if not ids:
         raise LookupError(f"{component_id!r} has no output {output_key!r}")
-    return store.get_artifacts_by_id(ids)[0].uri
+    return store.get_artifacts_by_id(ids)[0]
+
+
+def latest_output_uri(metadata_path: str, component_id: str, output_key: str,
+                      pipeline_name: str = PIPELINE_NAME) -> str:
+    """The URI of `output_key` of the newest successful run of `component_id`, from MLMD."""
+    return latest_output_artifact(metadata_path, component_id, output_key,
+                                  pipeline_name).uri
 
 
 def run_local(raw_dir: str, root: str, cfg: Config,

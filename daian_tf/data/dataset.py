@@ -12,7 +12,7 @@ Two ways to serve the same batches (`make_dataset(cache=...)`):
   first pass. Integer features whose values fit in int32 are held as int32 and cast
   back to the spec's dtype per batch. Memory: about 4 bytes per int or float value
   held (8 for int64 values beyond int32), plus the strings; for the DIN inputs of
-  `configs/base.yaml` (3 histories of 50 ids, 15 scalar ids, the label) that is
+  `core/base.yaml` (3 histories of 50 ids, 15 scalar ids, the label) that is
   about 0.7 kB per example, 700 MB per million examples.
 
 With `shuffle_unit="request"` (both modes) whole requests are shuffled instead of
@@ -34,13 +34,11 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.core.names import (CACHE_MEMORY, CACHE_MODES, CACHE_NONE, SHUFFLE_EXAMPLE,
+                                  SHUFFLE_REQUEST, SHUFFLE_UNITS)
 
 LABEL_XF = F.xf(F.LABEL)
-CACHE_NONE, CACHE_MEMORY = "none", "memory"
-CACHE_MODES = (CACHE_NONE, CACHE_MEMORY)
-SHUFFLE_EXAMPLE, SHUFFLE_REQUEST = "example", "request"
-SHUFFLE_UNITS = (SHUFFLE_EXAMPLE, SHUFFLE_REQUEST)
 _NON_INPUT_KEYS = frozenset({F.xf(k) for k in F.LABEL_KEYS} | set(F.PASSTHROUGH_KEYS))
 _LOAD_BATCH = 8192  # records per `parse_example` call while loading a split
 _RUN_CHUNK = 1024  # records read at a time to cut into request runs

@@ -1,32 +1,17 @@
 """Intent labels of DAIAN.md §3.1 (Eq. 1, I-2, I-3) and intent diversity (§8).
 
-Pure functions over one request; the sample builder calls them per request and the
-Transform's fixed similarity bins use the same edges (`level_edges`).
+Pure functions over one request; the sample builder calls them per request.
 
-A request's clicked targets `c_1..c_K` have similarities `s_j = cos(m_trigger, m_cj)`.
-The range `[lo, hi]` is cut into `n` equal-width levels; values outside clip into the end
-levels. The label is the histogram of the `s_j` over the levels divided by `K`.
+A request's clicked targets `c_1..c_K` have similarities `s_j = cos(m_trigger, m_cj)`,
+each in a level of `[lo, hi]` (`daian_tf.core.similarity_range.level_index`: `n`
+equal-width levels, values outside in the end levels). The label is the histogram of
+the levels divided by `K`.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Iterable, List, Sequence, Tuple
-
-
-def level_edges(lo: float, hi: float, n: int) -> List[float]:
-    """The `n + 1` equal-width edges of the intent levels over `[lo, hi]`."""
-    if not hi > lo:
-        raise ValueError(f"intent level range needs lo < hi, got [{lo}, {hi}]")
-    if n < 1:
-        raise ValueError(f"number of intent levels must be >= 1, got {n}")
-    return [lo + (hi - lo) * i / n for i in range(n + 1)]
-
-
-def intent_level(sim: float, lo: float, hi: float, n: int) -> int:
-    """Level index in `0..n-1` of similarity `sim`; `hi` and above go to level n-1."""
-    k = math.floor((sim - lo) / (hi - lo) * n)
-    return min(n - 1, max(0, k))
 
 
 def intent_histogram(levels: Iterable[int], n: int) -> Tuple[List[float], int]:

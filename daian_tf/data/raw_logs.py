@@ -11,26 +11,23 @@ field counts its lines); parquet rows by their 1-based record index. Files are o
 through `apache_beam.io.filesystems.FileSystems`, so `gs://`, `s3://` and `hdfs://`
 directories work as local ones do, and `.gz` files are decompressed on the fly.
 
-Values of optional item columns that are absent or empty become `""` (brand, shop) or
-`0.0` (price). The behaviour type defaults to `click` when its column is absent or empty.
+The behaviour type defaults to `click` when its column is absent or empty. The item
+catalog (items.csv, item_embeddings.parquet) is read by `catalog`, with the field
+helpers below; `raw_log_errors` carries a RawLogError across Beam workers.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import json
-import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from daian_tf.data import features as F
-from daian_tf.errors import RawLogError
+from daian_tf.core import features as F
+from daian_tf.core.errors import RawLogError
 
 _UINT = re.compile(r"^[0-9]+$")
 
@@ -74,18 +71,6 @@ class Truth(NamedTuple):
     item_id: str
     p_click: float
     row: int
-
-
-class ItemSide(NamedTuple):
-    """Side features of one catalog item (items.csv)."""
-
-    category_id: str
-    brand_id: str
-    shop_id: str
-    price: float
-
-
-UNKNOWN_ITEM = ItemSide("", "", "", 0.0)
 
 
 # --- file-level checks ------------------------------------------------------------
@@ -235,14 +220,16 @@ def iter_csv(path: str) -> Iterator[Tuple[int, Dict[str, int], List[str]]]:
             raise RawLogError(f"unparseable CSV: {e}", path, reader.line_num) from None
 
 
-def _nonempty(fields, index, col, path, line) -> str:
+def nonempty(fields, index, col, path, line) -> str:
+    """The stripped value of column `col`; an empty one is a RawLogError."""
     value = fields[index[col]].strip()
     if not value:
         raise RawLogError("empty value", path, line, col)
     return value
 
 
-def _optional(fields, index, col) -> str:
+def optional(fields, index, col) -> str:
+    """The stripped value of column `col`, or "" when the file has no such column."""
     return fields[index[col]].strip() if col in index else ""
 
 
@@ -254,7 +241,8 @@ def _timestamp(fields, index, col, path, line) -> int:
     return int(value)
 
 
-def _finite_float(value: str, path, line, col) -> float:
+def finite_float(value: str, path, line, col) -> float:
+    """`value` as a finite float; anything else is a RawLogError."""
     try:
         x = float(value)
     except ValueError:
@@ -279,11 +267,11 @@ def read_impressions(path: str) -> Iterator[Impression]:
                                   f"{value!r}", path, line, F.POSITION)
             position = int(value)
         yield Impression(
-            request_id=_nonempty(fields, index, "request_id", path, line),
-            user_id=_nonempty(fields, index, "user_id", path, line),
+            request_id=nonempty(fields, index, "request_id", path, line),
+            user_id=nonempty(fields, index, "user_id", path, line),
             timestamp=_timestamp(fields, index, "timestamp", path, line),
             trigger_item_id=fields[index["trigger_item_id"]].strip(),
-            item_id=_nonempty(fields, index, "item_id", path, line),
+            item_id=nonempty(fields, index, "item_id", path, line),
             clicked=int(clicked), position=position, row=line)
 
 
@@ -297,8 +285,8 @@ def read_behaviors(path: str) -> Iterator[Behavior]:
                 raise RawLogError(f"unknown behavior type {behavior!r}; known: "
                                   f"{list(F.BEHAVIOR_TYPES)}", path, line, "behavior")
         yield Behavior(
-            user_id=_nonempty(fields, index, "user_id", path, line),
-            item_id=_nonempty(fields, index, "item_id", path, line),
+            user_id=nonempty(fields, index, "user_id", path, line),
+            item_id=nonempty(fields, index, "item_id", path, line),
             timestamp=_timestamp(fields, index, "timestamp", path, line),
             behavior=behavior, row=line)
 
@@ -306,184 +294,16 @@ def read_behaviors(path: str) -> Iterator[Behavior]:
 def read_users(path: str, columns: Sequence[str]) -> Iterator[UserProfile]:
     """Parse users.csv, keeping `columns` (already checked to exist)."""
     for line, index, fields in iter_csv(path):
-        yield UserProfile(_nonempty(fields, index, "user_id", path, line),
+        yield UserProfile(nonempty(fields, index, "user_id", path, line),
                           tuple(fields[index[c]].strip() for c in columns), line)
 
 
 def read_truth(path: str) -> Iterator[Truth]:
     """Parse truth.csv (simulator only)."""
     for line, index, fields in iter_csv(path):
-        p = _finite_float(fields[index["p_click"]].strip(), path, line, "p_click")
+        p = finite_float(fields[index["p_click"]].strip(), path, line, "p_click")
         if not 0.0 <= p <= 1.0:
             raise RawLogError(f"p_click must be in [0, 1], got {p}", path, line,
                               "p_click")
-        yield Truth(_nonempty(fields, index, "request_id", path, line),
-                    _nonempty(fields, index, "item_id", path, line), p, line)
-
-
-# --- the catalog ------------------------------------------------------------------
-class Catalog:
-    """Items' side features and unit-normalised multimodal vectors, keyed by item id.
-
-    Its size is the catalog's (items.csv and item_embeddings.parquet), never the logs';
-    the sample builder passes it to its workers as a Beam side input.
-
-    Attributes:
-      items: item id -> ItemSide.
-      stats: counts found while loading (items, embeddings, items_without_embedding,
-        embeddings_for_unknown_items) and `embedding_dim`.
-    """
-
-    def __init__(self, items: Dict[str, ItemSide], embedding_ids: Sequence[str],
-                 embeddings: np.ndarray):
-        self.items = items
-        self._row = {item: i for i, item in enumerate(embedding_ids)}
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        # (N, d_m) unit vectors; a zero vector stays zero, so its cosine is 0.
-        self._unit = np.divide(embeddings, norms, out=np.zeros_like(embeddings),
-                               where=norms > 0).astype(np.float32)
-        self.stats = {
-            "items": len(items),
-            "embeddings": len(embedding_ids),
-            "embedding_dim": int(embeddings.shape[1]),
-            "items_without_embedding": sum(1 for i in items if i not in self._row),
-            "embeddings_for_unknown_items": sum(1 for i in embedding_ids
-                                                if i not in items),
-        }
-
-    def side(self, item_id: str) -> ItemSide:
-        """Side features of `item_id`; an unknown item gets empty strings and 0.0."""
-        return self.items.get(item_id, UNKNOWN_ITEM)
-
-    def has_embedding(self, item_id: str) -> bool:
-        return item_id in self._row
-
-    def cos(self, a: str, b: str) -> float:
-        """cos(m_a, m_b); 0.0 when either item has no (or a zero) vector."""
-        ia, ib = self._row.get(a), self._row.get(b)
-        if ia is None or ib is None:
-            return 0.0
-        return float(np.dot(self._unit[ia], self._unit[ib]))
-
-
-def read_items(path: str) -> Dict[str, ItemSide]:
-    """Parse items.csv into item id -> ItemSide; a duplicate id names both rows."""
-    items: Dict[str, ItemSide] = {}
-    first_row: Dict[str, int] = {}
-    for line, index, fields in iter_csv(path):
-        item = _nonempty(fields, index, "item_id", path, line)
-        if item in items:
-            raise RawLogError(f"duplicate item_id {item!r} (first at row "
-                              f"{first_row[item]})", path, line, "item_id")
-        price = _optional(fields, index, "price")
-        items[item] = ItemSide(
-            category_id=_nonempty(fields, index, "category_id", path, line),
-            brand_id=_optional(fields, index, "brand_id"),
-            shop_id=_optional(fields, index, "shop_id"),
-            price=_finite_float(price, path, line, "price") if price else 0.0)
-        first_row[item] = line
-    return items
-
-
-def read_embeddings(path: str) -> Tuple[List[str], np.ndarray]:
-    """Parse item_embeddings.parquet into (ids, (N, d_m) float32), by record batches.
-
-    Errors name the 1-based record index as the row: a null or empty id, a null vector,
-    a vector whose length differs from the first row's, a NaN/inf entry, a duplicate id.
-    """
-    import pyarrow.parquet as pq
-
-    ids: List[str] = []
-    first_row: Dict[str, int] = {}
-    chunks: List[np.ndarray] = []
-    dim: Optional[int] = None
-    with FileSystems.open(path) as f:
-        pf = pq.ParquetFile(f)
-        offset = 0
-        for batch in pf.iter_batches(columns=list(F.EMBEDDINGS_COLUMNS)):
-            batch_ids = batch.column(0).to_pylist()
-            vectors = batch.column(1).to_pylist()
-            for k, (item, vec) in enumerate(zip(batch_ids, vectors)):
-                row = offset + k + 1
-                item = "" if item is None else str(item).strip()
-                if not item:
-                    raise RawLogError("empty item_id", path, row, "item_id")
-                if item in first_row:
-                    raise RawLogError(f"duplicate embedding row for item_id {item!r} "
-                                      f"(first at row {first_row[item]})", path, row,
-                                      "item_id")
-                if vec is None or len(vec) == 0:
-                    raise RawLogError(f"missing embedding for item_id {item!r}", path,
-                                      row, "embedding")
-                if dim is None:
-                    dim = len(vec)
-                if len(vec) != dim:
-                    raise RawLogError(f"embedding of item_id {item!r} has length "
-                                      f"{len(vec)}, expected {dim} (the first row's)",
-                                      path, row, "embedding")
-                arr = np.asarray([np.nan if v is None else v for v in vec],
-                                 dtype=np.float64)
-                if not np.all(np.isfinite(arr)):
-                    raise RawLogError(f"embedding of item_id {item!r} has NaN/inf/null "
-                                      f"entries", path, row, "embedding")
-                first_row[item] = row
-                ids.append(item)
-                chunks.append(arr.astype(np.float32))
-            offset += batch.num_rows
-    return ids, np.stack(chunks)
-
-
-def load_catalog(layout: RawLayout) -> Catalog:
-    """items.csv and item_embeddings.parquet of a checked raw directory."""
-    items = read_items(layout.path(F.ITEMS_FILE))
-    ids, vectors = read_embeddings(layout.path(F.EMBEDDINGS_FILE))
-    return Catalog(items, ids, vectors)
-
-
-# --- carrying a RawLogError through a Beam runner ----------------------------------
-_MARK = re.compile(r"\[raw-log-error ([A-Za-z0-9+/=]+)\]")
-
-
-def encode_error(err: RawLogError) -> str:
-    """Text of `err` with a machine-readable tag that survives Beam's wrapping."""
-    payload = json.dumps({"message": err.args[0], "file": err.file, "row": err.row,
-                          "column": err.column}, sort_keys=True)
-    tag = base64.b64encode(payload.encode("utf-8")).decode("ascii")
-    return f"RawLogError: {err} [raw-log-error {tag}]"
-
-
-def find_raw_log_error(exc: BaseException) -> Optional[RawLogError]:
-    """The RawLogError at the root of an exception raised by a Beam runner, if any.
-
-    Walks the cause/context chain; a worker error arrives as text (multi-process and
-    remote runners), so the tag written by `encode_error` is parsed back.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        match = _MARK.search(str(exc))
-        if match:
-            return _rebuild(json.loads(base64.b64decode(match.group(1))))
-        if isinstance(exc, RawLogError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-class RawLogErrorLogFilter(logging.Filter):
-    """Drops the runner's own log record of a worker's RawLogError.
-
-    Beam logs a failing element with its traceback before the error reaches the
-    caller; for a raw-log error the caller re-raises it as one clear message
-    (`find_raw_log_error`), so the traceback is noise. Other errors pass untouched.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _MARK.search(record.getMessage()) is None
-
-
-def _rebuild(d: dict) -> RawLogError:
-    err = RawLogError.__new__(RawLogError)
-    err.file, err.row, err.column = d["file"], d["row"], d["column"]
-    Exception.__init__(err, d["message"])
-    return err
+        yield Truth(nonempty(fields, index, "request_id", path, line),
+                    nonempty(fields, index, "item_id", path, line), p, line)

@@ -19,19 +19,19 @@ What it produces (names through `features.xf`):
   recency, and the history is already limited to `history_days` by the sample builder.
 - **price buckets** of trigger and target price: `features.PRICE_BUCKETS` quantile buckets
   computed on both prices together, so both use the same edges and one embedding table.
-- **similarity bin** `features.SIM_BIN`: `num_sim_bins` equal-width bins of `target_sim`
-  over `[lo, hi]` (DAIAN.md §5.1, I-2), values outside clipped into the end bins. `[lo, hi]`
-  comes from `custom_config["sim_range"]` (the sample builder's report), else it is
-  estimated here as the 1st/99th percentiles of the training `target_sim`.
+- **similarity bin** `features.SIM_BIN`: the bin of `target_sim` among `num_sim_bins`
+  over `[lo, hi]` (DAIAN.md §5.1, I-2), by the rule of `core.similarity_range`: the bin
+  the model gives the same trigger–target pair. `[lo, hi]` is the sample builder's
+  (`custom_config["sim_range"]`, from its report or its `Examples` artifact); Transform
+  never estimates it, and refuses to run without it.
 - **labels** passed through densely (`label`, `intent_label[_loo]`, `intent_mask[_loo]`),
   and the raw user id as `features.USER_KEY` (bytes), for GAUC only, never a model input;
   the raw request id as `features.REQUEST_KEY` (training data only: per-request weights).
 - **raw item ids** of trigger, target and history (`features.raw`, bytes; history padded
   with b"" to `(B, max_seq_len)`): DAIAN looks them up in its frozen multimodal catalog,
   which is keyed by item id, so an item outside the vocabulary still has its vector; and
-  the raw `target_sim`, from which a trainer estimates the I-2 range when no sample-builder
-  report gives it; and the analysis columns `intent_diversity` and `p_true` (`features.raw`,
-  -1 where absent) for evaluation only.
+  the analysis columns `intent_diversity` and `p_true` (`features.raw`, -1 where absent)
+  for evaluation only.
 """
 
 from __future__ import annotations
@@ -39,20 +39,20 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import tensorflow_transform as tft
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.core import similarity_range as SR
+from daian_tf.core.config import Config
 
 # custom_config keys (TFX Transform passes the dict as given; JSON-serialisable values).
 CFG_USER_COLUMNS = "user_columns"
 CFG_NUM_INTENT_LEVELS = "num_intent_levels"
 CFG_NUM_SIM_BINS = "num_sim_bins"
-CFG_SIM_RANGE = "sim_range"
+CFG_SIM_RANGE = SR.REPORT_KEY  # [lo, hi], the sample builder's (I-2)
 CFG_MAX_SEQ_LEN = "max_seq_len"
 
-USER_ID_VOCAB = "user_id"  # vocabulary name of the user id
-NUM_RESERVED_IDS = 2  # padding (0) and the out-of-vocabulary id (V + 1)
-SIM_RANGE_PERCENTILES = (1, 99)  # [I-2] fallback estimate of [lo, hi]
 _QUANTILE_EPSILON = 0.001
 
 # Defaults of the parse specs; labels have none in training (a missing label is an error).
@@ -62,51 +62,31 @@ _INT_DEFAULT = 0
 _ABSENT = -1  # intent_diversity / p_true where the data has none (real logs)
 
 
-def user_profile_vocab(column: str) -> str:
-    """Vocabulary name of user profile column `column`."""
-    return F.user_feature(column)
-
-
-def vocab_filename(name: str) -> str:
-    """The tft vocabulary file name of vocabulary `name`."""
-    return f"vocab_{name}"
-
-
-def vocab_names(user_columns: Sequence[str]) -> tuple:
-    """All vocabulary names: the shared groups, the user id, the profile columns."""
-    return (tuple(F.SHARED_VOCABS) + (USER_ID_VOCAB,)
-            + tuple(user_profile_vocab(c) for c in user_columns))
-
-
-def transform_custom_config(cfg, sim_range: Optional[Sequence[float]] = None) -> dict:
+def transform_custom_config(cfg, sim_range: Optional[Sequence[float]]) -> dict:
     """The `custom_config` dict of `preprocessing_fn` (also TFX Transform's).
 
     Args:
         cfg: the full `Config` (samples: user columns, intent levels, sequence length;
             model: number of similarity bins).
-        sim_range: `[lo, hi]` of the similarity bins, normally the sample builder's
-            `report.json["sim_range"]`; None: `cfg.samples.sim_range` if set, else
-            estimated in Transform.
+        sim_range: `[lo, hi]` of the sample builder (`report.json` or the `Examples`
+            artifact's property). None only where it is filled in later: the pipeline's
+            Transform executor adds it from its input artifact.
     """
-    if sim_range is None and cfg.samples.sim_range is not None:
-        sim_range = cfg.samples.sim_range
     return {
         CFG_USER_COLUMNS: list(cfg.samples.user_columns),
         CFG_NUM_INTENT_LEVELS: int(cfg.samples.num_intent_levels),
         CFG_NUM_SIM_BINS: int(cfg.model.num_sim_bins),
-        CFG_SIM_RANGE: None if sim_range is None else [float(v) for v in sim_range],
+        CFG_SIM_RANGE: None if sim_range is None else list(SR.check_range(sim_range)),
         CFG_MAX_SEQ_LEN: int(cfg.samples.max_seq_len),
     }
 
 
 def _full_config(custom_config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """`custom_config` over the defaults of `transform_custom_config(Config())`.
+    """`custom_config` over the defaults of `transform_custom_config(Config(), None)`.
 
     Keys it does not name (e.g. a code version that keys TFX's cache) are ignored.
     """
-    from daian_tf.training.config import Config
-
-    config = transform_custom_config(Config())
+    config = transform_custom_config(Config(), None)
     config.update({k: v for k, v in (custom_config or {}).items() if k in config})
     return config
 
@@ -213,28 +193,12 @@ def pad_recent(ids: tf.SparseTensor, max_len: int, padding=F.PADDING_ID) -> tf.T
     return ragged[:, -max_len:].to_tensor(default_value=padding, shape=[None, max_len])
 
 
-def _sim_range(target_sim: tf.Tensor, sim_range):
-    """[lo, hi] from the config, else the 1st/99th percentiles of `target_sim`."""
-    if sim_range is not None:
-        lo, hi = (float(v) for v in sim_range)
-        if not lo < hi:
-            raise ValueError(f"custom_config[{CFG_SIM_RANGE!r}] must be [lo, hi] with "
-                             f"lo < hi, got {sim_range}")
-        return tf.constant(lo), tf.constant(hi)
-    boundaries = tft.quantiles(target_sim, num_buckets=100,
-                               epsilon=_QUANTILE_EPSILON, name="sim_range")
-    lo_p, hi_p = SIM_RANGE_PERCENTILES
-    return boundaries[0, lo_p - 1], boundaries[0, hi_p - 1]
-
-
-def sim_bin(sim: tf.Tensor, lo, hi, num_bins: int) -> tf.Tensor:
-    """Equal-width bin of `sim` over [lo, hi]; outside values go to the end bins.
-
-    Returns int64 of `sim`'s shape, in `[0, num_bins)`.
-    """
-    width = tf.maximum(tf.cast(hi - lo, tf.float32), 1e-12)
-    pos = tf.floor((tf.cast(sim, tf.float32) - lo) / width * num_bins)
-    return tf.cast(tf.clip_by_value(pos, 0.0, num_bins - 1.0), tf.int64)
+def sim_bin(sim: tf.Tensor, sim_range, num_bins: int) -> tf.Tensor:
+    """The bin of `sim` among `num_bins` over `sim_range` (`core.similarity_range`'s
+    rule), int64 of `sim`'s shape."""
+    lo, hi = SR.check_range(sim_range, f"custom_config[{CFG_SIM_RANGE!r}]")
+    index = SR.level_index(tf.cast(sim, tf.float32), lo, hi, num_bins, xp=tnp)
+    return tf.cast(index, tf.int64)
 
 
 def preprocessing_fn(inputs: Mapping[str, Any],
@@ -262,16 +226,16 @@ def preprocessing_fn(inputs: Mapping[str, Any],
     outputs: Dict[str, tf.Tensor] = {}
 
     groups = dict(F.SHARED_VOCABS)
-    groups[USER_ID_VOCAB] = (F.USER_ID,)
+    groups[F.USER_ID_VOCAB] = (F.USER_ID,)
     for column in user_columns:
-        groups[user_profile_vocab(column)] = (F.user_feature(column),)
+        groups[F.user_profile_vocab(column)] = (F.user_feature(column),)
     for name, keys in groups.items():
         missing = [k for k in keys if k not in inputs]
         if missing:
             raise KeyError(f"preprocessing_fn: input feature(s) {missing} of vocabulary "
                            f"{name!r} are missing; got {sorted(inputs)}")
         vocab = tft.vocabulary(tf.concat([_flat_values(inputs[k]) for k in keys], 0),
-                               vocab_filename=vocab_filename(name),
+                               vocab_filename=F.vocab_filename(name),
                                name=f"vocabulary_{name}")
         for key in keys:
             ids = _to_ids(inputs[key], vocab)
@@ -283,8 +247,12 @@ def preprocessing_fn(inputs: Mapping[str, Any],
     for key in F.PRICE_KEYS:
         outputs[F.xf(key)] = tft.apply_buckets(inputs[key], price_edges)
 
-    lo, hi = _sim_range(inputs[F.TARGET_SIM], config[CFG_SIM_RANGE])
-    outputs[F.SIM_BIN] = sim_bin(inputs[F.TARGET_SIM], lo, hi, num_sim_bins)
+    if config[CFG_SIM_RANGE] is None:
+        raise ValueError(f"preprocessing_fn: custom_config has no {CFG_SIM_RANGE!r}; "
+                         f"pass the sample builder's [lo, hi] (report.json, or the "
+                         f"Examples artifact's property), I-2")
+    outputs[F.SIM_BIN] = sim_bin(inputs[F.TARGET_SIM], config[CFG_SIM_RANGE],
+                                 num_sim_bins)
 
     num_levels = int(config[CFG_NUM_INTENT_LEVELS])
     width = inputs[F.INTENT_LABEL].shape[-1]
@@ -301,8 +269,6 @@ def preprocessing_fn(inputs: Mapping[str, Any],
         outputs[F.raw(key)] = (pad_recent(value, max_seq_len, padding=b"")
                                if isinstance(value, tf.SparseTensor)
                                else tf.identity(value))
-    # Raw similarity, for the [I-2] range where no sample-builder report gives it.
-    outputs[F.raw(F.TARGET_SIM)] = tf.identity(inputs[F.TARGET_SIM])
     # Analysis columns for evaluation (never model inputs): -1 where the data has none.
     outputs[F.raw(F.INTENT_DIVERSITY)] = _dense_scalar(inputs[F.INTENT_DIVERSITY],
                                                        _ABSENT)
@@ -326,8 +292,8 @@ def vocab_sizes(tf_transform_output, user_columns: Sequence[str]) -> Dict[str, i
         user_columns: the user profile columns it was run with.
 
     Returns:
-        {vocabulary name: rows}, names as `vocab_names(user_columns)`.
+        {vocabulary name: rows}, names as `features.vocab_names(user_columns)`.
     """
-    return {name: tf_transform_output.vocabulary_size_by_name(vocab_filename(name))
-            + NUM_RESERVED_IDS
-            for name in vocab_names(user_columns)}
+    return {name: tf_transform_output.vocabulary_size_by_name(F.vocab_filename(name))
+            + F.NUM_RESERVED_IDS
+            for name in F.vocab_names(user_columns)}

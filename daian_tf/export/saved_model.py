@@ -18,6 +18,10 @@ Signatures:
   the request side (the user/trigger/history features, and DAIAN's UIM and implicit
   intent) is computed once and broadcast to the N candidates.
 
+A DAIAN export also holds the I-2 range it was trained with, `[lo, hi]`, as the variable
+`sim_range` (`tf.saved_model.load(export_dir).sim_range`): the sample builder's range,
+which the model received as data.
+
 Warmup requests (TF Serving `--enable_model_warmup`) are written to
 `<export_dir>/assets.extra/tf_serving_warmup_requests`, as serving's `resnet_warmup.py`.
 """
@@ -29,15 +33,14 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import tensorflow as tf
 
+from daian_tf.core.signatures import (
+    DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
+    OUTPUT_INTENT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
+    SIGNATURE_SERVING_DEFAULT)
 from daian_tf.data.transform import serving_feature_spec
 from daian_tf.models import serving_input_keys
 # the features a rank candidate carries (the rest come from the request context)
 from daian_tf.models.daian import CANDIDATE_KEYS
-
-from daian_tf.export.signatures import (  # noqa: F401 - re-exported for callers
-    DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
-    OUTPUT_INTENT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
-    SIGNATURE_SERVING_DEFAULT)
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -61,6 +64,10 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
         self._input_keys = serving_input_keys(model)
+        sim_range = getattr(model, "sim_range", None)
+        if sim_range is not None:  # DAIAN's I-2 range, readable from the SavedModel
+            self.sim_range = tf.Variable(list(sim_range), trainable=False,
+                                         dtype=tf.float64, name="sim_range")
         self.has_intent = hasattr(model, "predict_intent")
         if self.has_intent:  # traced (at save time) only for models with an intent
             spec = [tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)]

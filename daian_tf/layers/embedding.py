@@ -24,10 +24,8 @@ from typing import Dict, Mapping, Optional, Sequence
 import keras
 from keras import ops
 
-from daian_tf.data import features as F
-from daian_tf.data.transform import USER_ID_VOCAB, user_profile_vocab
-
-PRICE_VOCAB = "price"  # the embedding table of the shared price buckets
+from daian_tf.core import features as F
+from daian_tf.core.features import PRICE_VOCAB, USER_ID_VOCAB, user_profile_vocab
 
 # keys of the dict `embed_features` returns
 USER, TRIGGER, TARGET = "user", "trigger", "target"
@@ -93,7 +91,7 @@ def make_tables(vocab_sizes: Mapping[str, int], user_columns: Sequence[str],
     """One `Embedding` per vocabulary (padding and OOV rows included in the sizes).
 
     Args:
-        vocab_sizes: table rows per vocabulary name (`transform.vocab_sizes`); the price
+        vocab_sizes: table rows per vocabulary name (`data.transform.vocab_sizes`); the price
             table's size is `features.PRICE_BUCKETS`.
         user_columns: the user profile columns.
         embedding_dim: D.
@@ -166,7 +164,7 @@ class FeatureEmbedding(keras.layers.Layer):
     """A set of embedding tables and `embed_features` over them (DAIAN.md Eq. 2–3).
 
     Args:
-        vocab_sizes: table rows per vocabulary name (`transform.vocab_sizes`).
+        vocab_sizes: table rows per vocabulary name (`data.transform.vocab_sizes`).
         user_columns: the user profile columns.
         embedding_dim: D.
         embedding_l2: L2 penalty on the looked-up rows (0: none).

@@ -16,34 +16,14 @@ from daian_tf.layers.implicit_intent import (any_step, check_heads,
                                              multi_head_attention, target_attention)
 
 
-def explicit_threshold(lo: float, hi: float, num_levels: int,
-                       top_levels: int = 2) -> float:
-    """`τ` of [I-7]: the lower edge of the top `top_levels` of `num_levels` levels.
-
-    The levels are `num_levels` equal-width intervals over `[lo, hi]` (the intent levels
-    of I-2), so `τ = lo + (num_levels − top_levels) · (hi − lo) / num_levels`.
-
-    Raises:
-        ValueError: `top_levels` not in `1..num_levels`, or `hi < lo`.
-    """
-    if int(num_levels) < 1:
-        raise ValueError(f"`num_levels` must be >= 1, got {num_levels}")
-    if not 1 <= int(top_levels) <= int(num_levels):
-        raise ValueError(f"`top_levels` must be in 1..num_levels={num_levels}, got "
-                         f"{top_levels}")
-    if float(hi) < float(lo):
-        raise ValueError(f"the similarity range needs lo <= hi, got lo={lo}, hi={hi}")
-    return float(lo) + (int(num_levels) - int(top_levels)) * (
-        float(hi) - float(lo)) / int(num_levels)
-
-
 def subsequence_mask(similarity, valid, threshold: float):
     """The steps of `S_u` (Eq. 9): real steps whose similarity reaches `threshold`.
 
     Args:
         similarity: `(B, T)` `sim(history_j, trigger)`.
         valid: boolean `(B, T)`, True on real (non-padded) steps.
-        threshold: `τ`, e.g. from `explicit_threshold`.
+        threshold: `τ`, the lower edge of the top `k_exp` levels
+            (`core.similarity_range.lower_edge_of_top`).
 
     Returns:
         boolean `(B, T)`: `valid & (similarity >= threshold)`.

@@ -20,14 +20,13 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from daian_tf.core.similarity_range import level_index
 from daian_tf.layers.catalog import cosine
 
 
 def similarity_bin(similarity, lo: float, hi: float, num_bins: int):
-    """Equal-width bin of `similarity` over `[lo, hi]`, outside values in the end bins.
-
-    The same rule as `daian_tf.data.transform.sim_bin` (the Transform's bins), in
-    `keras.ops`: `clip(floor((s − lo) / max(hi − lo, 1e-12) · n), 0, n − 1)`.
+    """Equal-width bin of `similarity` over `[lo, hi]`, outside values in the end bins
+    (the rule of `daian_tf.core.similarity_range`, in `keras.ops`).
 
     Args:
         similarity: float tensor of any shape.
@@ -37,9 +36,8 @@ def similarity_bin(similarity, lo: float, hi: float, num_bins: int):
     Returns:
         int32 tensor of `similarity`'s shape, in `[0, num_bins)`.
     """
-    width = max(float(hi) - float(lo), 1e-12)
-    pos = ops.floor((ops.cast(similarity, "float32") - float(lo)) / width * num_bins)
-    return ops.cast(ops.clip(pos, 0.0, num_bins - 1.0), "int32")
+    index = level_index(ops.cast(similarity, "float32"), lo, hi, num_bins, xp=ops)
+    return ops.cast(index, "int32")
 
 
 def norm_ratio_fusion(e_col, e_sem, epsilon: float = 1e-8):

@@ -23,10 +23,10 @@ distribution: UIM's raw scores times the level table), `use_die=False` drops o_i
 (and IA2N), `use_sein=False` drops e_sim/s_sem and IA2N (o_exp/o_imp enter the head
 unweighted); `uim_shared_tables` shares the CTR network's tables with UIM (I-10).
 
-Where the intent comes from is `model.intent_source`: "uim" (p̂, stage 3 and serving) or
-"label" (the ground-truth distribution of the batch, stage 2, Eq. 20; samples without a
-label get the uniform distribution). With `model.uim_optimizer` set, `fit` updates UIM's
-variables with that optimizer and the rest with the compiled one (stage 3, §7).
+The model's inputs are fixed (`input_keys`) and its intent is always UIM's p̂. Stage 2
+of the training (Eq. 20) feeds the ground-truth intent instead through
+`per_sample_request(..., intent_keys=...)` (`label_intent`), from a model of its own
+(`training.stages.LabelIntentModel`), so nothing about this model changes between stages.
 """
 
 from __future__ import annotations
@@ -37,23 +37,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.core.names import CTR_OUTPUT, DAIAN as DAIAN_NAME
+from daian_tf.core.similarity_range import check_range, lower_edge_of_top
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.adaptive import IntentAwareAdaptiveNetwork
 from daian_tf.layers.attention import DinAttentionPooling
 from daian_tf.layers.catalog import MultimodalCatalog, cosine
 from daian_tf.layers.explicit_intent import (ExplicitIntentExploitation,
-                                             explicit_threshold, subsequence_mask)
+                                             subsequence_mask)
 from daian_tf.layers.implicit_intent import ImplicitIntentExploration
 from daian_tf.layers.request_rows import once_per_request
 from daian_tf.layers.similarity import HybridSimilarityEnhancer
 from daian_tf.layers.user_intent import IntentEmbedding, IntentEstimator
 
-INTENT_SOURCES = ("uim", "label")
-STAGE2_LABEL_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed keys
-    "loo": (F.xf(F.INTENT_LABEL_LOO), F.xf(F.INTENT_MASK_LOO)),
-    "plain": (F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)),
-}
 
 # keys of the request-side dict (`DAIAN.request_side`: once per distinct request)
 _REQ_INTENT, _REQ_VINT, _REQ_IMP = "intent", "v_int", "o_imp"
@@ -73,6 +70,15 @@ def daian_request_keys(user_columns: Sequence[str]) -> List[str]:
     """The inputs of `daian_input_keys` that belong to the request (user, trigger,
     history), not to the candidate."""
     return [k for k in daian_input_keys(user_columns) if k not in CANDIDATE_KEYS]
+
+
+def label_intent(label, mask, num_levels: int):
+    """The ground-truth intent of Eq. 20: `label` `(B, n)` where `mask` `(B,)` is
+    positive, the uniform distribution elsewhere (samples of requests without a
+    click)."""
+    label = ops.cast(label, "float32")
+    has_label = ops.expand_dims(ops.cast(mask, "float32"), -1) > 0
+    return ops.where(has_label, label, ops.ones_like(label) / num_levels)
 
 
 def estimate_intent(embedding: emb.FeatureEmbedding, estimator: IntentEstimator,
@@ -95,12 +101,12 @@ class DAIAN(keras.Model):
         sim_range: `[lo, hi]` of the similarity levels and bins (I-2).
         catalog_ids: the catalog's raw item ids `(N,)`.
         catalog_vectors: their multimodal vectors `(N, d_m)`.
-        stage2_label: [I-3] which ground-truth intent stage 2 feeds: "loo" or "plain".
 
     Call arguments:
-        inputs: dict of transformed features: `daian_input_keys(user_columns)`, plus the
-            stage-2 label keys when `intent_source == "label"`.
+        inputs: dict of transformed features: `daian_input_keys(user_columns)` (other
+            keys are ignored).
         training: Keras' flag.
+        request: `per_sample_request`'s dict, when the caller computed it.
 
     Returns:
         `(B, 1)` click probabilities.
@@ -109,24 +115,16 @@ class DAIAN(keras.Model):
     def __init__(self, model_cfg, vocab_sizes: Mapping[str, int],
                  user_columns: Sequence[str], num_levels: int,
                  sim_range: Sequence[float], catalog_ids: Sequence[str],
-                 catalog_vectors: np.ndarray, stage2_label: str = "loo", **kwargs):
-        kwargs.setdefault("name", "daian")
+                 catalog_vectors: np.ndarray, **kwargs):
+        kwargs.setdefault("name", DAIAN_NAME)
         super().__init__(**kwargs)
-        if stage2_label not in STAGE2_LABEL_KEYS:
-            raise ValueError(f"stage2_label must be one of {sorted(STAGE2_LABEL_KEYS)}, "
-                             f"got {stage2_label!r}")
-        lo, hi = (float(v) for v in sim_range)
-        if not lo < hi:
-            raise ValueError(f"sim_range must be [lo, hi] with lo < hi, got {sim_range}")
+        lo, hi = check_range(sim_range)
         self.cfg = model_cfg
         self.user_columns = tuple(user_columns)
         self.num_levels = int(num_levels)
         self.sim_range = (lo, hi)
-        self.stage2_label = stage2_label
-        self.intent_source = "uim"
-        self.uim_optimizer: Optional[keras.optimizers.Optimizer] = None
-        self.threshold = explicit_threshold(lo, hi, self.num_levels,
-                                            model_cfg.explicit_top_levels)
+        self.threshold = lower_edge_of_top(lo, hi, self.num_levels,
+                                           model_cfg.explicit_top_levels)
         c = model_cfg
 
         self.embedding = emb.FeatureEmbedding(vocab_sizes, self.user_columns,
@@ -169,7 +167,7 @@ class DAIAN(keras.Model):
         self.head_dropout = (keras.layers.Dropout(c.dropout, name="head_dropout")
                              if c.dropout > 0 else None)
         self.output_layer = keras.layers.Dense(1, activation="sigmoid",
-                                               name="ctr_probability")
+                                               name=CTR_OUTPUT)
 
     # --- interface ----------------------------------------------------------------
     @property
@@ -179,18 +177,8 @@ class DAIAN(keras.Model):
 
     @property
     def request_keys(self) -> List[str]:
-        """The inputs the request side reads: rows equal on them are one request
-        (the stage-2 label keys too while `intent_source == "label"`: the
-        leave-one-out label differs between a request's samples)."""
-        keys = daian_request_keys(self.user_columns)
-        if self.intent_source == "label":
-            keys += list(self.label_intent_keys)
-        return keys
-
-    @property
-    def label_intent_keys(self) -> tuple:
-        """(label, mask) transformed keys stage 2 reads (I-3)."""
-        return STAGE2_LABEL_KEYS[self.stage2_label]
+        """The inputs the request side reads: rows equal on them are one request."""
+        return daian_request_keys(self.user_columns)
 
     def uim_variables(self) -> list:
         """UIM's trainable variables: its estimator and, unless shared, its tables."""
@@ -203,23 +191,14 @@ class DAIAN(keras.Model):
         """UIM's intent distribution p̂ `(B, n)` (Eq. 5); raw scores with `use_uim=False`."""
         return estimate_intent(self.uim_embedding, self.uim, inputs, training=training)
 
-    def _label_intent(self, inputs: Mapping):
-        label_key, mask_key = self.label_intent_keys
-        label = ops.cast(inputs[label_key], "float32")
-        has_label = ops.expand_dims(ops.cast(inputs[mask_key], "float32"), -1) > 0
-        uniform = ops.ones_like(label) / self.num_levels
-        return ops.where(has_label, label, uniform)
-
     # --- forward ------------------------------------------------------------------
-    def request_side(self, inputs: Mapping, training=None) -> Dict:
+    def request_side(self, inputs: Mapping, training=None, intent=None) -> Dict:
         """The blocks that read the request only (user, trigger, history), for each
-        row of `inputs`: the intent, v_int, o_imp (I2E) and the explicit block's
-        self-attention over the subsequence. `call` runs this on the distinct requests
-        of its batch (`request_rows.distinct_rows`), the `rank` signature on its one
-        context."""
-        if self.intent_source == "label":
-            intent = self._label_intent(inputs)
-        else:
+        row of `inputs`: the intent (UIM's p̂, unless `intent` `(B, n)` is given),
+        v_int, o_imp (I2E) and the explicit block's self-attention over the
+        subsequence. `call` runs this on the distinct requests of its batch
+        (`request_rows.distinct_rows`), the `rank` signature on its one context."""
+        if intent is None:
             intent = self.predict_intent(inputs, training=training)
         v_int = self.intent_embedding(intent)
         out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
@@ -237,13 +216,24 @@ class DAIAN(keras.Model):
                 e[emb.HISTORY], sub, training=training)
         return out
 
-    def per_sample_request(self, inputs: Mapping, training=None) -> Dict:
+    def per_sample_request(self, inputs: Mapping, training=None,
+                           intent_keys: Optional[Sequence[str]] = None) -> Dict:
         """`request_side` of each row of `inputs`, computed once per distinct request
-        of the batch and gathered back (`model.request_dedup`; off: on every row)."""
+        of the batch and gathered back (`model.request_dedup`; off: on every row).
+
+        `intent_keys` = (label, mask) input keys: the ground-truth intent of those
+        inputs (`label_intent`) in place of p̂ (stage 2, Eq. 20). They then also tell
+        requests apart: a leave-one-out label differs between a request's samples.
+        """
+        def side(x):
+            intent = (None if intent_keys is None else
+                      label_intent(x[intent_keys[0]], x[intent_keys[1]], self.num_levels))
+            return self.request_side(x, training=training, intent=intent)
+
         if not self.cfg.request_dedup:
-            return self.request_side(inputs, training=training)
-        return once_per_request(lambda x: self.request_side(x, training=training),
-                                inputs, self.request_keys)
+            return side(inputs)
+        return once_per_request(side, inputs,
+                                self.request_keys + list(intent_keys or ()))
 
     def call(self, inputs, training=None, request: Optional[Dict] = None):
         """Click probabilities `(B, 1)`; `request` (from `request_side`, one row per
@@ -277,38 +267,9 @@ class DAIAN(keras.Model):
                 x = self.head_dropout(x, training=training)
         return self.output_layer(x)
 
-    # --- stage 3: a separate optimizer for UIM (DAIAN.md §7) ------------------------
-    def train_step(self, data):
-        """Keras' train step, except that with `uim_optimizer` set UIM's variables are
-        updated by it and every other variable by the compiled optimizer (Adam and
-        Adagrad are invariant to gradient scale, so a smaller step for UIM needs its
-        own optimizer, §7)."""
-        if self.uim_optimizer is None:
-            return super().train_step(data)
-        import tensorflow as tf
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
-                                     sample_weight=sample_weight, training=True)
-        uim_ids = {id(v) for v in self.uim_variables()}
-        uim_vars = [v for v in self.trainable_variables if id(v) in uim_ids]
-        other = [v for v in self.trainable_variables if id(v) not in uim_ids]
-        grads = tape.gradient(loss, uim_vars + other)
-        uim_grads = grads[:len(uim_vars)]
-        if any(g is not None for g in uim_grads):  # w/o DIE nothing reads the intent
-            self.uim_optimizer.apply(uim_grads, uim_vars)
-        self.optimizer.apply(grads[len(uim_vars):], other)
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss, sample_weight=ops.shape(y)[0])
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
 
 def build_daian(cfg, vocab_sizes: Mapping[str, int], sim_range: Sequence[float],
                 catalog_ids: Sequence[str], catalog_vectors: np.ndarray) -> DAIAN:
-    """DAIAN from the full `Config` (model, samples and train sections)."""
+    """DAIAN from the full `Config` (its model and samples sections)."""
     return DAIAN(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns),
-                 cfg.samples.num_intent_levels, sim_range, catalog_ids, catalog_vectors,
-                 stage2_label=cfg.train.stage2_label)
+                 cfg.samples.num_intent_levels, sim_range, catalog_ids, catalog_vectors)

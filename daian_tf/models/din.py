@@ -18,12 +18,9 @@ from typing import Mapping, Sequence
 import keras
 from keras import ops
 
+from daian_tf.core.names import CTR_OUTPUT, DIN
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
-from daian_tf.layers.embedding import (  # noqa: F401 - part of DIN's interface
-    PRICE_VOCAB, embedding_layer_name)
-
-OUTPUT_NAME = "ctr_probability"
 
 
 def din_input_keys(user_columns: Sequence[str]) -> list:
@@ -39,13 +36,13 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         model_cfg: `ModelConfig` (embedding_dim, hidden_units, attention_units,
             attention_softmax, dropout).
         vocab_sizes: table rows per vocabulary name, padding and OOV included
-            (`daian_tf.data.transform.vocab_sizes`).
+            (`data.transform.vocab_sizes`).
         user_columns: the user profile columns.
 
     Returns:
         A model taking a dict of transformed features named `din_input_keys` (ids int64
         `(B,)`, history ids `(B, T)`) and returning the click probability `(B, 1)`,
-        output named `ctr_probability`.
+        output named `names.CTR_OUTPUT`.
     """
     tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
                              model_cfg.embedding_l2)
@@ -64,5 +61,5 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         x = keras.layers.Dense(units, activation="relu", name=f"head_{i}")(x)
         if model_cfg.dropout > 0:
             x = keras.layers.Dropout(model_cfg.dropout, name=f"head_dropout_{i}")(x)
-    output = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(x)
-    return keras.Model(inputs=list(inputs.values()), outputs=output, name="din")
+    output = keras.layers.Dense(1, activation="sigmoid", name=CTR_OUTPUT)(x)
+    return keras.Model(inputs=list(inputs.values()), outputs=output, name=DIN)

@@ -4,9 +4,15 @@
    `KL(y_int ‖ p̂)` over labelled requests (Eq. 19); each sample weighs
    `intent_mask / |request|`, so every request counts once whatever its length (I-11).
 2. `train_stage2`: DIE, SEIN and the CTR head on the CTR loss with the ground-truth intent
-   in place of p̂ (`intent_label_loo` by default, I-3; Eq. 20); UIM is frozen.
+   in place of p̂ (`intent_label_loo` by default, I-3; Eq. 20); UIM is frozen
+   (`LabelIntentModel`, whose inputs are DAIAN's plus the label keys).
 3. `train_stage3`: everything on the CTR loss with p̂ plugged back in (Eq. 21); UIM's
-   variables get their own optimizer at `uim_lr_scale` × the learning rate.
+   variables get their own optimizer at `uim_lr_scale` × the learning rate
+   (`TwoOptimizerModel`).
+
+Each stage is a model of its own with fixed inputs, built on the DAIAN model's layers
+(shared objects: fitting a stage model trains the DAIAN model); the DAIAN model itself
+never changes mode.
 
 `train_daian` runs them in order (or, for the "w/o three-stage" ablation, one joint stage
 from scratch with one optimizer), writing `stage<k>.weights.h5` after each stage when
@@ -24,22 +30,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.core.names import AUC, STAGE2_LOO, STAGE2_PLAIN
 from daian_tf.data.dataset import make_dataset
 from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, daian_request_keys, estimate_intent
+from daian_tf.training.optimizer import make_optimizer
 
 FilePattern = Union[str, Sequence[str]]
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
-
-
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Adam or Adagrad (`train.optimizer`)."""
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(learning_rate=learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'adagrad'")
+STAGE2_INTENT_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed keys
+    STAGE2_LOO: (F.xf(F.INTENT_LABEL_LOO), F.xf(F.INTENT_MASK_LOO)),
+    STAGE2_PLAIN: (INTENT_LABEL_XF, INTENT_MASK_XF),
+}
 
 
 class IntentModel(keras.Model):
@@ -62,6 +65,65 @@ class IntentModel(keras.Model):
         if self.request_keys is None:
             return intent(inputs)
         return once_per_request(intent, inputs, self.request_keys)
+
+
+class LabelIntentModel(keras.Model):
+    """Stage 2 (Eq. 20): the DAIAN model's click probability with the ground-truth
+    intent of `intent_keys` = (label, mask) in place of p̂ (`DAIAN.per_sample_request`).
+
+    Inputs: `input_keys` (DAIAN's and the two label keys). Shares the DAIAN model.
+    """
+
+    def __init__(self, daian: DAIAN, intent_keys: Sequence[str], **kwargs):
+        kwargs.setdefault("name", "label_intent_model")
+        super().__init__(**kwargs)
+        self.daian = daian
+        self.intent_keys = tuple(intent_keys)
+        self.input_keys = daian.input_keys + list(self.intent_keys)
+
+    def call(self, inputs, training=None):
+        request = self.daian.per_sample_request(inputs, training=training,
+                                                intent_keys=self.intent_keys)
+        return self.daian(inputs, training=training, request=request)
+
+
+class TwoOptimizerModel(keras.Model):
+    """Stage 3 (§7): the DAIAN model as it is, fitted with two optimizers: UIM's
+    variables by `uim_optimizer`, every other variable by the compiled one (Adam and
+    Adagrad are invariant to the gradient's scale, so a smaller step for UIM needs an
+    optimizer of its own). Shares the DAIAN model.
+    """
+
+    def __init__(self, daian: DAIAN, uim_optimizer: keras.optimizers.Optimizer,
+                 **kwargs):
+        kwargs.setdefault("name", "two_optimizer_model")
+        super().__init__(**kwargs)
+        self.daian = daian
+        self.uim_optimizer = uim_optimizer
+        self.input_keys = daian.input_keys
+
+    def call(self, inputs, training=None):
+        return self.daian(inputs, training=training)
+
+    def train_step(self, data):
+        """Keras' train step, with UIM's gradients applied by `uim_optimizer`."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
+                                     sample_weight=sample_weight, training=True)
+        uim_ids = {id(v) for v in self.daian.uim_variables()}
+        uim_vars = [v for v in self.trainable_variables if id(v) in uim_ids]
+        other = [v for v in self.trainable_variables if id(v) not in uim_ids]
+        grads = tape.gradient(loss, uim_vars + other)
+        uim_grads = grads[:len(uim_vars)]
+        if any(g is not None for g in uim_grads):  # w/o DIE nothing reads the intent
+            self.uim_optimizer.apply(uim_grads, uim_vars)
+        self.optimizer.apply(grads[len(uim_vars):], other)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=keras.ops.shape(y)[0])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def request_sizes(file_pattern: FilePattern, tf_transform_output,
@@ -116,9 +178,9 @@ def intent_kl(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
     return total / weight_sum if weight_sum > 0 else float("nan")
 
 
-def _ctr_datasets(model: DAIAN, train_pattern, eval_pattern, tf_transform_output,
-                  train_cfg, extra_keys=()):
-    keys = model.input_keys + list(extra_keys)
+def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform_output,
+                  train_cfg):
+    keys = list(keys)
     train = make_dataset(train_pattern, tf_transform_output, train_cfg.batch_size,
                          shuffle=True, seed=train_cfg.seed, input_keys=keys,
                          shuffle_buffer=train_cfg.shuffle_buffer, cache=train_cfg.cache,
@@ -128,10 +190,10 @@ def _ctr_datasets(model: DAIAN, train_pattern, eval_pattern, tf_transform_output
     return train, evaluation
 
 
-def _compile_ctr(model: DAIAN, train_cfg) -> None:
+def _compile_ctr(model: keras.Model, train_cfg) -> None:
     model.compile(optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name="auc")])
+                  metrics=[keras.metrics.AUC(name=AUC)])
 
 
 def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:
@@ -141,13 +203,9 @@ def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:
 
 
 def _start(model: DAIAN, initial_weights: Optional[str], sample) -> None:
-    """Create every variable of the model (UIM's included, which a stage-2 call in
-    "label" mode does not touch) on one batch; then load `initial_weights` if given."""
-    source, model.intent_source = model.intent_source, "uim"
-    try:
-        model(sample, training=False)
-    finally:
-        model.intent_source = source
+    """Create every variable of the model (UIM's included, which stage 2 does not
+    touch) on one batch; then load `initial_weights` if given."""
+    model(sample, training=False)
     if initial_weights:
         model.load_weights(initial_weights)
 
@@ -180,20 +238,18 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
 def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
                  callbacks=None, verbose: int = 2) -> keras.callbacks.History:
-    """Stage 2 (Eq. 20): the CTR network with the ground-truth intent; UIM frozen."""
-    model.intent_source = "label"
-    model.uim_optimizer = None
-    train, evaluation = _ctr_datasets(model, train_pattern, eval_pattern,
-                                      tf_transform_output, train_cfg,
-                                      extra_keys=model.label_intent_keys)
+    """Stage 2 (Eq. 20): the CTR network with the ground-truth intent of
+    `train_cfg.stage2_label` (I-3); UIM frozen."""
+    stage = LabelIntentModel(model, STAGE2_INTENT_KEYS[train_cfg.stage2_label])
+    train, evaluation = _ctr_datasets(stage.input_keys, train_pattern, eval_pattern,
+                                      tf_transform_output, train_cfg)
     _start(model, initial_weights, next(iter(train))[0])
     _set_uim_trainable(model, False)
     try:
-        _compile_ctr(model, train_cfg)
-        return _fit(model, train, evaluation, train_cfg.stage2_epochs, callbacks,
+        _compile_ctr(stage, train_cfg)
+        return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
                     verbose)
     finally:
-        model.intent_source = "uim"
         _set_uim_trainable(model, True)
 
 
@@ -202,21 +258,21 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
                  callbacks=None, verbose: int = 2, epochs: Optional[int] = None,
                  separate_uim_optimizer: bool = True) -> keras.callbacks.History:
     """Stage 3 (Eq. 21): everything on the CTR loss with p̂; UIM's variables updated by
-    their own optimizer at `uim_lr_scale` × the learning rate (unless
-    `separate_uim_optimizer=False`: one optimizer for all, the joint-from-scratch run)."""
-    model.intent_source = "uim"
-    train, evaluation = _ctr_datasets(model, train_pattern, eval_pattern,
+    their own optimizer at `uim_lr_scale` × the learning rate (`TwoOptimizerModel`),
+    unless `separate_uim_optimizer=False`: one optimizer for all (the DAIAN model fitted
+    as it is, the joint-from-scratch run)."""
+    train, evaluation = _ctr_datasets(model.input_keys, train_pattern, eval_pattern,
                                       tf_transform_output, train_cfg)
     _start(model, initial_weights, next(iter(train))[0])
     _set_uim_trainable(model, True)
+    stage = model
     if separate_uim_optimizer:
-        model.uim_optimizer = make_optimizer(
-            train_cfg.optimizer, train_cfg.learning_rate * train_cfg.uim_lr_scale)
-        model.uim_optimizer.build(model.uim_variables())
-    else:
-        model.uim_optimizer = None
-    _compile_ctr(model, train_cfg)
-    return _fit(model, train, evaluation,
+        uim_optimizer = make_optimizer(train_cfg.optimizer,
+                                       train_cfg.learning_rate * train_cfg.uim_lr_scale)
+        uim_optimizer.build(model.uim_variables())
+        stage = TwoOptimizerModel(model, uim_optimizer)
+    _compile_ctr(stage, train_cfg)
+    return _fit(stage, train, evaluation,
                 train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose)
 
 

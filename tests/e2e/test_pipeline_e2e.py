@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from daian_tf.data import features as F
-from daian_tf.training.config import load_config
+from daian_tf.core import features as F
+from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
+from daian_tf.core.names import EVAL
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def default_cfg():
-    return load_config(os.path.join(REPO, "configs", "base.yaml"))
+    return load_config(DEFAULT_CONFIG_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +95,61 @@ def test_saved_model_cli_shows_the_serving_contract(pipeline_run):
     assert "inputs['candidates'] tensor_info:" in rank
 
 
+def test_pipeline_and_daian_train_bin_the_same_example_into_the_same_bin(
+        pipeline_run, default_cfg, tmp_path):
+    """One owner of the I-2 range: the sample builder. The pipeline hands it on as the
+    Examples artifacts' property (TirSampleGen → Transform → Trainer → the pushed model),
+    `daian train` as report.json; both Transform graphs bin the same raw examples into
+    the same bins, and the pushed model holds the same range."""
+    import tensorflow_transform as tft
+
+    from daian_tf.core import similarity_range as SR
+    from daian_tf.data.sample_builder import run_build_samples
+    from daian_tf.data.transform import serving_feature_spec
+    from daian_tf.evaluation.raw_split import read_split
+    from daian_tf.workflows import transform_built_samples
+    from tfx_pipeline.components.sample_gen import split_dir
+    from tfx_pipeline.runner import latest_output_artifact, latest_output_uri
+
+    md = pipeline_run["metadata"]
+    generated = latest_output_artifact(md, "TirSampleGen", "examples")
+    transformed = latest_output_artifact(md, "Transform", "transformed_examples")
+    pipeline_range = SR.from_json(
+        generated.custom_properties[SR.ARTIFACT_PROPERTY].string_value, "TirSampleGen")
+    assert SR.from_json(transformed.custom_properties[SR.ARTIFACT_PROPERTY].string_value,
+                        "Transform") == pipeline_range
+    pushed = tf.saved_model.load(pipeline_run["pushed_model"])
+    np.testing.assert_array_equal(pushed.sim_range.numpy(), pipeline_range)
+
+    samples = tmp_path / "samples"
+    report = run_build_samples(pipeline_run["raw_dir"], str(samples), default_cfg.samples)
+    assert tuple(report[SR.REPORT_KEY]) == pipeline_range
+    train_route = transform_built_samples(str(samples), str(tmp_path), default_cfg)
+    assert tuple(train_route.sim_range) == pipeline_range
+
+    split = read_split(os.path.join(split_dir(generated.uri, EVAL), "*"),
+                       default_cfg.samples, limit=3000)
+    parsed = tf.io.parse_example(tf.constant(split.requests),
+                                 serving_feature_spec(default_cfg.samples))
+    pipeline_tfo = tft.TFTransformOutput(latest_output_uri(md, "Transform",
+                                                           "transform_graph"))
+    bins = [tfo.transform_features_layer()(dict(parsed))[F.SIM_BIN].numpy()
+            for tfo in (pipeline_tfo, train_route.tf_transform_output)]
+    np.testing.assert_array_equal(bins[0], bins[1])
+    assert len(set(bins[0].tolist())) == default_cfg.model.num_sim_bins
+
+
 def test_grpc_round_trip_matches_in_process_scores(pipeline_run, default_cfg):
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     import grpc
 
-    from daian_tf.evaluation import read_split
+    from daian_tf.evaluation.raw_split import read_split
     from serving.server import serve
     from tfx_pipeline.components.sample_gen import split_dir
     from tfx_pipeline.runner import latest_output_uri
 
     examples = latest_output_uri(pipeline_run["metadata"], "TirSampleGen", "examples")
-    split = read_split(os.path.join(split_dir(examples, "eval"), "*"),
+    split = read_split(os.path.join(split_dir(examples, EVAL), "*"),
                        default_cfg.samples, limit=64)
     loaded = tf.saved_model.load(pipeline_run["pushed_model"])
     in_process = loaded.signatures["serving_default"](

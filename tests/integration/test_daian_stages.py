@@ -15,14 +15,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from daian_tf.data import features as F
-from daian_tf.export.saved_model import (INPUT_CANDIDATES, INPUT_CONTEXT,
-                                         INPUT_EXAMPLES, OUTPUT_CTR, OUTPUT_INTENT,
-                                         SIGNATURE_INTENT, SIGNATURE_RANK,
-                                         SIGNATURE_SERVING_DEFAULT, export_serving_model,
-                                         to_serving_example)
+from daian_tf.core import features as F
+from daian_tf.core.signatures import (INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES,
+                                      OUTPUT_CTR, OUTPUT_INTENT, SIGNATURE_INTENT,
+                                      SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT)
+from daian_tf.data.transform import vocab_sizes
+from daian_tf.data.transform_beam import transform_samples
+from daian_tf.export.saved_model import export_serving_model, to_serving_example
+from daian_tf.models.factory import build_model
 from daian_tf.training import stages
-from daian_tf.training.trainer import build_model, transform_samples
 from tests.integration.test_transform_train_export import (NUM_ITEMS, SIM_RANGE, _cfg,
                                                            write_random_samples)
 
@@ -62,7 +63,8 @@ def data(tmp_path_factory):
 
 def _model(data):
     keras.utils.set_random_seed(0)
-    return build_model(data["cfg"], data["tfo"], list(SIM_RANGE), _catalog())
+    sizes = vocab_sizes(data["tfo"], data["cfg"].samples.user_columns)
+    return build_model(data["cfg"], sizes, list(SIM_RANGE), _catalog())
 
 
 def _values(variables):
@@ -97,8 +99,7 @@ def staged(data, tmp_path_factory):
     snap["uim_after_1"] = _values(model.uim_variables())
     stages.train_stage2(model, *_args(data), verbose=0)
     snap["uim_after_2"] = _values(model.uim_variables())
-    snap["intent_source_after_2"] = model.intent_source
-    stages.train_stage3(model, *_args(data), verbose=0)
+    snap["stage3_model"] = stages.train_stage3(model, *_args(data), verbose=0).model
     snap["uim_after_3"] = _values(model.uim_variables())
     model.save_weights(str(ckpt / "stage3.weights.h5"))
     export_dir = str(tmp_path_factory.mktemp("export") / "1")
@@ -138,31 +139,33 @@ def test_stage2_leaves_uim_unchanged_and_stage3_moves_it_with_its_own_optimizer(
     snap, model = staged["snap"], staged["model"]
     for a, b in zip(snap["uim_after_1"], snap["uim_after_2"]):
         np.testing.assert_array_equal(a, b)
-    assert snap["intent_source_after_2"] == "uim"  # restored after the stage
     assert any(not np.array_equal(a, b)
                for a, b in zip(snap["uim_after_2"], snap["uim_after_3"]))
     train_cfg = data["cfg"].train
-    assert model.uim_optimizer is not None
-    assert model.uim_optimizer is not model.optimizer
-    np.testing.assert_allclose(float(model.uim_optimizer.learning_rate),
+    stage3 = snap["stage3_model"]
+    assert isinstance(stage3, stages.TwoOptimizerModel) and stage3.daian is model
+    assert stage3.uim_optimizer is not stage3.optimizer
+    np.testing.assert_allclose(float(stage3.uim_optimizer.learning_rate),
                                train_cfg.uim_lr_scale * train_cfg.learning_rate,
                                rtol=1e-6)
-    np.testing.assert_allclose(float(model.optimizer.learning_rate),
+    np.testing.assert_allclose(float(stage3.optimizer.learning_rate),
                                train_cfg.learning_rate, rtol=1e-6)
-    assert int(model.uim_optimizer.iterations.numpy()) > 0
+    assert int(stage3.uim_optimizer.iterations.numpy()) > 0
+    assert all(v.trainable for v in model.uim_variables())  # unfrozen after stage 2
 
 
 def test_stage2_feeds_the_ground_truth_intent(data, staged):
     """In stage 2 the intent comes from the label (uniform where there is none)."""
     model = staged["model"]
-    key, mask_key = model.label_intent_keys
+    stage2 = stages.LabelIntentModel(
+        model, stages.STAGE2_INTENT_KEYS[data["cfg"].train.stage2_label])
+    key, mask_key = stage2.intent_keys
     assert key == F.xf(F.INTENT_LABEL_LOO)  # I-3 default
     ds = stages.make_dataset(data["paths"]["train"], data["tfo"], 16, shuffle=False,
-                             input_keys=model.input_keys + [key, mask_key])
+                             input_keys=stage2.input_keys)
     inputs, _ = next(iter(ds))
-    model.intent_source = "label"
-    intent = np.asarray(model.request_side(inputs)["intent"])
-    model.intent_source = "uim"
+    intent = np.asarray(model.per_sample_request(
+        inputs, intent_keys=stage2.intent_keys)["intent"])
     label, mask = inputs[key].numpy(), inputs[mask_key].numpy()
     expected = np.where(mask[:, None] > 0, label, 1.0 / label.shape[1])
     np.testing.assert_allclose(intent, expected, atol=1e-6)
@@ -183,6 +186,7 @@ def test_a_stage_resumes_from_a_checkpoint(data, staged):
 
 def test_export_serves_ctr_intent_and_rank(data, staged):
     loaded = staged["loaded"]
+    np.testing.assert_allclose(loaded.sim_range.numpy(), SIM_RANGE)  # received, kept
     requests = [to_serving_example(e, data["cfg"].samples)
                 for e in data["examples"]["eval"][:8]]
     out = loaded.signatures[SIGNATURE_SERVING_DEFAULT](
@@ -245,7 +249,7 @@ def test_ablation_schedules_train(data, model_overrides, train_overrides, stages
     """The ablations' schedules run through `fit_model` (stage 3 once failed for w/o
     UIM, whose UIM variables did not exist when UIM's optimizer was built, and for w/o
     DIE, where the CTR loss gives UIM no gradient)."""
-    from daian_tf.training.trainer import fit_model
+    from daian_tf.training.fit import fit_model
 
     cfg = data["cfg"]
     cfg = dataclasses.replace(

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
 from daian_tf.data.sample_builder import run_build_samples
 from daian_tf.data.simulator import simulate
-from daian_tf.training.config import SampleConfig, SimulationConfig
+from daian_tf.core.config import SampleConfig, SimulationConfig
 
 USER_COLUMNS = ("gender", "age_bucket", "segment")
 N_CHECK = 300

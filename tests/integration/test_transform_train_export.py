@@ -20,19 +20,20 @@ import tensorflow as tf
 import tensorflow_transform as tft  # noqa: F401 - sets TF_USE_LEGACY_KERAS, as in TFX
 
 import keras
-from daian_tf.data import features as F
+from daian_tf.core import features as F
 from daian_tf.data.dataset import make_dataset
-from daian_tf.data.transform import (raw_feature_spec, serving_feature_spec,
-                                     vocab_filename, vocab_sizes)
-from daian_tf.export.saved_model import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
-                                         SIGNATURE_SERVING_DEFAULT, WARMUP_DIR,
-                                         WARMUP_FILE, export_serving_model,
+from daian_tf.core.config import Config, ModelConfig, SampleConfig, TrainConfig
+from daian_tf.core.errors import DaianInputError
+from daian_tf.core.features import vocab_filename
+from daian_tf.core.signatures import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
+                                      SIGNATURE_SERVING_DEFAULT)
+from daian_tf.data.transform import raw_feature_spec, serving_feature_spec, vocab_sizes
+from daian_tf.data.transform_beam import transform_samples
+from daian_tf.export.saved_model import (WARMUP_DIR, WARMUP_FILE, export_serving_model,
                                          to_serving_example)
-from daian_tf.training.config import (Config, ModelConfig, SampleConfig,
-                                      TrainConfig)
 from daian_tf.models import serving_input_keys
-from daian_tf.training.trainer import (fit_model, train_from_samples,
-                                       transform_samples)
+from daian_tf.training.fit import fit_model
+from daian_tf.workflows import read_report, train_from_samples
 
 pytestmark = pytest.mark.slow
 
@@ -338,13 +339,16 @@ def test_warmup_requests_are_predict_logs(run):
         assert ctr.shape == (1,)
 
 
-def test_train_from_samples_summary_with_estimated_similarity_range(tmp_path):
+def test_train_from_samples_uses_the_reports_similarity_range(tmp_path):
+    """`daian train` bins with the sample builder's range (report.json), as data."""
     cfg = _cfg()
     examples = write_random_samples(tmp_path / "samples", cfg, num_train=160,
                                     num_eval=96, seed=1)
-    (tmp_path / "samples" / "report.json").unlink()  # no range: Transform estimates it
+    report_range = [-0.1, 0.45]  # not the range the random similarities span
+    (tmp_path / "samples" / "report.json").write_text(
+        json.dumps({"sim_range": report_range}))
     summary = train_from_samples(str(tmp_path / "samples"), str(tmp_path / "out"), cfg)
-    assert summary["sim_range"] is None
+    assert summary["sim_range"] == report_range
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text()) == summary
     for result in (summary["eval"], summary["baselines"]["popularity"]):
         assert 0.0 <= result["auc"] <= 1.0 and result["logloss"] > 0
@@ -353,23 +357,26 @@ def test_train_from_samples_summary_with_estimated_similarity_range(tmp_path):
     assert (Path(summary["serving_model_dir"]) / "saved_model.pb").exists()
     assert (Path(summary["serving_model_dir"]) / WARMUP_DIR / WARMUP_FILE).exists()
 
-    # Bins over the estimated 1st..99th percentile range: monotone in the similarity,
-    # both end bins used (values beyond the percentiles are clipped into them).
     tfo = tft.TFTransformOutput(summary["transform_output"])
     bins = _transform(tfo, cfg, examples["train"])[F.SIM_BIN]
-    sim = _parse_raw(cfg, examples["train"])[F.TARGET_SIM].numpy()
-    order = np.argsort(sim)
-    assert np.all(np.diff(bins[order]) >= 0)
-    assert bins.min() == 0 and bins.max() == cfg.model.num_sim_bins - 1
-    assert (bins == 0).sum() >= 2 and (bins == cfg.model.num_sim_bins - 1).sum() >= 2
+    sim = _parse_raw(cfg, examples["train"])[F.TARGET_SIM].numpy().astype(np.float64)
+    lo, hi = report_range
+    n = cfg.model.num_sim_bins
+    edges = [lo + (hi - lo) * i / n for i in range(n + 1)]
+    expected = [max([0] + [i for i in range(1, n) if s >= edges[i]]) for s in sim]
+    clear = np.abs(sim[:, None] - np.asarray(edges[1:-1])).min(axis=1) > 1e-6
+    np.testing.assert_array_equal(bins[clear], np.asarray(expected)[clear])
 
 
-def test_report_sim_range_is_what_the_transform_uses(tmp_path):
-    from daian_tf.training.trainer import read_report
-
+def test_a_missing_or_bad_report_is_refused(tmp_path):
+    """No re-estimation: without the builder's report (or its range) nothing runs."""
+    with pytest.raises(DaianInputError, match="report.json not found"):
+        read_report(str(tmp_path))
+    (tmp_path / "report.json").write_text(json.dumps({"sim_range": [0.7, -0.1]}))
+    with pytest.raises(DaianInputError, match="lo < hi"):
+        read_report(str(tmp_path))
     (tmp_path / "report.json").write_text(json.dumps({"sim_range": [-0.1, 0.7]}))
     assert read_report(str(tmp_path))["sim_range"] == [-0.1, 0.7]
-    assert read_report(str(tmp_path / "missing")) == {}
 
 
 def test_predict_split_and_popularity_metrics_against_the_raw_examples(run):
@@ -377,9 +384,9 @@ def test_predict_split_and_popularity_metrics_against_the_raw_examples(run):
     (order-free: the transform may reorder rows): the same (user, label) pairs, the
     model's scores of the raw examples through the tft layer, and the popularity row
     refitted on raw target ids."""
-    from daian_tf.evaluation import ranking_metrics
+    from daian_tf.evaluation.columns import popularity_metrics, predict_split
+    from daian_tf.evaluation.tables import ranking_metrics
     from daian_tf.models.popularity import PopularityBaseline
-    from daian_tf.training.trainer import popularity_metrics, predict_split
 
     tfo, cfg, model = run["tfo"], run["cfg"], run["model"]
     labels, scores, users = predict_split(model, run["paths"]["eval"], tfo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daian_tf.training.config import ConfigError, TrainConfig
+from daian_tf.core.config import ConfigError, TrainConfig
 
 
 def test_requests_are_the_default_shuffle_unit():

@@ -8,10 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from daian_tf.data import features as F
-from daian_tf.data.transform import USER_ID_VOCAB, user_profile_vocab
+from daian_tf.core import features as F
+from daian_tf.core.config import ModelConfig
+from daian_tf.core.features import USER_ID_VOCAB, user_profile_vocab
 from daian_tf.models.daian import DAIAN, daian_input_keys
-from daian_tf.training.config import ModelConfig
+from daian_tf.training.stages import STAGE2_INTENT_KEYS, LabelIntentModel
+
+LOO_KEYS = STAGE2_INTENT_KEYS["loo"]
 
 USER_COLUMNS = ("gender",)
 B, T, N_ITEMS, D_M, LEVELS = 4, 5, 12, 6, 4
@@ -155,9 +158,6 @@ def test_bad_arguments_are_named():
     ids, vectors = _catalog()
     with pytest.raises(ValueError, match="sim_range"):
         DAIAN(CFG, SIZES, USER_COLUMNS, LEVELS, (0.5, 0.5), ids, vectors)
-    with pytest.raises(ValueError, match="stage2_label"):
-        DAIAN(CFG, SIZES, USER_COLUMNS, LEVELS, SIM_RANGE, ids, vectors,
-              stage2_label="other")
 
 
 def _requests_with_candidates(seed: int = 0, per_request: int = 3) -> dict:
@@ -188,21 +188,21 @@ def _with_label_intent(x: dict, seed: int = 1) -> dict:
     return dict(x, **{F.xf(F.INTENT_LABEL_LOO): label, F.xf(F.INTENT_MASK_LOO): mask})
 
 
-@pytest.mark.parametrize("intent_source", ["uim", "label"])
-def test_request_side_once_per_request_is_the_same_function_and_gradient(
-        intent_source):
+@pytest.mark.parametrize("intent", ["uim", "label"])
+def test_request_side_once_per_request_is_the_same_function_and_gradient(intent):
     """model.request_dedup computes UIM, I2E and the explicit self-attention on the
     distinct requests of the batch: the scores and every variable's gradient equal
-    those of the per-sample computation (the same weights)."""
+    those of the per-sample computation (the same weights); with UIM's p̂ (the DAIAN
+    model) and with the ground-truth intent (stage 2's `LabelIntentModel`)."""
     import tensorflow as tf
 
     x = _with_label_intent(_requests_with_candidates())
     once, every = _model(), _model(request_dedup=False)
     for model in (once, every):
-        model.intent_source = "uim"
         model(x)  # build every variable
-        model.intent_source = intent_source
     every.set_weights(once.get_weights())
+    if intent == "label":
+        once, every = (LabelIntentModel(m, LOO_KEYS) for m in (once, every))
     results = []
     for model in (once, every):
         with tf.GradientTape() as tape:
@@ -226,13 +226,12 @@ def test_request_side_runs_on_the_distinct_requests_only():
     seen = []
     original = model.request_side
 
-    def spy(inputs, training=None):
+    def spy(inputs, training=None, intent=None):
         seen.append(int(np.shape(inputs[F.xf(F.USER_ID)])[0]))
-        return original(inputs, training=training)
+        return original(inputs, training=training, intent=intent)
 
     model.request_side = spy
     model(x)  # the first call may trace the model more than once
     assert seen and set(seen) == {B}
-    model.intent_source = "label"
-    model(_with_label_intent(x))
+    LabelIntentModel(model, LOO_KEYS)(_with_label_intent(x))
     assert seen[-1] > B  # the leave-one-out labels split requests

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from daian_tf.data import features as F
-from daian_tf.data.dataset import (CACHE_MEMORY, CACHE_NONE, LABEL_XF, SHUFFLE_REQUEST,
-                                   load_split, make_dataset, model_input_keys)
+from daian_tf.core import features as F
+from daian_tf.core.names import CACHE_MEMORY, CACHE_NONE, SHUFFLE_REQUEST
+from daian_tf.data.dataset import LABEL_XF, load_split, make_dataset, model_input_keys
 
 N = 50  # examples, over 3 files of 17, 17, 16
 T = 4  # history length

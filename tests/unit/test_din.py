@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 import keras
-from daian_tf.data import features as F
-from daian_tf.data.transform import USER_ID_VOCAB, user_profile_vocab
-from daian_tf.models.din import (OUTPUT_NAME, PRICE_VOCAB, build_din, din_input_keys,
-                                 embedding_layer_name)
-from daian_tf.training.config import ModelConfig
+from daian_tf.core import features as F
+from daian_tf.core.features import PRICE_VOCAB, USER_ID_VOCAB, user_profile_vocab
+from daian_tf.core.names import CTR_OUTPUT
+from daian_tf.core.config import ModelConfig
+from daian_tf.layers.embedding import embedding_layer_name
+from daian_tf.models.din import build_din, din_input_keys
 
 USER_COLUMNS = ("gender", "segment")
 SIZES = {"item": 20, "category": 6, "brand": 7, "shop": 5, "behavior": 6,
@@ -59,7 +60,7 @@ def _score(model, inputs):
 
 def test_output_contract():
     model = _model()
-    assert list(model.output_names) == [OUTPUT_NAME]
+    assert list(model.output_names) == [CTR_OUTPUT]
     assert sorted(t.name for t in model.inputs) == sorted(din_input_keys(USER_COLUMNS))
     out = _score(model, _inputs())
     assert out.shape == (B,) and np.all((out > 0) & (out < 1))

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from daian_tf.errors import DaianInputError
-from daian_tf.experiments.report import markdown_table, summarize, write_report
+from daian_tf.core.errors import DaianInputError
+from daian_tf.experiments.report import markdown_table, write_report
+from daian_tf.experiments.summary import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)

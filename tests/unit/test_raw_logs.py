@@ -14,12 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from daian_tf.data import features as F
-from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_embeddings,
-                                    read_impressions, read_items, read_users)
+from daian_tf.core import features as F
+from daian_tf.data.catalog import read_embeddings, read_items
+from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impressions,
+                                    read_users)
 from daian_tf.data.sample_builder import run_build_samples
-from daian_tf.errors import RawLogError
-from daian_tf.training.config import SampleConfig
+from daian_tf.core.errors import RawLogError
+from daian_tf.core.config import SampleConfig
 
 DAY = 86400
 T0 = 1_700_006_400 + 20 * DAY  # a UTC day boundary

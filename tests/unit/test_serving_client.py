@@ -12,8 +12,8 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from daian_tf.data import features as F
-from daian_tf.errors import DaianInputError
+from daian_tf.core import features as F
+from daian_tf.core.errors import DaianInputError
 from serving.client import PredictClient, make_example
 from serving.contract import DEFAULT_MODEL_NAME
 

@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.data import sim_days as D
+from daian_tf.data import sim_world as W
 from daian_tf.data import simulator as S
-from daian_tf.training.config import ConfigError, SimulationConfig, load_config
+from daian_tf.core.config import ConfigError, SimulationConfig, load_config
 
 TRIGGER_WINDOW_S = 4 * 3600
 DAY = 86_400
@@ -113,7 +115,9 @@ def test_files_and_columns_follow_data_md(raw):
 
 
 def test_base_yaml_profile_columns_match_users_csv():
-    base = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "base.yaml")
+    from daian_tf.core.config import DEFAULT_CONFIG_FILE
+
+    base = DEFAULT_CONFIG_FILE
     assert tuple(load_config(base).samples.user_columns) == S.USER_COLUMNS
 
 
@@ -130,7 +134,7 @@ def test_ids_values_and_counts(raw, tables):
     assert items["shop_id"].str.fullmatch(r"s\d{3}").all()
     assert (items["price"].astype(float) > 0).all()
     assert users["user_id"].str.fullmatch(r"u\d{6}").all()
-    assert set(users["segment"]) == set(S.SEGMENTS)
+    assert set(users["segment"]) == set(W.SEGMENTS)
     assert set(beh["behavior"]) == set(F.BEHAVIOR_TYPES)
     assert set(imp["item_id"]) | set(beh["item_id"]) <= set(items["item_id"])
     assert set(imp["user_id"]) | set(beh["user_id"]) <= set(users["user_id"])
@@ -163,7 +167,7 @@ def test_requests_are_consistent_and_aligned_to_days(tables, raw):
     assert ((p > 0) & (p < 1)).all()
     day = (imp["timestamp"] - CFG.start_timestamp) // DAY
     assert set(day) == set(range(CFG.history_days, CFG.history_days + CFG.request_days))
-    eval_start = CFG.start_timestamp + S.eval_day(CFG) * DAY
+    eval_start = CFG.start_timestamp + D.eval_day(CFG) * DAY
     assert summary["eval_day_start_timestamp"] == eval_start
     assert summary["num_eval_requests"] == imp.loc[
         imp["timestamp"] >= eval_start, "request_id"].nunique()
@@ -194,8 +198,8 @@ def test_embeddings_have_configured_length_and_are_finite(raw):
 def test_empty_triggers_are_recovered_by_the_derivation_rule(tables, derived, world):
     imp, _ = tables
     intended = {}
-    for day in range(CFG.history_days, S.eval_day(CFG) + 1):
-        log = S.simulate_day(world, CFG, day)
+    for day in range(CFG.history_days, D.eval_day(CFG) + 1):
+        log = D.simulate_day(world, CFG, day)
         ids = S.item_ids(world)[log.trigger]
         users = S.user_ids(world)[log.user]
         intended.update(zip(zip(users, log.request_ts.tolist()), ids))
@@ -224,7 +228,7 @@ def test_cold_items_appear_only_on_the_eval_day(tables, world):
     imp, beh = tables
     cold = set(S.item_ids(world)[world.cold])
     assert len(cold) == round(CFG.cold_item_fraction * CFG.num_items)
-    eval_start = CFG.start_timestamp + S.eval_day(CFG) * DAY
+    eval_start = CFG.start_timestamp + D.eval_day(CFG) * DAY
     assert not cold & set(imp.loc[imp["timestamp"] < eval_start, "item_id"])
     assert not cold & set(beh.loc[beh["timestamp"] < eval_start, "item_id"])
     assert cold & set(imp.loc[imp["timestamp"] >= eval_start, "item_id"])

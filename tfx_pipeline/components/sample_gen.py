@@ -2,7 +2,8 @@
 
 It reads a raw TIR log directory (spec/DATA.md §1) and writes an `Examples` artifact with
 `Split-train` and `Split-eval` (gzipped TFRecords of `tf.Example`, DATA.md §2) plus the
-builder's `report.json` at the artifact root. The Beam code is `daian_tf.data.sample_builder`
+builder's `report.json` at the artifact root; the artifact's custom properties hold the
+report and the I-2 similarity range (`sim_range`, read by Transform and Trainer). The Beam code is `daian_tf.data.sample_builder`
 itself, applied to the pipeline that TFX builds from `beam_pipeline_args`, so the same code
 runs under the CLI, LocalDagRunner and Kubeflow with Dataflow/Flink/Spark.
 """
@@ -19,7 +20,8 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-SPLITS = ("train", "eval")
+from daian_tf.core import similarity_range as SR
+from daian_tf.core.names import SPLITS
 
 
 def split_dir(uri: str, split: str) -> str:
@@ -46,9 +48,9 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
       beam_pipeline: provided by TFX from the pipeline's `beam_pipeline_args`.
     """
     del code_version  # only a cache key
-    from daian_tf.data.sample_builder import (
-        build_sample_pipeline, finalize_report, run_pipeline)
-    from daian_tf.training.config import config_from_dict
+    from daian_tf.data.sample_builder import build_sample_pipeline, run_pipeline
+    from daian_tf.data.sample_report import finalize_report
+    from daian_tf.core.config import config_from_dict
 
     cfg = config_from_dict({"samples": json.loads(sample_config)}).samples
     output_dirs = {split: split_dir(examples.uri, split) for split in SPLITS}
@@ -59,5 +61,7 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     examples_utils.set_payload_format(
         examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(examples, "tfrecords_gzip")
-    examples.set_string_custom_property("sim_range", json.dumps(report["sim_range"]))
+    # the I-2 range, which Transform and Trainer read from here (sim_range_executors)
+    examples.set_string_custom_property(SR.ARTIFACT_PROPERTY,
+                                        SR.to_json(report[SR.REPORT_KEY]))
     examples.set_string_custom_property("report", json.dumps(report, sort_keys=True))

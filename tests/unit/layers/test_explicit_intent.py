@@ -1,4 +1,4 @@
-"""ExplicitIntentExploitation, subsequence_mask, explicit_threshold (Eq. 9–10, I-7)."""
+"""ExplicitIntentExploitation and subsequence_mask (Eq. 9–10, I-7)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras
-from daian_tf.layers.explicit_intent import (ExplicitIntentExploitation,
-                                             explicit_threshold, subsequence_mask)
+from daian_tf.layers.explicit_intent import ExplicitIntentExploitation, subsequence_mask
 
 B, T, E, EG, H, W = 3, 5, 4, 3, 2, 6
 
@@ -93,20 +92,6 @@ def test_subsequence_mask():
     expected = (similarity >= 0.5) & valid
     np.testing.assert_array_equal(
         np.asarray(subsequence_mask(similarity, valid, 0.5)), expected)
-
-
-def test_explicit_threshold_is_the_lower_edge_of_the_top_levels():
-    # 6 levels over [-1, 1]: edges -1, -2/3, -1/3, 0, 1/3, 2/3, 1.
-    edges = np.linspace(-1.0, 1.0, 7)
-    assert explicit_threshold(-1.0, 1.0, 6, 2) == pytest.approx(edges[4])
-    assert explicit_threshold(-1.0, 1.0, 6, 1) == pytest.approx(edges[5])
-    assert explicit_threshold(-1.0, 1.0, 6, 6) == pytest.approx(edges[0])
-    assert explicit_threshold(0.2, 0.6, 4) == pytest.approx(0.4)
-    for bad in (0, 7):
-        with pytest.raises(ValueError, match="top_levels"):
-            explicit_threshold(-1.0, 1.0, 6, bad)
-    with pytest.raises(ValueError, match="lo <= hi"):
-        explicit_threshold(1.0, -1.0, 6)
 
 
 def test_bad_arguments_raise():

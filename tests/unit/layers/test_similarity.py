@@ -76,7 +76,7 @@ def test_similarity_bin_matches_edges_and_the_transform():
     np.testing.assert_array_equal(got[clear],
                                   _bins(s.astype("float64"), LO, HI, BINS)[clear])
     # Against the Transform's bins, everywhere: training and the model agree.
-    np.testing.assert_array_equal(got, sim_bin(tf.constant(s), LO, HI, BINS).numpy())
+    np.testing.assert_array_equal(got, sim_bin(tf.constant(s), (LO, HI), BINS).numpy())
     assert got.min() == 0 and got.max() == BINS - 1
 
 

@@ -1,8 +1,10 @@
 """Typed configuration: frozen dataclasses with defaults, checked on construction.
 
-YAML files under `configs/` hold values only. `load_config(base, *overrides)` merges them
-(later files win, dictionaries merge key by key) and rejects any key that no dataclass
-field names, saying which file and which section it came from.
+YAML files hold values only. `DEFAULT_CONFIG_FILE` (`base.yaml` beside this module,
+package data, so that every install has it) is the embedded default: the quick-start
+world and DAIAN. `load_config(*files)` merges files (later files win, dictionaries merge
+key by key) and rejects any key that no dataclass field names, saying which file and
+which section it came from; the CLI layers its `--config` files over the default.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DIN, MODEL_NAMES,
+                                  OPTIMIZER_NAMES, SHUFFLE_REQUEST, SHUFFLE_UNITS,
+                                  STAGE2_LABELS, STAGE2_LOO)
+
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
 
 
 class ConfigError(ValueError):
@@ -146,15 +153,11 @@ class SampleConfig:
                f"{self.sim_percentiles}")
 
 
-MODEL_NAMES = ("din", "daian")
-STAGE2_LABELS = ("loo", "plain")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Model hyper-parameters (DAIAN.md §2, §6)."""
 
-    name: str = "din"
+    name: str = DIN
     embedding_dim: int = 16
     hidden_units: Sequence[int] = (512, 256, 128)
     attention_units: Sequence[int] = (64, 32)
@@ -213,9 +216,6 @@ class ModelConfig:
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
 
 
-SHUFFLE_UNITS = ("request", "example")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings for `model.fit`."""
@@ -223,29 +223,29 @@ class TrainConfig:
     batch_size: int = 256
     epochs: int = 5
     learning_rate: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: str = ADAM
     seed: int = 0
     shuffle_buffer: int = 10_000  # examples; requests with shuffle_unit "request"
     # "none": stream and parse the TFRecords every epoch (flat memory; shuffled in a
     # `shuffle_buffer` window); "memory": parse the train split once and serve fully
     # shuffled in-memory batches (faster; memory grows with the split: about 0.7 kB an
     # example for DIN, see daian_tf/data/dataset.py)
-    cache: str = "none"
+    cache: str = CACHE_NONE
     # "request": shuffle whole requests, so that a batch holds each of its requests'
     # candidates together and DAIAN computes its request side once per request
     # (model.request_dedup); "example": shuffle examples
-    shuffle_unit: str = "request"
+    shuffle_unit: str = SHUFFLE_REQUEST
     # --- DAIAN's three-stage training (DAIAN.md §7, training/stages.py) ---
     three_stage: bool = True  # False: the "w/o three-stage" ablation (joint from scratch)
     stage1_epochs: int = 3  # UIM on the KL loss (Eq. 19)
     stage2_epochs: int = 3  # DIE + SEIN + CTR with the ground-truth intent (Eq. 20)
     stage3_epochs: int = 2  # joint, CTR loss only (Eq. 21); also the epochs without stages
     uim_lr_scale: float = 0.1  # stage 3: UIM's own optimizer at this x learning_rate
-    stage2_label: str = "loo"  # [I-3] "loo": intent_label_loo; "plain": intent_label
+    stage2_label: str = STAGE2_LOO  # [I-3] "loo": intent_label_loo; "plain": intent_label
 
     def __post_init__(self):
-        _check(self.cache in ("none", "memory"),
-               f"train.cache must be 'none' or 'memory', got {self.cache!r}")
+        _check(self.cache in CACHE_MODES,
+               f"train.cache must be one of {list(CACHE_MODES)}, got {self.cache!r}")
         _check(self.shuffle_unit in SHUFFLE_UNITS,
                f"train.shuffle_unit must be one of {list(SHUFFLE_UNITS)}, got "
                f"{self.shuffle_unit!r}")
@@ -260,8 +260,9 @@ class TrainConfig:
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.learning_rate > 0,
                f"train.learning_rate must be > 0, got {self.learning_rate}")
-        _check(self.optimizer in ("adam", "adagrad"),
-               f"train.optimizer must be 'adam' or 'adagrad', got {self.optimizer!r}")
+        _check(self.optimizer in OPTIMIZER_NAMES,
+               f"train.optimizer must be one of {list(OPTIMIZER_NAMES)}, got "
+               f"{self.optimizer!r}")
 
 
 @dataclass(frozen=True)

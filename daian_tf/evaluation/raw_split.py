@@ -1,21 +1,22 @@
-"""Offline evaluation on built examples: read an eval split, score it, tabulate metrics.
+"""An eval split of built (raw, untransformed) examples, scored by any callable.
 
-Used by the quick start and the experiments. Scores come from any callable (a model
-in-process, a gRPC client, a baseline), so every row of a table is computed the same way.
+Used by the quick start: scores come from any callable (a model in-process, a gRPC
+client, a baseline), so every row of a table is computed the same way.
 """
 
 from __future__ import annotations
 
 import glob
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from daian_tf.data import features as F
+from daian_tf.core import features as F
+from daian_tf.evaluation.tables import ranking_metrics
 from daian_tf.export.saved_model import to_serving_example
-from daian_tf.metrics.ranking import auc, gauc, logloss
+
 
 @dataclass
 class EvalSplit:
@@ -79,24 +80,6 @@ def score_in_batches(score_fn: Callable[[List[bytes]], np.ndarray],
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def ranking_metrics(labels: np.ndarray, probs: np.ndarray,
-                    users: np.ndarray) -> Dict[str, float]:
-    """AUC, GAUC (impression-weighted, with group counts) and log loss, JSON-able."""
-    g = gauc(labels, probs, users)
-    return {"auc": auc(labels, probs), "gauc": g.value,
-            "gauc_num_users": g.num_groups, "gauc_num_skipped": g.num_skipped,
-            "logloss": logloss(labels, probs), "num_examples": int(len(labels))}
-
-
 def metric_row(name: str, split: EvalSplit, scores: np.ndarray) -> Dict[str, float]:
     """`ranking_metrics` of `scores` on `split`, under the row name `name`."""
     return {"model": name, **ranking_metrics(split.labels, scores, split.users)}
-
-
-def format_table(rows: Iterable[Dict[str, float]]) -> str:
-    """A markdown table of metric rows."""
-    lines = ["| model | AUC | GAUC | logloss |", "| --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['gauc']:.4f} | "
-                     f"{r['logloss']:.4f} |")
-    return "\n".join(lines)

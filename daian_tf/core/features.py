@@ -95,6 +95,28 @@ DIN_PAIRS = (
     (TARGET_BRAND_ID, HIST_BRAND_ID),
 )
 
+# --- vocabularies (Transform's names; the models' embedding tables follow them) -------
+USER_ID_VOCAB = "user_id"  # vocabulary name of the user id
+PRICE_VOCAB = "price"  # the embedding table of the shared price buckets (not a vocabulary)
+NUM_RESERVED_IDS = 2  # padding (0) and the out-of-vocabulary id (V + 1)
+
+
+def user_profile_vocab(column: str) -> str:
+    """Vocabulary name of user profile column `column`."""
+    return user_feature(column)
+
+
+def vocab_filename(name: str) -> str:
+    """The tft vocabulary file name of vocabulary `name`."""
+    return f"vocab_{name}"
+
+
+def vocab_names(user_columns) -> tuple:
+    """All vocabulary names: the shared groups, the user id, the profile columns."""
+    return (tuple(SHARED_VOCABS) + (USER_ID_VOCAB,)
+            + tuple(user_profile_vocab(c) for c in user_columns))
+
+
 # Keys that must never reach a model: labels and analysis-only columns.
 LABEL_KEYS = (LABEL, INTENT_LABEL, INTENT_MASK, INTENT_LABEL_LOO, INTENT_MASK_LOO)
 ANALYSIS_KEYS = (INTENT_DIVERSITY, P_TRUE, POSITION, REQUEST_ID, TIMESTAMP)
@@ -131,5 +153,4 @@ def raw(key: str) -> str:
 # keyed by item id (DATA.md §2), so a cold item still finds its vector.
 CATALOG_KEYS = (TRIGGER_ITEM_ID, TARGET_ITEM_ID, HIST_ITEM_ID)
 # Passed-through columns that are never model inputs (evaluation, I-2, I-11).
-PASSTHROUGH_KEYS = (USER_KEY, REQUEST_KEY, raw(TARGET_SIM), raw(INTENT_DIVERSITY),
-                    raw(P_TRUE))
+PASSTHROUGH_KEYS = (USER_KEY, REQUEST_KEY, raw(INTENT_DIVERSITY), raw(P_TRUE))

@@ -1,0 +1,36 @@
+"""Names shared across the layers: splits, files, models, metrics, outputs.
+
+Each is spelled here once; modules import the constant, never repeat the literal.
+"""
+
+from __future__ import annotations
+
+# --- splits --------------------------------------------------------------------------
+TRAIN, EVAL = "train", "eval"
+SPLITS = (TRAIN, EVAL)
+
+# --- files -----------------------------------------------------------------------------
+REPORT_FILE = "report.json"  # the sample builder's report, at the samples' root
+SAMPLES_PREFIX, SAMPLES_SUFFIX = "data", ".tfrecord.gz"  # <split>/data-*.tfrecord.gz
+SAMPLES_GLOB = f"{SAMPLES_PREFIX}-*{SAMPLES_SUFFIX}"
+
+# --- models ----------------------------------------------------------------------------
+DIN, DAIAN = "din", "daian"
+MODEL_NAMES = (DIN, DAIAN)
+CTR_OUTPUT = "ctr_probability"  # the name of a model's click-probability layer/output
+
+# --- training --------------------------------------------------------------------------
+SHUFFLE_REQUEST, SHUFFLE_EXAMPLE = "request", "example"
+SHUFFLE_UNITS = (SHUFFLE_REQUEST, SHUFFLE_EXAMPLE)
+CACHE_NONE, CACHE_MEMORY = "none", "memory"
+CACHE_MODES = (CACHE_NONE, CACHE_MEMORY)
+ADAM, ADAGRAD = "adam", "adagrad"
+OPTIMIZER_NAMES = (ADAM, ADAGRAD)
+STAGE2_LOO, STAGE2_PLAIN = "loo", "plain"  # [I-3] the intent label of stage 2
+STAGE2_LABELS = (STAGE2_LOO, STAGE2_PLAIN)
+
+# --- evaluation ------------------------------------------------------------------------
+AUC, GAUC, LOGLOSS = "auc", "gauc", "logloss"
+METRIC_NAMES = (AUC, GAUC, LOGLOSS)  # the metrics of every table
+# columns of a scored split (evaluation.columns.collect_columns), beside feature keys
+SCORE_COLUMN, INTENT_COLUMN = "score", "intent"

@@ -1,0 +1,165 @@
+"""End-to-end workflows on the library: what `daian train`, the experiments and the quick
+start call.
+
+- `prepare_data`: raw logs → the sample builder (Beam) → Transform → a `PreparedData`;
+- `transform_built_samples`: built samples → Transform → a `PreparedData`, with the I-2
+  range of the builder's `report.json` (never estimated again);
+- `train_from_samples` (`daian train`): transform, fit, evaluate, export.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from daian_tf.core import similarity_range as SR
+from daian_tf.core.errors import DaianInputError
+from daian_tf.core.names import EVAL, REPORT_FILE, SAMPLES_GLOB, TRAIN
+from daian_tf.data.catalog import read_model_catalog
+from daian_tf.data.sample_builder import run_build_samples
+from daian_tf.data.transform_beam import TRANSFORM_OUTPUT, transform_samples
+from daian_tf.evaluation.columns import popularity_metrics, predict_split
+from daian_tf.evaluation.tables import ranking_metrics
+from daian_tf.export.saved_model import export_serving_model
+from daian_tf.models.factory import needs_catalog
+from daian_tf.training.fit import fit_model, jsonable_history
+
+SERVING_MODEL_DIR = "serving_model"
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+NUM_WARMUP_EXAMPLES = 4
+
+
+@dataclass
+class PreparedData:
+    """One built and transformed data set."""
+
+    num_levels: int
+    train: str  # glob of transformed train TFRecords
+    eval: str
+    tf_transform_output: object
+    sim_range: List[float]  # the sample builder's [lo, hi] (I-2)
+    report: dict  # the sample builder's report
+    transform_output_dir: str
+
+
+def read_report(samples_dir: str) -> dict:
+    """The sample builder's `report.json` of `samples_dir`, with a valid I-2 range."""
+    path = Path(samples_dir) / REPORT_FILE
+    if not path.exists():
+        raise DaianInputError(f"{path} not found: is {samples_dir} the output of "
+                              f"`daian build-samples`?")
+    with open(path) as f:
+        report = json.load(f)
+    try:
+        SR.check_range(report.get(SR.REPORT_KEY), f"{path} [{SR.REPORT_KEY!r}]")
+    except ValueError as e:
+        raise DaianInputError(str(e)) from None
+    return report
+
+
+def transform_built_samples(samples_dir: str, out_dir: str, cfg,
+                            beam_args: Optional[Sequence[str]] = None) -> PreparedData:
+    """Transform the sample builder's output with the range of its report."""
+    import tensorflow_transform as tft
+
+    samples = Path(samples_dir)
+    for split in (TRAIN, EVAL):
+        if not list((samples / split).glob(SAMPLES_GLOB)):
+            raise DaianInputError(f"{samples / split}: no {SAMPLES_GLOB} files; is "
+                                  f"{samples} the output of `daian build-samples`?")
+    report = read_report(str(samples))
+    sim_range = list(SR.check_range(report[SR.REPORT_KEY]))
+    paths = transform_samples(str(samples), out_dir, cfg, sim_range, beam_args)
+    return PreparedData(cfg.samples.num_intent_levels, paths[TRAIN], paths[EVAL],
+                        tft.TFTransformOutput(paths[TRANSFORM_OUTPUT]), sim_range,
+                        report, paths[TRANSFORM_OUTPUT])
+
+
+def prepare_data(raw_dir: str, out_dir: str, cfg,
+                 beam_args: Optional[Sequence[str]] = None) -> PreparedData:
+    """Build samples from `raw_dir` into `out_dir/samples` and transform them."""
+    samples = str(Path(out_dir) / SAMPLES_DIR)
+    run_build_samples(raw_dir, samples, cfg.samples, list(beam_args or []))
+    return transform_built_samples(samples, out_dir, cfg, beam_args)
+
+
+def catalog_for(cfg, raw_dir: Optional[str]) -> Optional[Tuple[List[str], np.ndarray]]:
+    """The model's multimodal catalog from `raw_dir`; None for models without one."""
+    if not needs_catalog(cfg):
+        return None
+    if not raw_dir:
+        raise DaianInputError("DAIAN needs the raw-log directory for its multimodal "
+                              "catalog: pass --raw (the sample report names none)")
+    return read_model_catalog(raw_dir)
+
+
+def _first_examples(file_pattern: str, count: int) -> List[bytes]:
+    files = sorted(tf.io.gfile.glob(file_pattern))
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
+    return [x.numpy() for x in ds]
+
+
+def train_from_samples(samples_dir: str, out_dir: str, cfg,
+                       beam_args: Optional[Sequence[str]] = None,
+                       raw_dir: Optional[str] = None) -> dict:
+    """`daian train`: transform, fit, evaluate and export on built samples.
+
+    Args:
+        samples_dir: the sample builder's output: `train/` and `eval/` with
+            `data-*.tfrecord.gz`, and `report.json`, whose `sim_range` is the I-2 range
+            of the similarity bins and of the model.
+        out_dir: where `transform_output/`, `transformed/`, `serving_model/<version>/`
+            and `train_summary.json` go.
+        cfg: the full `Config`.
+        beam_args: Beam pipeline flags for the transform (e.g. `--direct_num_workers`).
+        raw_dir: DAIAN only: the raw-log directory whose item_embeddings.parquet fills
+            the multimodal catalog; None: the one the sample report names.
+
+    Returns:
+        The JSON-able summary also written to `out_dir/train_summary.json`: paths,
+        eval metrics of the model and of the popularity baseline, the fit history and
+        the training time.
+    """
+    out = Path(out_dir)
+    start = time.time()
+    data = transform_built_samples(samples_dir, str(out), cfg, beam_args)
+    transform_seconds = time.time() - start
+    catalog = catalog_for(cfg, raw_dir or data.report.get("raw_dir"))
+
+    start = time.time()
+    model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
+                               sim_range=data.sim_range, catalog=catalog,
+                               checkpoint_dir=str(out / CHECKPOINT_DIR))
+    train_seconds = time.time() - start
+
+    metrics = ranking_metrics(*predict_split(model, data.eval, data.tf_transform_output))
+    baseline = popularity_metrics(data.train, data.eval, data.tf_transform_output)
+    export_dir = out / SERVING_MODEL_DIR / str(int(time.time()))
+    export_serving_model(
+        model, data.tf_transform_output, str(export_dir), cfg.samples,
+        warmup_examples=_first_examples(str(Path(samples_dir) / EVAL / SAMPLES_GLOB),
+                                        NUM_WARMUP_EXAMPLES))
+    summary = {
+        "model": cfg.model.name,
+        "samples_dir": str(samples_dir),
+        SR.REPORT_KEY: data.sim_range,
+        TRANSFORM_OUTPUT: data.transform_output_dir,
+        "transformed": {TRAIN: data.train, EVAL: data.eval},
+        "serving_model_dir": str(export_dir),
+        EVAL: metrics,
+        "baselines": {"popularity": baseline},
+        "history": jsonable_history(history),
+        "transform_seconds": round(transform_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+    }
+    with open(out / SUMMARY_FILE, "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

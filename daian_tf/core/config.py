@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from daian_tf.core import features as F
-from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DIN, MODEL_NAMES,
+from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN, MODEL_NAMES,
                                   OPTIMIZER_NAMES, SHUFFLE_REQUEST, SHUFFLE_UNITS,
                                   STAGE2_LABELS, STAGE2_LOO)
 
@@ -271,10 +271,10 @@ class ExperimentConfig:
 
     seeds: Sequence[int] = (0, 1, 2)
     # names of daian_tf.experiments.runner.VARIANTS, the base first
-    variants: Sequence[str] = ("din", "daian", "daian_wo_uim", "daian_wo_die",
+    variants: Sequence[str] = (DIN, DAIAN, "daian_wo_uim", "daian_wo_die",
                                "daian_wo_sein", "daian_wo_three_stage",
                                "daian_plain_label")
-    base_variant: str = "din"
+    base_variant: str = DIN
     level_sweep: Sequence[int] = ()  # extra values of n for Figure 7 (variant "daian")
     level_sweep_seeds: int = 1  # seeds (the first ones) of each extra n
     # seeds (the first ones) of the ablation variants (all but the base and "daian");

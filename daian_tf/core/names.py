@@ -32,5 +32,6 @@ STAGE2_LABELS = (STAGE2_LOO, STAGE2_PLAIN)
 # --- evaluation ------------------------------------------------------------------------
 AUC, GAUC, LOGLOSS = "auc", "gauc", "logloss"
 METRIC_NAMES = (AUC, GAUC, LOGLOSS)  # the metrics of every table
+METRIC_LABELS = {AUC: "AUC", GAUC: "GAUC", LOGLOSS: "logloss"}  # as tables print them
 # columns of a scored split (evaluation.columns.collect_columns), beside feature keys
 SCORE_COLUMN, INTENT_COLUMN = "score", "intent"

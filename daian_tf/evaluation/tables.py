@@ -6,11 +6,8 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-from daian_tf.core.names import AUC, GAUC, LOGLOSS, METRIC_NAMES
+from daian_tf.core.names import AUC, GAUC, LOGLOSS, METRIC_LABELS, METRIC_NAMES
 from daian_tf.metrics.ranking import auc, gauc, logloss
-
-_HEADERS = {AUC: "AUC", GAUC: "GAUC", LOGLOSS: "logloss"}
-
 
 def ranking_metrics(labels: np.ndarray, probs: np.ndarray,
                     users: np.ndarray) -> Dict[str, float]:
@@ -28,7 +25,7 @@ def main_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
 
 def format_table(rows: Iterable[Dict[str, float]]) -> str:
     """A markdown table of metric rows (`{"model": name, **ranking_metrics}`)."""
-    lines = ["| model | " + " | ".join(_HEADERS[m] for m in METRIC_NAMES) + " |",
+    lines = ["| model | " + " | ".join(METRIC_LABELS[m] for m in METRIC_NAMES) + " |",
              "| --- |" + " --- |" * len(METRIC_NAMES)]
     for r in rows:
         lines.append(f"| {r['model']} | "

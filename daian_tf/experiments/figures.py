@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from daian_tf.core.names import AUC, GAUC, LOGLOSS
+from daian_tf.core.names import METRIC_LABELS
 from daian_tf.experiments.summary import (JS_KEYS, RELA_IMPR_METRICS, SummaryRow,
                                           group_sort_key, main_base_row,
                                           main_num_levels, stat)
@@ -31,7 +31,6 @@ INTENT_PANELS = (
 FIGURE5_FILE = "figure5_intent_distribution.png"
 FIGURE6_FILE = "figure6_gauc_by_diversity.png"
 FIGURE7_FILE = "figure7_levels.png"
-_METRIC_LABEL = {AUC: "AUC", GAUC: "GAUC", LOGLOSS: "logloss"}
 _DPI = 110
 
 
@@ -164,7 +163,7 @@ def _figure7(results: Mapping[str, Any], rows: Sequence[SummaryRow]) -> Figure:
             ax.axhline(base_rows[0].metrics[metric].mean, color="gray", linestyle="--",
                        label=f"{base_rows[0].variant} (n = {base_rows[0].num_levels})")
         ax.set_xlabel("number of intent levels n")
-        ax.set_ylabel(_METRIC_LABEL[metric])
+        ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_xticks(levels)
         ax.legend(fontsize="small")
     fig.suptitle(f"{variant}: AUC and GAUC against n (mean ± std over seeds)")

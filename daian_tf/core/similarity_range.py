@@ -21,9 +21,14 @@ explicit-intent threshold (the lower edge of the top levels) all come from here.
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+# `level_index`'s namespace for one Python float at a time (the sample builder's)
+SCALAR = SimpleNamespace(floor=math.floor, clip=lambda x, lo, hi: min(hi, max(lo, x)))
 
 REPORT_KEY = "sim_range"  # report.json["sim_range"]: [lo, hi]
 ARTIFACT_PROPERTY = "sim_range"  # Examples artifact custom property: JSON [lo, hi]
@@ -78,8 +83,9 @@ def level_index(similarity, lo: float, hi: float, num_levels: int, xp=np):
             tensors).
         lo, hi: the range.
         num_levels: `n`.
-        xp: the array namespace of `similarity`: `numpy` (floats and arrays),
-            `keras.ops` (Keras tensors), `tf.experimental.numpy` (Transform graphs).
+        xp: the array namespace of `similarity`: `numpy` (arrays), `SCALAR` (one
+            Python float), `keras.ops` (Keras tensors), `tf.experimental.numpy`
+            (Transform graphs).
 
     Returns:
         The index in `[0, n)`, of `similarity`'s shape, as a float of `xp`; cast it to

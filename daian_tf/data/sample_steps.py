@@ -15,7 +15,6 @@ from itertools import chain
 from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
-import numpy as np
 
 from daian_tf.core import features as F
 from daian_tf.core import similarity_range as SR
@@ -212,8 +211,7 @@ class EmitExamples(beam.DoFn):
         split = EVAL if prepared.timestamp >= boundary else TRAIN
         inc_counter(f"requests_{split}")
         inc_counter(f"samples_{split}", len(prepared.targets))
-        levels = SR.level_index(np.asarray(prepared.sims, np.float64), lo, hi,
-                                n).astype(np.int64).tolist()
+        levels = [int(SR.level_index(s, lo, hi, n, xp=SR.SCALAR)) for s in prepared.sims]
         click_levels = [lv for lv, t in zip(levels, prepared.targets) if t.clicked]
         label, mask = IL.intent_histogram(click_levels, n)
         if mask:

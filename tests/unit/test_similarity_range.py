@@ -31,11 +31,14 @@ def test_level_index_against_the_edges():
     np.testing.assert_array_equal(got[clear], expected[clear])
     assert got[0] == 0 and got[3] == n - 1 and got[2] == n - 1  # outside and hi: ends
     assert int(SR.level_index(0.31, lo, hi, n)) == _brute_force(0.31, lo, hi, n)
+    floats = [int(SR.level_index(float(s), lo, hi, n, xp=SR.SCALAR)) for s in sims]
+    np.testing.assert_array_equal(np.asarray(floats)[clear], expected[clear])
 
 
-def test_the_three_backends_agree():
-    """numpy (sample builder), keras.ops (the model's similarity bins) and
-    tf.experimental.numpy (Transform's `target_sim_xf`) give the same bins."""
+def test_the_backends_agree():
+    """Python floats (the sample builder's intent levels), numpy, keras.ops (the model's
+    similarity bins) and tf.experimental.numpy (Transform's `target_sim_xf`) give the
+    same bins."""
     import keras
     import tensorflow as tf
 
@@ -45,10 +48,12 @@ def test_the_three_backends_agree():
     lo, hi, n = -0.2, 0.8, 10
     sims = np.random.default_rng(1).uniform(-0.4, 1.0, 1000).astype(np.float32)
     as_numpy = SR.level_index(sims, lo, hi, n).astype(np.int64)
+    as_floats = [int(SR.level_index(float(s), lo, hi, n, xp=SR.SCALAR)) for s in sims]
     as_keras = np.asarray(similarity_bin(keras.ops.convert_to_tensor(sims), lo, hi, n))
     as_transform = sim_bin(tf.constant(sims), (lo, hi), n).numpy()
     np.testing.assert_array_equal(as_keras, as_transform)
     np.testing.assert_array_equal(as_numpy, as_transform)
+    np.testing.assert_array_equal(as_floats, as_numpy)
 
 
 def test_lower_edge_of_top_is_the_explicit_threshold():

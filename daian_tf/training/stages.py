@@ -34,7 +34,7 @@ from daian_tf.core import features as F
 from daian_tf.core.names import AUC, STAGE2_LOO, STAGE2_PLAIN
 from daian_tf.data.dataset import make_dataset
 from daian_tf.layers.request_rows import once_per_request
-from daian_tf.models.daian import DAIAN, daian_request_keys, estimate_intent
+from daian_tf.models.daian import DAIAN, estimate_intent
 from daian_tf.training.optimizer import make_optimizer
 
 FilePattern = Union[str, Sequence[str]]
@@ -55,8 +55,7 @@ class IntentModel(keras.Model):
         super().__init__(**kwargs)
         self.uim_embedding = daian.uim_embedding
         self.uim = daian.uim
-        self.request_keys = (daian_request_keys(daian.user_columns)
-                             if daian.cfg.request_dedup else None)
+        self.request_keys = daian.request_keys if daian.cfg.request_dedup else None
 
     def call(self, inputs, training=None):
         def intent(x):

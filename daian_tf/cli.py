@@ -27,7 +27,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import List, Optional
 
-from daian_tf.core.config import DEFAULT_CONFIG_FILE
+from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
 from daian_tf.core.errors import DaianInputError
 
 # Entry points `fn(subparsers)` that add a command: its parser sets the defaults `func`
@@ -38,8 +38,6 @@ COMMANDS_GROUP = "daian_tf.commands"
 
 def load_cli_config(paths: Optional[List[str]]):
     """The packaged default config with the `--config` files over it (later wins)."""
-    from daian_tf.core.config import load_config
-
     return load_config(DEFAULT_CONFIG_FILE, *(paths or []))
 
 

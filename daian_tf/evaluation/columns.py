@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 
 from daian_tf.core import features as F
 from daian_tf.core.names import INTENT_COLUMN, SCORE_COLUMN
-from daian_tf.data.dataset import make_dataset
+from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.evaluation.tables import ranking_metrics
 from daian_tf.models import serving_input_keys
 from daian_tf.models.popularity import PopularityBaseline
 
-FilePattern = Union[str, Sequence[str]]
 EVAL_BATCH_SIZE = 4096
 
 

@@ -7,20 +7,16 @@ the experiments and the quick start's DIN row. DIN: one `model.fit`. DAIAN: the 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import keras
 
-from daian_tf.core.names import AUC
-from daian_tf.data.dataset import make_dataset
+from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.data.transform import vocab_sizes
 from daian_tf.models import serving_input_keys
 from daian_tf.models.daian import DAIAN
 from daian_tf.models.factory import Catalog, build_model
-from daian_tf.training.optimizer import make_optimizer
-from daian_tf.training.stages import train_daian
-
-FilePattern = Union[str, Sequence[str]]
+from daian_tf.training.stages import compile_ctr, train_daian
 
 
 def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
@@ -60,9 +56,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
                               cfg.train, checkpoint_dir=checkpoint_dir,
                               callbacks=callbacks, verbose=verbose)
         return model, history
-    model.compile(optimizer=make_optimizer(cfg.train.optimizer, cfg.train.learning_rate),
-                  loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name=AUC)])
+    compile_ctr(model, cfg.train)
     keys = serving_input_keys(model)
     train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,
                             shuffle=True, seed=cfg.train.seed,

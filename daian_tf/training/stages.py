@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -32,12 +32,11 @@ import tensorflow as tf
 
 from daian_tf.core import features as F
 from daian_tf.core.names import AUC, STAGE2_LOO, STAGE2_PLAIN
-from daian_tf.data.dataset import make_dataset
+from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, estimate_intent
 from daian_tf.training.optimizer import make_optimizer
 
-FilePattern = Union[str, Sequence[str]]
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
 STAGE2_INTENT_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed keys
     STAGE2_LOO: (F.xf(F.INTENT_LABEL_LOO), F.xf(F.INTENT_MASK_LOO)),
@@ -189,7 +188,8 @@ def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform
     return train, evaluation
 
 
-def _compile_ctr(model: keras.Model, train_cfg) -> None:
+def compile_ctr(model: keras.Model, train_cfg) -> None:
+    """Binary cross-entropy on the click label, AUC, the optimizer of `train_cfg`."""
     model.compile(optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.AUC(name=AUC)])
@@ -245,7 +245,7 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     _start(model, initial_weights, next(iter(train))[0])
     _set_uim_trainable(model, False)
     try:
-        _compile_ctr(stage, train_cfg)
+        compile_ctr(stage, train_cfg)
         return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
                     verbose)
     finally:
@@ -270,7 +270,7 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
                                        train_cfg.learning_rate * train_cfg.uim_lr_scale)
         uim_optimizer.build(model.uim_variables())
         stage = TwoOptimizerModel(model, uim_optimizer)
-    _compile_ctr(stage, train_cfg)
+    compile_ctr(stage, train_cfg)
     return _fit(stage, train, evaluation,
                 train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose)
 

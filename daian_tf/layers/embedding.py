@@ -12,6 +12,10 @@ and history read the SAME tables, one per vocabulary of `features.SHARED_VOCABS`
 - `user` (`e_u`): `[user id ‖ profile columns]`;
 - `trigger_id`, `target_id`: the id embeddings alone `(B, D)` (SEIN's Eq. 12).
 
+Each table records the Transform vocabulary that indexes its rows (`table_vocabulary`;
+None for the price buckets), so that `training.warm_start` can remap it by token when the
+vocabularies change from one day to the next.
+
 `embed_features` is the one place that composes them: DIN's functional graph calls it on
 its tables, and `FeatureEmbedding` (a layer owning its tables, so that DAIAN's UIM can have
 tables of its own, I-10) calls it in `call`.
@@ -107,10 +111,32 @@ def make_tables(vocab_sizes: Mapping[str, int], user_columns: Sequence[str],
     if missing:
         raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
     regularizer = keras.regularizers.L2(embedding_l2) if embedding_l2 > 0 else None
-    return {vocab: keras.layers.Embedding(sizes[vocab], embedding_dim,
-                                          name=prefix + embedding_layer_name(vocab),
-                                          activity_regularizer=regularizer)
-            for vocab in vocabs}
+    tables = {vocab: keras.layers.Embedding(sizes[vocab], embedding_dim,
+                                            name=prefix + embedding_layer_name(vocab),
+                                            activity_regularizer=regularizer)
+              for vocab in vocabs}
+    for vocab, table in tables.items():  # read by `table_vocabulary`
+        setattr(table, VOCABULARY_ATTR, None if vocab == PRICE_VOCAB else vocab)
+    return tables
+
+
+# The attribute `make_tables` sets on each table: the Transform vocabulary whose ids index
+# its rows (None for the price-bucket table). A plain attribute, not part of the layer's
+# config: a table rebuilt by `keras.models.load_model` (DIN's functional graph) lacks it.
+VOCABULARY_ATTR = "daian_vocabulary"
+
+
+def table_vocabulary(layer) -> Optional[str]:
+    """The Transform vocabulary (a name of `features.vocab_names`) whose ids index the rows
+    of `layer`, a table of `make_tables`: row 0 padding, row i + 1 the vocabulary's i-th
+    token, row V + 1 out-of-vocabulary (`data.transform`). None for the price-bucket table
+    and for any layer `make_tables` did not create."""
+    return getattr(layer, VOCABULARY_ATTR, None)
+
+
+def is_table(layer) -> bool:
+    """Whether `layer` is an embedding table of `make_tables` (price table included)."""
+    return hasattr(layer, VOCABULARY_ATTR)
 
 
 def embed_features(tables: Mapping[str, keras.layers.Layer], inputs: Mapping,

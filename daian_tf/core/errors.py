@@ -28,3 +28,16 @@ class RawLogError(DaianInputError):
             where.append(f"column {column!r}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ExampleContractError(DaianInputError):
+    """Built training examples break the example contract (spec/DATA.md §2).
+
+    Raised by the pipeline's ExampleValidator when the examples' statistics show an
+    anomaly against the contract schema; the message names each split, feature and
+    anomaly, one per line. `problems` holds them as (split, feature, anomaly) tuples.
+    """
+
+    def __init__(self, message: str, problems=()):
+        self.problems = tuple(problems)
+        super().__init__(message)

@@ -147,7 +147,9 @@ def raw_schema(sample_cfg):
     variable-length features. Use this schema rather than an inferred one: an
     inferred schema has no shapes, so every feature would reach `preprocessing_fn`
     as a SparseTensor; and ExampleValidator then checks the built examples against
-    the contract rather than against themselves.
+    the contract rather than against themselves. The value rules of the contract
+    (domains, list lengths: `_add_value_constraints`) are what ExampleValidator checks
+    beyond types and presence.
     """
     from tensorflow_transform.tf_metadata import schema_utils
 
@@ -158,7 +160,59 @@ def raw_schema(sample_cfg):
         spec[key] = feature
     spec[F.P_TRUE] = tf.io.VarLenFeature(tf.float32)
     spec[F.POSITION] = tf.io.VarLenFeature(tf.int64)
-    return schema_utils.schema_from_feature_spec(spec)
+    schema = schema_utils.schema_from_feature_spec(spec)
+    _add_value_constraints(schema, sample_cfg)
+    return schema
+
+
+# cos of two float32 unit vectors may round a little past ±1 (an item and its copy).
+_COS_SLACK = 1e-5
+_DAY_S = 86400
+
+
+def _add_value_constraints(schema, sample_cfg) -> None:
+    """Adds the value rules of spec/DATA.md §1–§2 that ExampleValidator checks (domains,
+    list lengths, presence); `preprocessing_fn` parses the same spec with or without
+    them. Each rule holds for every example the sample builder writes from valid logs:
+    - labels and masks are 0/1, intent labels in [0, 1]; `target_sim` is a cosine;
+    - prices (items.csv; 0.0 where absent), timestamps, `position`, `intent_diversity`
+      are >= 0; `p_true` (simulator) is a probability;
+    - history lists: present in every example (possibly empty), at most `max_seq_len`
+      steps, each `0 < hist_time_delta <= history_days` days (strictly earlier than
+      the request, within the window), behaviour types from `features.BEHAVIOR_TYPES`.
+    Float features allow no NaN or inf.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    features = {f.name: f for f in schema.feature}
+    int_ranges = {
+        F.LABEL: (0, 1), F.INTENT_MASK: (0, 1), F.INTENT_MASK_LOO: (0, 1),
+        F.TIMESTAMP: (0, None), F.POSITION: (0, None), F.INTENT_DIVERSITY: (0, None),
+        F.HIST_TIME_DELTA: (1, int(sample_cfg.history_days) * _DAY_S),
+    }
+    float_ranges = {
+        F.INTENT_LABEL: (0.0, 1.0), F.INTENT_LABEL_LOO: (0.0, 1.0),
+        F.TARGET_SIM: (-1.0 - _COS_SLACK, 1.0 + _COS_SLACK), F.P_TRUE: (0.0, 1.0),
+        **{key: (0.0, None) for key in F.PRICE_KEYS},
+    }
+    for key, (lo, hi) in int_ranges.items():
+        domain = features[key].int_domain
+        domain.min = lo
+        if hi is not None:
+            domain.max = hi
+    for feature in schema.feature:
+        if feature.type == schema_pb2.FLOAT:
+            feature.float_domain.disallow_nan = True
+            feature.float_domain.disallow_inf = True
+    for key, (lo, hi) in float_ranges.items():
+        domain = features[key].float_domain
+        domain.min = lo
+        if hi is not None:
+            domain.max = hi
+    for key in F.HIST_KEYS:
+        features[key].presence.min_fraction = 1.0
+        features[key].value_count.max = int(sample_cfg.max_seq_len)
+    features[F.HIST_BEHAVIOR].string_domain.value.extend(F.BEHAVIOR_TYPES)
 
 
 def _flat_values(x) -> tf.Tensor:

@@ -14,13 +14,17 @@ from daian_tf.cli import add_config_option, load_cli_config
 def cmd_pipeline(args, beam_args) -> int:
     from tfx_pipeline import runner
 
-    cfg = load_cli_config(args.config)
+    cfg = load_cli_config(list(args.configs) + list(args.config or []))
     if args.action == "run":
         out = runner.run_local(args.raw, args.root, cfg, beam_args=beam_args)
+        print(json.dumps(out, indent=2, default=str))
+        print(out["reason"])
+        print(f"pushed: {out['pushed_model']}" if out["pushed"] else
+              f"nothing pushed; {out['serving_dir']} is as it was")
     else:
         out = runner.compile_kubeflow(args.raw, args.root, cfg, args.output,
                                       image=args.image, beam_args=beam_args)
-    print(json.dumps(out, indent=2, default=str))
+        print(json.dumps(out, indent=2, default=str))
     return 0
 
 
@@ -33,14 +37,21 @@ def cmd_quickstart(args, beam_args) -> int:
 
 
 def add_pipeline_command(sub) -> None:
-    p = sub.add_parser("pipeline", help="the TFX pipeline; unknown flags go to Beam")
+    p = sub.add_parser(
+        "pipeline", help="the TFX pipeline (run: locally; compile: for Kubeflow); "
+        "unknown flags go to Beam")
     p.add_argument("action", choices=["run", "compile"])
-    p.add_argument("raw", help="raw-log directory")
-    p.add_argument("root", help="pipeline root (artifacts, metadata, serving dir)")
+    p.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help="YAML configs layered over the packaged default (later wins): "
+                   "the pipeline: section names the raw logs, the root, the serving "
+                   "directory, Beam options, the gate; see configs/pipeline.yaml")
+    p.add_argument("--raw", help="raw-log directory (default: pipeline.raw_dir)")
+    p.add_argument("--root", help="pipeline root: artifacts, ML Metadata, schema "
+                   "(default: pipeline.root)")
     p.add_argument("--output", default="daian_pipeline.json",
                    help="compile: the Kubeflow pipeline spec to write")
-    p.add_argument("--image", default="gcr.io/tfx-oss-public/tfx:1.16.0",
-                   help="compile: the container image of the components")
+    p.add_argument("--image", default=None,
+                   help="compile: the container image (default: pipeline.image)")
     add_config_option(p)
     p.set_defaults(func=cmd_pipeline, beam_args=True)
 

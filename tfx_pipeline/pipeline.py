@@ -1,15 +1,25 @@
-"""`create_pipeline(...)`: the DAIAN/DIN TFX pipeline as a plain function of its paths.
+"""`create_pipeline(...)`: the DAIAN TFX pipeline as a plain function of its paths.
 
-    TirSampleGen (Beam sample builder) → StatisticsGen → SchemaGen (inferred, for review)
-                                        ↘ ImportSchemaGen (the contract: DATA.md §2)
-                                          → ExampleValidator → Transform → Trainer → Pusher
+    TirSampleGen (the Beam sample builder) → StatisticsGen → SchemaGen (inferred, for review)
+    ImportSchemaGen (the contract, DATA.md §2) → ExampleValidator (stops bad data)
+    → Transform → Trainer_stage1 → Trainer_stage2 → Trainer_stage3  (DAIAN, by base_model)
+                → Trainer_din                                    (the baseline)
+    LatestBlessedModel (Resolver) ─ warm start of Trainer_stage1 and the second baseline
+    Evaluator_vs_din, Evaluator_vs_blessed (TFMA) → PushGate → Pusher (only if blessed)
+
+DAIAN's three training stages are three Trainers of one module (`trainer_module`), each
+starting from the previous one's `Model` artifact through `base_model`; the first one
+(`pipeline.start_from_blessed`) from the latest blessed model, whose Resolver reads only
+`PushGate`'s blessings (the models that passed the gate). Two Evaluators compare the
+last stage with the baseline Trainer's model and with the latest blessed model
+(`eval_config`); the gate joins their verdicts into the blessing the Pusher reads.
 
 The I-2 similarity range travels as data: TirSampleGen's `Examples` artifact carries it
 (`sim_range` property), Transform and Trainer read it there (`sim_range_executors`).
-
 The imported schema is written from `daian_tf.data.transform.raw_feature_spec`, so the
 Transform component parses exactly what `preprocessing_fn` expects, and ExampleValidator
-checks the built examples against the contract rather than against themselves.
+checks the built examples against the contract rather than against themselves; Transform
+waits for it, so examples that break the contract stop the run before any Trainer.
 Runners (`tfx_pipeline/runner.py`) read the config and call this function.
 """
 
@@ -25,13 +35,24 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from daian_tf.core.config import Config
-from daian_tf.core.names import EVAL, TRAIN
+from daian_tf.core.names import DAIAN, EVAL, STAGES, TRAIN
 from daian_tf.data.transform import raw_schema, transform_custom_config
 from tfx_pipeline.components.sample_gen import TirSampleGen
+from tfx_pipeline.components.push_gate import PushGate
 from tfx_pipeline.components.sim_range_executors import TrainerExecutor, TransformExecutor
-from tfx_pipeline.trainer_module import CONFIG_KEY, RAW_DIR_KEY
+from tfx_pipeline.components.validation import ExampleValidator
+from tfx_pipeline.eval_config import eval_config
+from tfx_pipeline.trainer_module import CONFIG_KEY, FULL, RAW_DIR_KEY, STAGE_KEY
 
 PIPELINE_NAME = "daian"
+LAST_STAGE = STAGES[-1]  # the Trainer whose model is evaluated and pushed
+PUSH_GATE_ID, LATEST_BLESSED_ID = "PushGate", "LatestBlessedModel"
+TRAINER_SECTIONS = ("samples", "model", "train")  # of the config, in custom_config
+
+
+def trainer_id(stage_or_model: str) -> str:
+    """The component id of a DAIAN stage's Trainer or of the baseline's (by model name)."""
+    return f"Trainer_{stage_or_model}"
 
 
 class Transform(tfx.components.Transform):
@@ -75,6 +96,7 @@ def create_pipeline(
     """Builds the pipeline. Every path is a parameter; nothing is read from globals."""
     version = code_version()
     config_dict = dataclasses.asdict(cfg)
+    pcfg = cfg.pipeline
     sample_gen = TirSampleGen(
         raw_dir=raw_dir,
         sample_config=json.dumps(config_dict["samples"], sort_keys=True),
@@ -86,12 +108,9 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     contract = tfx.components.ImportSchemaGen(
         schema_file=schema_file).with_id("ImportSchemaGen")
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=contract.outputs["schema"])
-    # raw_dir: DAIAN's frozen multimodal catalog is read from item_embeddings.parquet
-    custom_config = {CONFIG_KEY: config_dict, "code_version": version,
-                     RAW_DIR_KEY: raw_dir}
     transform = Transform(
         examples=sample_gen.outputs["examples"],
         schema=contract.outputs["schema"],
@@ -99,27 +118,94 @@ def create_pipeline(
         # sim_range: filled in at run time from the Examples artifact
         custom_config={**transform_custom_config(cfg, None), "code_version": version},
     )
-    trainer = tfx.components.Trainer(
-        run_fn="tfx_pipeline.trainer_module.run_fn",
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=contract.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
-        custom_config=custom_config,
-        custom_executor_spec=executor_spec.ExecutorClassSpec(TrainerExecutor),
-    )
+    transform.add_upstream_node(example_validator)  # bad data stops here
+
+    def trainer(component_id: str, model_cfg: dict, stage: str, base_model=None):
+        # raw_dir: DAIAN's frozen multimodal catalog is read from item_embeddings.parquet
+        custom_config = {CONFIG_KEY: model_cfg, STAGE_KEY: stage,
+                         "code_version": version, RAW_DIR_KEY: raw_dir}
+        return tfx.components.Trainer(
+            run_fn="tfx_pipeline.trainer_module.run_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=contract.outputs["schema"],
+            base_model=base_model,
+            train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
+            eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
+            custom_config=custom_config,
+            custom_executor_spec=executor_spec.ExecutorClassSpec(TrainerExecutor),
+        ).with_id(component_id)
+
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                              producer_component_id=trainer_id(LAST_STAGE),
+                              output_key="model"),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=PUSH_GATE_ID,
+                                       output_key="blessing"),
+    ).with_id(LATEST_BLESSED_ID)
+    blessed_model = latest_blessed.outputs["model"]
+
+    # the sections a Trainer reads: a change elsewhere (the gate, the world) keeps its cache
+    trainer_dict = {key: config_dict[key] for key in TRAINER_SECTIONS}
+    if cfg.model.name == DAIAN:  # a Trainer per stage, chained by base_model
+        stages, base = [], None
+        first = STAGES.index(pcfg.start_from_blessed) if pcfg.start_from_blessed else 0
+        for stage in STAGES[first:]:
+            if stage == pcfg.start_from_blessed:
+                base = blessed_model
+            stages.append(trainer(trainer_id(stage), trainer_dict, stage, base_model=base))
+            base = stages[-1].outputs["model"]
+    else:  # another model: one Trainer, from scratch
+        stages = [trainer(trainer_id(LAST_STAGE), trainer_dict, FULL)]
+    candidate = stages[-1]
+    baseline = None
+    if pcfg.baseline != cfg.model.name:
+        baseline_dict = {**trainer_dict, "model": dataclasses.asdict(
+            dataclasses.replace(cfg.model, name=pcfg.baseline))}
+        baseline = trainer(trainer_id(pcfg.baseline), baseline_dict, FULL)
+
+    config = eval_config(pcfg)
+
+    def evaluator(component_id: str, baseline_model):
+        return tfx.components.Evaluator(
+            examples=sample_gen.outputs["examples"],
+            model=candidate.outputs["model"],
+            baseline_model=baseline_model,
+            schema=contract.outputs["schema"],
+            eval_config=config,
+            example_splits=[EVAL],
+        ).with_id(component_id)
+
+    evaluators, gate_inputs = [], {}
+    if baseline is not None:
+        vs_baseline = evaluator(f"Evaluator_vs_{pcfg.baseline}", baseline.outputs["model"])
+        evaluators.append(vs_baseline)
+        gate_inputs.update(baseline_blessing=vs_baseline.outputs["blessing"],
+                           baseline_evaluation=vs_baseline.outputs["evaluation"])
+    if pcfg.compare_with_blessed:
+        vs_blessed = evaluator("Evaluator_vs_blessed", blessed_model)
+        evaluators.append(vs_blessed)
+        gate_inputs.update(blessed_blessing=vs_blessed.outputs["blessing"],
+                           blessed_evaluation=vs_blessed.outputs["evaluation"])
+    gate = PushGate(model=candidate.outputs["model"], baseline_name=pcfg.baseline,
+                    **gate_inputs).with_id(PUSH_GATE_ID)
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=candidate.outputs["model"],
+        model_blessing=gate.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=serving_dir)),
     )
+    uses_blessed = pcfg.compare_with_blessed or pcfg.start_from_blessed
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[sample_gen, statistics_gen, schema_gen, contract,
-                    example_validator, transform, trainer, pusher],
+                    example_validator, transform]
+        + ([latest_blessed] if uses_blessed else [])
+        + stages + ([baseline] if baseline else []) + evaluators + [gate, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],

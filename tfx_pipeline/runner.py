@@ -5,12 +5,14 @@ Both read a `Config` and call `create_pipeline`; neither holds pipeline logic.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from daian_tf.core.config import Config
-from tfx_pipeline.pipeline import PIPELINE_NAME, create_pipeline, write_schema
+from daian_tf.core.config import Config, ConfigError
+from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
+from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
 
 
 def layout(root: str) -> dict:
@@ -69,13 +71,50 @@ def latest_output_uri(metadata_path: str, component_id: str, output_key: str,
                                   pipeline_name).uri
 
 
-def run_local(raw_dir: str, root: str, cfg: Config,
+def paths_of(cfg: Config, raw_dir: Optional[str] = None,
+             root: Optional[str] = None) -> Tuple[str, dict]:
+    """(raw_dir, layout) of a run: the arguments, else the config's `pipeline:` paths."""
+    raw_dir = raw_dir or cfg.pipeline.raw_dir
+    root = root or cfg.pipeline.root
+    missing = [name for name, value in (("raw_dir", raw_dir), ("root", root)) if not value]
+    if missing:
+        raise ConfigError(f"pipeline.{' and pipeline.'.join(missing)} not set: give "
+                          f"them in the config's pipeline: section or on the command "
+                          f"line (--raw, --root)")
+    paths = layout(root)
+    if cfg.pipeline.serving_dir:
+        paths["serving_dir"] = cfg.pipeline.serving_dir
+    return raw_dir, paths
+
+
+def push_outcome(metadata_path: str, pipeline_name: str = PIPELINE_NAME) -> dict:
+    """What the newest run decided: the gate's verdict and reason, the pushed version."""
+    gate = latest_output_artifact(metadata_path, PUSH_GATE_ID, "blessing", pipeline_name)
+    pushed = latest_output_artifact(metadata_path, "Pusher", "pushed_model",
+                                    pipeline_name)
+
+    def prop(artifact, key):
+        value = artifact.custom_properties.get(key)
+        if value is None:
+            return None
+        return value.int_value if value.HasField("int_value") else value.string_value
+
+    return {"blessed": bool(prop(gate, BLESSED_KEY)),
+            "reason": prop(gate, REASON_KEY),
+            "metrics": json.loads(prop(gate, SUMMARY_KEY) or "{}"),
+            "pushed": bool(prop(pushed, "pushed")),
+            "pushed_model": prop(pushed, "pushed_destination") or None}
+
+
+def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
               beam_args: Optional[List[str]] = None,
-              enable_cache: bool = True) -> dict:
-    """Runs the whole pipeline locally; returns the paths of what it produced."""
+              enable_cache: Optional[bool] = None) -> dict:
+    """Runs the whole pipeline locally; returns the paths of what it produced and the
+    push decision (`push_outcome`). `raw_dir`/`root`/`enable_cache` None: the config's
+    `pipeline:` values; `beam_args` are added to the config's."""
     from tfx import v1 as tfx
 
-    paths = layout(root)
+    raw_dir, paths = paths_of(cfg, raw_dir, root)
     os.makedirs(os.path.dirname(paths["schema_file"]), exist_ok=True)
     write_schema(cfg, paths["schema_file"])
     pipeline = create_pipeline(
@@ -86,15 +125,16 @@ def run_local(raw_dir: str, root: str, cfg: Config,
         cfg=cfg,
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(paths["metadata"]),
-        beam_pipeline_args=beam_args,
-        enable_cache=enable_cache,
+        beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
+        enable_cache=cfg.pipeline.enable_cache if enable_cache is None else enable_cache,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return {**paths, "pushed_model": latest_version_dir(paths["serving_dir"])}
+    return {**paths, **push_outcome(paths["metadata"])}
 
 
-def compile_kubeflow(raw_dir: str, root: str, cfg: Config, output: str,
-                     image: str, beam_args: Optional[List[str]] = None) -> dict:
+def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,
+                     output: str, image: Optional[str] = None,
+                     beam_args: Optional[List[str]] = None) -> dict:
     """Compiles the pipeline for Kubeflow Pipelines (v2 spec JSON); runs nothing.
 
     `root` is the pipeline root the cluster will use (e.g. gs://bucket/daian); the schema
@@ -103,8 +143,8 @@ def compile_kubeflow(raw_dir: str, root: str, cfg: Config, output: str,
     """
     from tfx import v1 as tfx
 
-    paths = layout(root)
-    if "://" not in root:
+    raw_dir, paths = paths_of(cfg, raw_dir, root)
+    if "://" not in paths["pipeline_root"]:
         os.makedirs(os.path.dirname(paths["schema_file"]), exist_ok=True)
         write_schema(cfg, paths["schema_file"])
     pipeline = create_pipeline(
@@ -113,11 +153,11 @@ def compile_kubeflow(raw_dir: str, root: str, cfg: Config, output: str,
         serving_dir=paths["serving_dir"],
         schema_file=paths["schema_file"],
         cfg=cfg,
-        beam_pipeline_args=beam_args,
+        beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
     )
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image),
+            default_image=image or cfg.pipeline.image),
         output_filename=output,
     )
     runner.run(pipeline, write_out=True)

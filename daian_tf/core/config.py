@@ -19,7 +19,7 @@ import yaml
 from daian_tf.core import features as F
 from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN, MODEL_NAMES,
                                   OPTIMIZER_NAMES, SHUFFLE_REQUEST, SHUFFLE_UNITS,
-                                  STAGE2_LABELS, STAGE2_LOO)
+                                  STAGE1, STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
 
@@ -242,6 +242,10 @@ class TrainConfig:
     stage3_epochs: int = 2  # joint, CTR loss only (Eq. 21); also the epochs without stages
     uim_lr_scale: float = 0.1  # stage 3: UIM's own optimizer at this x learning_rate
     stage2_label: str = STAGE2_LOO  # [I-3] "loo": intent_label_loo; "plain": intent_label
+    # each fit (DIN's, each DAIAN stage) ends with the weights of its best epoch by its
+    # eval metric (stage 1: the KL loss; the CTR stages and DIN: AUC); False: the last
+    restore_best_epoch: bool = True
+    patience: int = 0  # epochs without improvement before a fit stops early; 0: never
 
     def __post_init__(self):
         _check(self.cache in CACHE_MODES,
@@ -256,6 +260,7 @@ class TrainConfig:
                f"train.uim_lr_scale must be > 0, got {self.uim_lr_scale}")
         _check(self.stage2_label in STAGE2_LABELS, f"train.stage2_label must be one of "
                f"{list(STAGE2_LABELS)}, got {self.stage2_label!r}")
+        _check(self.patience >= 0, f"train.patience must be >= 0, got {self.patience}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.learning_rate > 0,
@@ -300,12 +305,50 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """`daian pipeline run|compile` (tfx_pipeline/): paths, Beam, the gate, warm start.
+
+    Paths left empty come from the command line (`--raw`, `--root`); relative paths are
+    taken from the working directory.
+    """
+
+    raw_dir: Optional[str] = None  # raw TIR logs (DATA.md §1)
+    root: Optional[str] = None  # artifacts/, metadata.sqlite, schema/
+    serving_dir: Optional[str] = None  # the model_base_path of TF Serving; None:
+    # <root>/serving; the Pusher writes <serving_dir>/<version>/
+    beam_args: Sequence[str] = ()  # Beam pipeline options of every Beam component
+    enable_cache: bool = True  # reuse an execution whose inputs and config are unchanged
+    baseline: str = DIN  # the model trained beside DAIAN, which DAIAN must not fall below
+    # DAIAN's stage that starts from the latest blessed model (continuous training;
+    # the stages before it then do not run); None: every run trains from scratch
+    start_from_blessed: Optional[str] = STAGE1
+    # the gate (TFMA, Evaluator): blessed only if AUC and GAUC are >= the baseline's
+    # and the latest blessed model's on the same eval split, minus these tolerances
+    auc_tolerance: float = 0.0
+    gauc_tolerance: float = 0.0
+    compare_with_blessed: bool = True  # False: only against the baseline
+    image: str = "gcr.io/tfx-oss-public/tfx:1.16.0"  # compile: the components' image
+
+    def __post_init__(self):
+        _check(self.baseline in MODEL_NAMES and self.baseline != DAIAN,
+               f"pipeline.baseline must be one of {[m for m in MODEL_NAMES if m != DAIAN]},"
+               f" got {self.baseline!r}")
+        _check(self.start_from_blessed is None or self.start_from_blessed in STAGES,
+               f"pipeline.start_from_blessed must be null or one of {list(STAGES)}, got "
+               f"{self.start_from_blessed!r}")
+        for name in ("auc_tolerance", "gauc_tolerance"):
+            _check(getattr(self, name) >= 0,
+                   f"pipeline.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class Config:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     samples: SampleConfig = field(default_factory=SampleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,9 +28,17 @@ ADAM, ADAGRAD = "adam", "adagrad"
 OPTIMIZER_NAMES = (ADAM, ADAGRAD)
 STAGE2_LOO, STAGE2_PLAIN = "loo", "plain"  # [I-3] the intent label of stage 2
 STAGE2_LABELS = (STAGE2_LOO, STAGE2_PLAIN)
+# DAIAN's training stages (DAIAN.md §7), also the pipeline's Trainer stages
+STAGE1, STAGE2, STAGE3 = "stage1", "stage2", "stage3"
+STAGES = (STAGE1, STAGE2, STAGE3)
+JOINT = "joint"  # the one joint stage of the "w/o three-stage" ablation
 
 # --- evaluation ------------------------------------------------------------------------
 AUC, GAUC, LOGLOSS = "auc", "gauc", "logloss"
+# the metric a fit keeps its best epoch by (training/best_epoch.py): (Keras log key,
+# mode) for stage 1 (the KL fit) and for the CTR fits (DIN, DAIAN's stages 2 and 3)
+CTR_FIT = "ctr"
+BEST_EPOCH_MONITOR = {STAGE1: ("val_loss", "min"), CTR_FIT: (f"val_{AUC}", "max")}
 METRIC_NAMES = (AUC, GAUC, LOGLOSS)  # the metrics of every table
 METRIC_LABELS = {AUC: "AUC", GAUC: "GAUC", LOGLOSS: "logloss"}  # as tables print them
 # columns of a scored split (evaluation.columns.collect_columns), beside feature keys

@@ -16,7 +16,18 @@ from daian_tf.data.transform import vocab_sizes
 from daian_tf.models import serving_input_keys
 from daian_tf.models.daian import DAIAN
 from daian_tf.models.factory import Catalog, build_model
+from daian_tf.training.best_epoch import best_epoch_callbacks
 from daian_tf.training.stages import compile_ctr, train_daian
+
+
+def build_for_data(cfg, tf_transform_output,
+                   sim_range: Optional[Sequence[float]] = None,
+                   catalog: Optional[Catalog] = None) -> keras.Model:
+    """The configured model, sized by the vocabularies of `tf_transform_output`, after
+    seeding Keras with `train.seed` (every route builds and initialises alike)."""
+    keras.utils.set_random_seed(cfg.train.seed)
+    sizes = vocab_sizes(tf_transform_output, tuple(cfg.samples.user_columns))
+    return build_model(cfg, sizes, sim_range, catalog)
 
 
 def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
@@ -47,10 +58,8 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
         `(model, history)`: history is {metric: [per epoch]} for DIN, {stage: {metric:
         [per epoch]}} for DAIAN.
     """
-    keras.utils.set_random_seed(cfg.train.seed)
     callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
-    sizes = vocab_sizes(tf_transform_output, tuple(cfg.samples.user_columns))
-    model = build_model(cfg, sizes, sim_range, catalog)
+    model = build_for_data(cfg, tf_transform_output, sim_range, catalog)
     if isinstance(model, DAIAN):
         history = train_daian(model, train_pattern, eval_pattern, tf_transform_output,
                               cfg.train, checkpoint_dir=checkpoint_dir,
@@ -68,7 +77,9 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
                            shuffle=False, input_keys=keys)
     history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
                         steps_per_epoch=steps_per_epoch,
-                        validation_steps=validation_steps, callbacks=callbacks,
+                        validation_steps=validation_steps,
+                        callbacks=callbacks + best_epoch_callbacks(cfg.train,
+                                                                   cfg.train.epochs),
                         verbose=verbose)
     return model, history.history
 

@@ -14,9 +14,15 @@ Each stage is a model of its own with fixed inputs, built on the DAIAN model's l
 (shared objects: fitting a stage model trains the DAIAN model); the DAIAN model itself
 never changes mode.
 
+Each stage ends with the weights of its best epoch by its eval metric (stage 1: the KL
+loss; stages 2 and 3: AUC), unless `train.restore_best_epoch` is off
+(`training/best_epoch.py`); `train.patience` also stops a stage early.
+
 `train_daian` runs them in order (or, for the "w/o three-stage" ablation, one joint stage
 from scratch with one optimizer), writing `stage<k>.weights.h5` after each stage when
-given a checkpoint directory; `initial_weights` starts any stage from such a file.
+given a checkpoint directory; `initial_weights` starts any stage from such a file or
+from a warm-start directory (`training/warm_start.py`: another day's vocabularies).
+The TFX pipeline runs each stage as a Trainer of its own (`STAGE_FUNCTIONS`).
 Each function takes the model and transformed TFRecords, so a notebook can run one stage.
 """
 
@@ -31,10 +37,12 @@ import numpy as np
 import tensorflow as tf
 
 from daian_tf.core import features as F
-from daian_tf.core.names import AUC, STAGE2_LOO, STAGE2_PLAIN
+from daian_tf.core.names import (AUC, CTR_FIT, JOINT, STAGE1, STAGE2, STAGE2_LOO,
+                                  STAGE2_PLAIN, STAGE3, STAGES)
 from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, estimate_intent
+from daian_tf.training.best_epoch import best_epoch_callbacks
 from daian_tf.training.optimizer import make_optimizer
 
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
@@ -201,17 +209,31 @@ def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:
         model.uim_embedding.trainable = trainable
 
 
-def _start(model: DAIAN, initial_weights: Optional[str], sample) -> None:
+def _start(model: DAIAN, initial_weights: Optional[str], sample,
+           tf_transform_output) -> None:
     """Create every variable of the model (UIM's included, which stage 2 does not
-    touch) on one batch; then load `initial_weights` if given."""
+    touch) on one batch; then start from `initial_weights` if given: a Keras
+    `.weights.h5` file (`train_daian`'s checkpoints: the same vocabularies), or a
+    warm-start directory (`training.warm_start`: embedding rows remapped by token to
+    this data's vocabularies)."""
     model(sample, training=False)
-    if initial_weights:
+    if not initial_weights:
+        return
+    if str(initial_weights).endswith(".weights.h5"):
         model.load_weights(initial_weights)
+    else:
+        from daian_tf.training.warm_start import warm_start
+
+        print(warm_start(model, initial_weights, tf_transform_output).summary(),
+              flush=True)
 
 
-def _fit(model, train_ds, eval_ds, epochs: int, callbacks, verbose: int):
+def _fit(model, train_ds, eval_ds, epochs: int, callbacks, verbose: int, train_cfg,
+         kind: str = CTR_FIT):
+    """`model.fit`, ending with its best epoch's weights (`train.restore_best_epoch`)."""
+    callbacks = list(callbacks or []) + best_epoch_callbacks(train_cfg, epochs, kind)
     return model.fit(train_ds, validation_data=eval_ds, epochs=epochs,
-                     callbacks=list(callbacks or []), verbose=verbose)
+                     callbacks=callbacks, verbose=verbose)
 
 
 def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
@@ -224,14 +246,14 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
                            shuffle_unit=train_cfg.shuffle_unit)
     evaluation = intent_dataset(model, eval_pattern, tf_transform_output,
                                 train_cfg.batch_size, shuffle=False)
-    _start(model, initial_weights, next(iter(train))[0])
+    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
     _set_uim_trainable(model, True)
     intent_model = IntentModel(model)
     intent_model.compile(
         optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
         loss=keras.losses.KLDivergence())
     return _fit(intent_model, train, evaluation, train_cfg.stage1_epochs, callbacks,
-                verbose)
+                verbose, train_cfg, kind=STAGE1)
 
 
 def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
@@ -242,12 +264,12 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     stage = LabelIntentModel(model, STAGE2_INTENT_KEYS[train_cfg.stage2_label])
     train, evaluation = _ctr_datasets(stage.input_keys, train_pattern, eval_pattern,
                                       tf_transform_output, train_cfg)
-    _start(model, initial_weights, next(iter(train))[0])
+    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
     _set_uim_trainable(model, False)
     try:
         compile_ctr(stage, train_cfg)
         return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
-                    verbose)
+                    verbose, train_cfg)
     finally:
         _set_uim_trainable(model, True)
 
@@ -262,7 +284,7 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     as it is, the joint-from-scratch run)."""
     train, evaluation = _ctr_datasets(model.input_keys, train_pattern, eval_pattern,
                                       tf_transform_output, train_cfg)
-    _start(model, initial_weights, next(iter(train))[0])
+    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
     _set_uim_trainable(model, True)
     stage = model
     if separate_uim_optimizer:
@@ -272,7 +294,8 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
         stage = TwoOptimizerModel(model, uim_optimizer)
     compile_ctr(stage, train_cfg)
     return _fit(stage, train, evaluation,
-                train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose)
+                train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose,
+                train_cfg)
 
 
 def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
@@ -299,18 +322,34 @@ def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePatt
     args = (model, train_pattern, eval_pattern, tf_transform_output, train_cfg)
     kwargs = dict(callbacks=callbacks, verbose=verbose)
     if not train_cfg.three_stage:
-        histories["joint"] = train_stage3(
+        histories[JOINT] = train_stage3(
             *args, epochs=train_cfg.stage2_epochs + train_cfg.stage3_epochs,
             separate_uim_optimizer=False, **kwargs).history
-        checkpoint("joint")
+        checkpoint(JOINT)
         return histories
-    if model.cfg.use_uim and train_cfg.stage1_epochs > 0:
-        histories["stage1"] = train_stage1(*args, **kwargs).history
-        checkpoint("stage1")
-    if train_cfg.stage2_epochs > 0:
-        histories["stage2"] = train_stage2(*args, **kwargs).history
-        checkpoint("stage2")
-    if train_cfg.stage3_epochs > 0:
-        histories["stage3"] = train_stage3(*args, **kwargs).history
-        checkpoint("stage3")
+    for stage in STAGES:
+        if stage_runs(model, train_cfg, stage):
+            histories[stage] = STAGE_FUNCTIONS[stage](*args, **kwargs).history
+            checkpoint(stage)
     return histories
+
+
+def carry_over(model: DAIAN, train_pattern: FilePattern, tf_transform_output,
+               train_cfg, initial_weights: Optional[str] = None) -> None:
+    """A stage that trains nothing (`stage_runs` is False): the model's variables
+    created, started from `initial_weights` if given, and left as they are."""
+    train = make_dataset(train_pattern, tf_transform_output, train_cfg.batch_size,
+                         shuffle=False, input_keys=list(model.input_keys))
+    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
+
+
+STAGE_FUNCTIONS = {STAGE1: train_stage1, STAGE2: train_stage2, STAGE3: train_stage3}
+
+
+def stage_runs(model: DAIAN, train_cfg, stage: str) -> bool:
+    """Whether `stage` trains anything under `train_cfg`: stage 1 not for the "w/o UIM"
+    model (its intent is not a distribution: there is nothing to fit the KL to), and no
+    stage with 0 epochs."""
+    if stage == STAGE1 and not model.cfg.use_uim:
+        return False
+    return getattr(train_cfg, f"{stage}_epochs") > 0

@@ -1,5 +1,6 @@
 """End to end: the quick start on the default world, through the real TFX pipeline
-(LocalDagRunner, SQLite ML Metadata, the Beam sample builder as ExampleGen, Transform, Trainer, Pusher),
+(LocalDagRunner, SQLite ML Metadata, the Beam sample builder as ExampleGen, Transform, DAIAN's
+three Trainer stages and DIN's Trainer, the TFMA Evaluators, the push gate, the Pusher),
 the pushed SavedModel checked with `saved_model_cli`, and served over gRPC by the local
 server to the official `tensorflow-serving-api` stubs.
 """
@@ -54,7 +55,9 @@ def test_pipeline_produces_every_artifact(pipeline_run):
     md = pipeline_run["metadata"]
     for component, key in [("TirSampleGen", "examples"), ("StatisticsGen", "statistics"),
                            ("SchemaGen", "schema"), ("ExampleValidator", "anomalies"),
-                           ("Transform", "transform_graph"), ("Trainer", "model"),
+                           ("Transform", "transform_graph"),
+                           ("Trainer_stage3", "model"), ("Trainer_din", "model"),
+                           ("Evaluator_vs_din", "evaluation"), ("PushGate", "blessing"),
                            ("Pusher", "pushed_model")]:
         uri = latest_output_uri(md, component, key)
         assert os.path.exists(uri), (component, uri)
@@ -98,7 +101,7 @@ def test_saved_model_cli_shows_the_serving_contract(pipeline_run):
 def test_pipeline_and_daian_train_bin_the_same_example_into_the_same_bin(
         pipeline_run, default_cfg, tmp_path):
     """One owner of the I-2 range: the sample builder. The pipeline hands it on as the
-    Examples artifacts' property (TirSampleGen → Transform → Trainer → the pushed model),
+    Examples artifacts' property (TirSampleGen → Transform → Trainers → the pushed model),
     `daian train` as report.json; both Transform graphs bin the same raw examples into
     the same bins, and the pushed model holds the same range."""
     import tensorflow_transform as tft
@@ -202,6 +205,8 @@ def test_kubeflow_compile_writes_a_pipeline_spec(tmp_path, default_cfg):
                            str(tmp_path / "daian.json"), image="example.com/daian:1")
     spec = json.load(open(out["pipeline_spec"]))
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert {"TirSampleGen", "Transform", "Trainer", "Pusher"} <= set(tasks)
+    assert {"TirSampleGen", "Transform", "Trainer_stage1", "Trainer_stage2",
+            "Trainer_stage3", "Trainer_din", "Evaluator_vs_din", "Evaluator_vs_blessed",
+            "PushGate", "Pusher"} <= set(tasks)
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     assert any("example.com/daian:1" in json.dumps(e) for e in executors.values())

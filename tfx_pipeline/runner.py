@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from daian_tf.core.config import Config
 from tfx_pipeline.pipeline import PIPELINE_NAME, create_pipeline, write_schema
+from tfx_pipeline.progress import component_progress
 
 
 def layout(root: str) -> dict:
@@ -89,8 +90,10 @@ def run_local(raw_dir: str, root: str, cfg: Config,
         beam_pipeline_args=beam_args,
         enable_cache=enable_cache,
     )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    return {**paths, "pushed_model": latest_version_dir(paths["serving_dir"])}
+    with component_progress() as progress:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    return {**paths, "pushed_model": latest_version_dir(paths["serving_dir"]),
+            "component_seconds": progress.seconds}
 
 
 def compile_kubeflow(raw_dir: str, root: str, cfg: Config, output: str,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -49,10 +50,16 @@ _BOOKKEEPING = {"tfx_version", "name", "producer_component", "state", "is_extern
 
 
 def _properties(artifacts) -> str:
-    """The result-like custom properties of a component's output artifacts
-    (`blessed=1`, counts, a split list), short: ` (blessed=1)`, or ``."""
+    """What a component's output artifacts say of its result, short: a blessing's
+    marker file (`BLESSED` / `NOT blessed`) and scalar custom properties (`blessed=1`,
+    counts) as far as the launcher's copy of the artifacts carries them: ` (...)`."""
     found = []
     for artifact in artifacts or ():
+        uri = getattr(artifact, "uri", "")
+        # a blessing (Evaluator, InfraValidator, a gate) marks its directory with a file
+        for marker, text in (("BLESSED", "BLESSED"), ("NOT_BLESSED", "NOT blessed")):
+            if uri and "://" not in uri and os.path.exists(os.path.join(uri, marker)):
+                found.append(text)
         mlmd = getattr(artifact, "mlmd_artifact", None)
         if mlmd is None:
             continue
@@ -177,16 +184,30 @@ def component_progress(stream: Optional[TextIO] = None,
     """Progress lines for the `LocalDagRunner().run(...)` inside the block; yields the
     `PipelineProgress` (`.seconds`, `.cached`, `.table()`) and prints its table at the
     end unless `summary=False`."""
-    absl_logger = logging.getLogger("absl")
     # make sure absl's logger exists with its own level before we change it
     from absl import logging as _absl_logging  # noqa: F401
 
-    original_level = absl_logger.level
-    effective = absl_logger.getEffectiveLevel()
-    progress = PipelineProgress(pass_level=effective, stream=stream)
+    absl_logger = logging.getLogger("absl")
+    progress = PipelineProgress(pass_level=absl_logger.getEffectiveLevel(),
+                                stream=stream)
+    # TFX's Beam executors parse absl's flags, which sets the absl logger's level back
+    # to the --verbosity default (WARNING): the level is held at INFO for the run and
+    # what absl asks for becomes the level the filter passes on.
+    pinned = absl_logger.__dict__.get("setLevel")  # daian_tf.core.console's, if any
+    requested = [absl_logger.level]
+
+    def set_level(level) -> None:
+        if pinned is not None:
+            pinned(level)
+            return
+        requested[0] = logging._checkLevel(level)  # noqa: SLF001 (as Logger.setLevel)
+        progress.pass_level = (requested[0] if requested[0] != logging.NOTSET
+                               else logging.getLogger().getEffectiveLevel())
+
     absl_logger.addFilter(progress)
-    if effective > logging.INFO:
-        absl_logger.setLevel(logging.INFO)
+    logging.Logger.setLevel(absl_logger, min(absl_logger.getEffectiveLevel(),
+                                             logging.INFO))
+    absl_logger.setLevel = set_level
     t0 = time.monotonic()
     try:
         yield progress
@@ -195,7 +216,11 @@ def component_progress(stream: Optional[TextIO] = None,
         raise
     finally:
         absl_logger.removeFilter(progress)
-        absl_logger.setLevel(original_level)
+        if pinned is not None:
+            absl_logger.setLevel = pinned
+        else:
+            del absl_logger.setLevel
+            absl_logger.setLevel(requested[0])
     if summary and (progress.seconds or progress.skipped):
         progress.say(f"finished in {time.monotonic() - t0:.1f} s")
         print(progress.table(), file=stream or sys.stdout, flush=True)

@@ -108,6 +108,9 @@ NOISE: List[Noise] = [
     Noise("absl", r"Examples artifact does not have payload_format custom property",
           "TFX reading our TFRecords of tf.Example (the format it falls back to is "
           "the one we write)"),
+    Noise("absl", r"Pusher is going to push the model without validation",
+          "TFX, when the Pusher takes no blessing: the quick start's pipeline pushes "
+          "every trained model on purpose (drop this entry once a blessing gates it)"),
     Noise("absl", r"Function `_wrapped_model` contains input name\(s\)|"
           r"Found untraced functions such as|"
           r"Compiled the loaded model, but the compiled metrics have yet to be built|"
@@ -332,6 +335,12 @@ def setup_console(verbose: bool = False, log_file: Optional[str] = None) -> None
     # WARNING until flags are parsed; INFO when someone wants the full output.
     from absl import logging as absl_logging
 
+    absl_logger = logging.getLogger("absl")
+    absl_logger.__dict__.pop("setLevel", None)
     absl_logging.set_verbosity(absl_logging.INFO if detailed else absl_logging.WARNING)
+    if detailed:
+        # held there: TFX's Beam executors parse absl's flags, which would set it back
+        # to the --verbosity default (WARNING) in the middle of the run
+        absl_logger.setLevel = lambda level: None
     # a root handler exists now, so TensorFlow adds none of its own to "tensorflow"
     # and absl does not call logging.basicConfig()

@@ -21,8 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = """\
 simulation: {num_users: 30, num_items: 200, num_categories: 16, num_shops: 20,
              request_days: 3, history_days: 3}
-samples: {history_days: 3}
-model: {hidden_units: [32, 16]}
+samples: {history_days: 3, max_seq_len: 10}
+model: {hidden_units: [16], attention_units: [8], embedding_dim: 8, intent_dim: 8,
+        attention_width: 16, attention_heads: 2, uim_hidden_units: [16],
+        projection_units: [16], gate_hidden_units: [16], explicit_max_steps: 4}
 train: {epochs: 1, stage1_epochs: 1, stage2_epochs: 1, stage3_epochs: 1,
         batch_size: 256}
 """

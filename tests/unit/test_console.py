@@ -132,27 +132,32 @@ def test_the_cli_sets_up_the_console_before_tensorflow_is_imported():
     assert run.stdout.strip() == "3"
 
 
-def test_result_properties_of_the_output_artifacts_are_shown():
+def test_result_properties_of_the_output_artifacts_are_shown(tmp_path):
     from ml_metadata.proto import metadata_store_pb2
 
     class Artifact:  # what TFX's Artifact exposes to us
-        def __init__(self, **props):
+        def __init__(self, uri="", **props):
+            self.uri = uri
             self.mlmd_artifact = metadata_store_pb2.Artifact()
             for key, value in props.items():
                 field = {int: "int_value", float: "double_value", str: "string_value"}
                 setattr(self.mlmd_artifact.custom_properties[key],
                         field[type(value)], value)
 
+    blessing = tmp_path / "blessing"
+    blessing.mkdir()
+    (blessing / "NOT_BLESSED").touch()
     ticks = iter([0.0, 1.0])
     out = io.StringIO()
     p = PipelineProgress(stream=out, clock=lambda: next(ticks))
     for msg, args in [("Component %s is running.", ("Evaluator",)),
                       ("Publishing output artifacts %s for execution %s",
-                       ({"blessing": [Artifact(blessed=0, tfx_version="1.16.0")],
+                       ({"blessing": [Artifact(str(blessing), blessed=0,
+                                               tfx_version="1.16.0")],
                          "evaluation": [Artifact()]}, 5)),
                       ("Component %s is finished.", ("Evaluator",))]:
         p.filter(_record("absl", logging.INFO, msg, *args))
-    assert "Evaluator: done in 1.0 s → blessing (blessed=0), evaluation" \
+    assert "Evaluator: done in 1.0 s → blessing (NOT blessed, blessed=0), evaluation" \
         in out.getvalue()
 
 
@@ -182,3 +187,19 @@ def test_the_stderr_filter_drops_cxx_noise_and_passes_the_rest(tmp_path):
     assert "child\n" in run.stderr
     assert "RuntimeError: boom" in run.stderr and "Traceback" in run.stderr
     assert "PredictCost" in log.read_text() and "cuFFT" in log.read_text()
+
+
+def test_progress_survives_absl_flag_parsing_in_the_middle_of_the_run():
+    """TFX's Beam executors parse absl's flags, which resets the absl logger's level."""
+    from absl import flags
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    out = io.StringIO()
+    with component_progress(stream=out) as progress:
+        absl_logging.info("Component %s is running.", "Transform")
+        flags.FLAGS(["prog"], known_only=True)  # what base_beam_executor does
+        absl_logging.info("Component %s is finished.", "Transform")
+    assert list(progress.seconds) == ["Transform"]
+    assert logging.getLogger("absl").level == logging.WARNING
+    assert "setLevel" not in logging.getLogger("absl").__dict__

@@ -31,8 +31,8 @@ gone). `DAIAN_STDERR_FILTER=0` or `--verbose` turns it off.
 
 Python warnings (`warnings` is routed into `logging`, logger ``py.warnings``, so a log
 file keeps them) and library log records, dropped from the console by
-`NoiseFilter` when they match `NOISE` (each with its reason, below). Library records
-below WARNING never reach the console (TFX, Beam and TensorFlow log their progress at
+`NoiseFilter` when they match `NOISE` (each with its reason, below). Records below
+WARNING of any logger but ours (`OUR_LOGGERS`) never reach the console (TFX, Beam and TensorFlow log their progress at
 INFO; `tfx_pipeline/progress.py` turns TFX's into our own lines). Anything else, every
 ERROR and every exception with its traceback is printed as before: only known noise is
 silenced.
@@ -62,11 +62,9 @@ QUIET_ENV = {
 QUIET_PYTHONWARNINGS = ("ignore:You are using a non-supported Python version:"
                         "FutureWarning")
 
-# loggers of the libraries; their records below WARNING never reach a quiet console
-LIBRARY_LOGGERS = ("absl", "tensorflow", "tfx", "apache_beam", "tensorflow_transform",
-                   "tensorflow_model_analysis", "tfx_bsl", "tensorflow_data_validation",
-                   "ml_metadata", "keras", "google", "grpc", "urllib3", "h5py",
-                   "py.warnings", "matplotlib", "root")
+# our loggers; every other logger is a library's, whose records below WARNING never
+# reach a quiet console
+OUR_LOGGERS = ("daian_tf", "tfx_pipeline", "serving", "__main__")
 
 
 class Noise(NamedTuple):
@@ -152,12 +150,12 @@ CXX_NOISE: List[Noise] = [
           "(Softmax); the graph still runs"),
 ]
 
-_CONSOLE_FORMAT = "%(levelname)s:%(name)s:%(message)s"
+_CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
 
 
-def _is_library(name: str) -> bool:
-    return any(name == lib or name.startswith(lib + ".") for lib in LIBRARY_LOGGERS)
+def _is_ours(name: str) -> bool:
+    return any(name == ours or name.startswith(ours + ".") for ours in OUR_LOGGERS)
 
 
 class NoiseFilter(logging.Filter):
@@ -171,8 +169,8 @@ class NoiseFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        if not _is_library(name):
-            return True  # ours (daian_tf, tfx_pipeline, serving, __main__)
+        if _is_ours(name):
+            return True
         if record.levelno >= logging.ERROR:
             return True
         if record.levelno < logging.WARNING:
@@ -314,10 +312,8 @@ def setup_console(verbose: bool = False, log_file: Optional[str] = None) -> None
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter(_CONSOLE_FORMAT))
     handlers: List[logging.Handler] = [console]
-    if verbose:
-        console.setLevel(logging.INFO)
-    else:
-        console.setLevel(logging.WARNING)
+    console.setLevel(logging.INFO)  # our INFO (`daian serve`'s log) shows
+    if not verbose:
         console.addFilter(NoiseFilter())
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
@@ -331,8 +327,8 @@ def setup_console(verbose: bool = False, log_file: Optional[str] = None) -> None
 
     detailed = verbose or bool(log_file)
     root.setLevel(logging.INFO if detailed else logging.WARNING)
-    # absl's Python logger (TFX, TF-Transform, TFMA log through it) has its own level,
-    # WARNING until flags are parsed; INFO when someone wants the full output.
+    # absl's Python logger (TFX, TF-Transform, TFMA log through it): INFO when someone
+    # wants the full output
     from absl import logging as absl_logging
 
     absl_logger = logging.getLogger("absl")

@@ -27,6 +27,7 @@ def test_the_filter_drops_known_noise_and_library_info_and_keeps_the_rest():
                 "supported."),
         _record("absl", logging.INFO, "Component %s is running.", "Transform"),
         _record("tensorflow", logging.INFO, "Assets written to: %s", "/tmp/x"),
+        _record("some_other_library", logging.INFO, "connected"),
         _record("py.warnings", logging.WARNING, "%s", "/x/y.py:246: FutureWarning: "
                 "You are using a non-supported Python version (3.10.13)."),
     ]

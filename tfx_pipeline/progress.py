@@ -13,8 +13,12 @@ TFX 1.16's `LocalDagRunner` and its `Launcher` log, through absl's Python logger
 `component_progress()` turns them into lines on stdout,
 
     [pipeline 12:00:01] Transform: started
-    [pipeline 12:00:13] SchemaGen: done in 0.3 s → schema
-    [pipeline 12:00:13] Pusher: cached (0.4 s)
+    [pipeline 12:00:53] Transform: done in 51.8 s → post_transform_anomalies, ... and 5 more
+    [pipeline 12:00:53] Evaluator: done in 9.1 s → blessing (NOT blessed), evaluation
+    [pipeline 12:00:53] Pusher: cached (0.4 s)
+
+(after "→": the output keys, with what their artifacts say of the result: a blessing's
+BLESSED / NOT_BLESSED marker file, scalar custom properties the launcher's copy carries),
 
 collects each component's wall time (`progress.seconds`, id → seconds; `progress.cached`,
 the ids served from the cache) and prints a summary table when the run ends. It knows no
@@ -23,7 +27,8 @@ component by name: whatever the pipeline holds is reported.
 It is a `logging.Filter` on the "absl" logger, not a handler: it sees every record that
 logger makes and passes on only those at the level the logger had (WARNING unless
 `--verbose`/`--log-file` asked for INFO), so lowering the level to INFO for the run adds
-no INFO lines to stderr.
+no INFO lines to stderr. The level is held at INFO for the run (TFX's Beam executors parse
+absl's flags, which resets it); a level absl asks for meanwhile becomes the filter's.
 """
 
 from __future__ import annotations

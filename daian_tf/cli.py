@@ -9,7 +9,9 @@
     daian quickstart [--workdir W]                the README's main job
 
 `--config FILE` (repeatable, later wins) layers YAML files over the packaged default
-(`daian_tf/core/base.yaml`).
+(`daian_tf/core/base.yaml`). `--verbose` keeps the libraries' full output (TensorFlow,
+TFX, Beam) on stderr, `--log-file PATH` writes it to PATH; by default their known noise
+is silenced (daian_tf/core/console.py lists it, with the reasons).
 
 The library's own commands are defined here. `pipeline` and `quickstart` (the
 `tfx_pipeline` package) and `serve` (the `serving` package) sit above the library, which
@@ -22,12 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from importlib.metadata import entry_points
 from typing import List, Optional
 
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
+from daian_tf.core.console import setup_console
 from daian_tf.core.errors import DaianInputError
 
 # Entry points `fn(subparsers)` that add a command: its parser sets the defaults `func`
@@ -46,6 +48,17 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append",
                    help="YAML config layered over the packaged default "
                    f"({DEFAULT_CONFIG_FILE}); repeat to layer more (later wins)")
+
+
+def add_console_options(p: argparse.ArgumentParser, default=None) -> None:
+    """`--verbose` and `--log-file` (daian_tf/core/console.py)."""
+    p.add_argument("--verbose", action="store_true",
+                   default=False if default is None else default,
+                   help="keep the libraries' full output (TensorFlow, TFX, Beam logs "
+                   "and warnings) on stderr")
+    p.add_argument("--log-file", metavar="PATH", default=default,
+                   help="write the libraries' full log (INFO and up) to PATH; the "
+                   "console stays quiet")
 
 
 def cmd_simulate(args, _rest) -> int:
@@ -93,6 +106,7 @@ def cmd_experiment(args, beam_args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="daian", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_console_options(ap)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write raw TIR logs of a simulated world")
@@ -129,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     for entry_point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         entry_point.load()(sub)
+    for p in sub.choices.values():  # also after the command: `daian quickstart --verbose`
+        add_console_options(p, default=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    setup_console(args.verbose, args.log_file)  # before anything imports TensorFlow
     if rest and not args.beam_args:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

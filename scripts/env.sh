@@ -40,7 +40,6 @@ else
 fi
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"
-# quieter TensorFlow (no GPU is expected), and no google-cloud notice per import about
-# Python 3.10 (the TFX 1.16 stack needs 3.10); child processes inherit both
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:You are using a non-supported Python version:FutureWarning}"
+# No TF_CPP_MIN_LOG_LEVEL / PYTHONWARNINGS here: the `daian` command quiets the
+# libraries itself (daian_tf/core/console.py; `daian --verbose ...` keeps their output),
+# and a value exported here would override its choice.

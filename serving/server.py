@@ -300,10 +300,12 @@ def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME,
         FileNotFoundError: no loadable version under `model_base_path`.
         OSError: the port could not be bound.
     """
-    if wait and not logging.getLogger().handlers:
+    if wait and _LOG.getEffectiveLevel() > logging.INFO:
         # Run as a program (`daian serve`): show the load and per-request log.
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("serving").setLevel(logging.INFO)
+        if not logging.getLogger().handlers:  # (the `daian` CLI has set up its own)
+            logging.basicConfig(
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     version, version_dir = find_latest_version(model_base_path)
     _LOG.info("loading %r version %d from %s", model_name, version, version_dir)
     model = ServedModel(version_dir, version)

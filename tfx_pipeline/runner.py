@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 from daian_tf.core.config import Config, ConfigError
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
 from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
+from tfx_pipeline.progress import component_progress
 
 
 def layout(root: str) -> dict:
@@ -24,14 +25,6 @@ def layout(root: str) -> dict:
         "serving_dir": os.path.join(root, "serving"),
         "schema_file": os.path.join(root, "schema", "schema.pbtxt"),
     }
-
-
-def latest_version_dir(serving_dir: str) -> str:
-    """The highest numeric version under a model base path, as TF Serving picks it."""
-    versions = [p for p in Path(serving_dir).iterdir() if p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"no numeric version directory in {serving_dir}")
-    return str(max(versions, key=lambda p: int(p.name)))
 
 
 def latest_output_artifact(metadata_path: str, component_id: str, output_key: str,
@@ -128,8 +121,10 @@ def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
         beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
         enable_cache=cfg.pipeline.enable_cache if enable_cache is None else enable_cache,
     )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    return {**paths, **push_outcome(paths["metadata"])}
+    with component_progress() as progress:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    return {**paths, **push_outcome(paths["metadata"]),
+            "component_seconds": progress.seconds}
 
 
 def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,

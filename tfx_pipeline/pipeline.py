@@ -45,7 +45,7 @@ from tfx_pipeline.eval_config import eval_config
 from tfx_pipeline.trainer_module import CONFIG_KEY, FULL, RAW_DIR_KEY, STAGE_KEY
 
 PIPELINE_NAME = "daian"
-LAST_STAGE = STAGES[-1]  # the Trainer whose model is evaluated and pushed
+LAST_STAGE = STAGES[-1]  # DAIAN's stage whose model is evaluated and pushed
 PUSH_GATE_ID, LATEST_BLESSED_ID = "PushGate", "LatestBlessedModel"
 TRAINER_SECTIONS = ("samples", "model", "train")  # of the config, in custom_config
 
@@ -53,6 +53,12 @@ TRAINER_SECTIONS = ("samples", "model", "train")  # of the config, in custom_con
 def trainer_id(stage_or_model: str) -> str:
     """The component id of a DAIAN stage's Trainer or of the baseline's (by model name)."""
     return f"Trainer_{stage_or_model}"
+
+
+def candidate_trainer_id(cfg: Config) -> str:
+    """The Trainer whose model is evaluated and pushed: DAIAN's last stage, or the one
+    Trainer of another `model.name`."""
+    return trainer_id(LAST_STAGE if cfg.model.name == DAIAN else cfg.model.name)
 
 
 class Transform(tfx.components.Transform):
@@ -139,7 +145,7 @@ def create_pipeline(
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                              producer_component_id=trainer_id(LAST_STAGE),
+                              producer_component_id=candidate_trainer_id(cfg),
                               output_key="model"),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
                                        producer_component_id=PUSH_GATE_ID,
@@ -158,7 +164,7 @@ def create_pipeline(
             stages.append(trainer(trainer_id(stage), trainer_dict, stage, base_model=base))
             base = stages[-1].outputs["model"]
     else:  # another model: one Trainer, from scratch
-        stages = [trainer(trainer_id(LAST_STAGE), trainer_dict, FULL)]
+        stages = [trainer(candidate_trainer_id(cfg), trainer_dict, FULL)]
     candidate = stages[-1]
     baseline = None
     if pcfg.baseline != cfg.model.name:

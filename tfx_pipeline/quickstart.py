@@ -79,7 +79,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     from daian_tf.evaluation.tables import format_table
     from daian_tf.models.popularity import PopularityBaseline
     from tfx_pipeline.components.sample_gen import split_dir
-    from tfx_pipeline.pipeline import LAST_STAGE, trainer_id
+    from tfx_pipeline.pipeline import candidate_trainer_id, trainer_id
     from tfx_pipeline.runner import latest_output_uri, run_local
 
     t0 = time.time()
@@ -110,7 +110,7 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     else:
         _log(f"scoring the unblessed {name} in-process instead of over gRPC")
         rows = [metric_row(f"{name} (not pushed; in-process)", evals, _saved_model_scores(
-            _model_dir(out["metadata"], trainer_id(LAST_STAGE)), evals.requests))]
+            _model_dir(out["metadata"], candidate_trainer_id(cfg)), evals.requests))]
     if cfg.pipeline.baseline != cfg.model.name:
         baseline = cfg.pipeline.baseline
         rows.append(metric_row(

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 from daian_tf.core.config import Config, ConfigError
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
+from tfx_pipeline.lineage import open_store
 from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
 from tfx_pipeline.progress import component_progress
 
@@ -31,14 +31,9 @@ def latest_output_artifact(metadata_path: str, component_id: str, output_key: st
                            pipeline_name: str = PIPELINE_NAME):
     """The MLMD artifact (`metadata_store_pb2.Artifact`: uri, custom properties) of
     `output_key` of the newest successful run of `component_id`."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = metadata_path
-    connection.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
-    store = metadata_store.MetadataStore(connection)
+    store = open_store(metadata_path)
     node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component_id}")
     if node is None:
         raise LookupError(f"no component {component_id!r} in {metadata_path}")

@@ -184,8 +184,8 @@ def test_a_run_killed_in_a_trainer_resumes_and_reuses_the_finished_executions(wo
     and the executions that finished before the kill come from the cache."""
     md = day2["metadata"]
     overlay = world / "seed1.yaml"
-    overlay.write_text(f"train: {{seed: 1}}\npipeline: {{auc_tolerance: 0.1, "
-                       f"gauc_tolerance: 0.1}}\n")
+    overlay.write_text("train: {seed: 1}\n"
+                       "pipeline: {auc_tolerance: 0.1, gauc_tolerance: 0.1}\n")
     command = [os.path.join(os.path.dirname(sys.executable), "daian"), "pipeline", "run",
                str(TINY), str(overlay), "--raw", str(world / "day2"),
                "--root", str(world / "root")]

@@ -1,0 +1,63 @@
+"""Each fit keeps its best epoch (training/best_epoch.py): the weights a fit ends with are
+those of the epoch with the best eval metric, recorded independently after every epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from daian_tf.core.config import TrainConfig
+from daian_tf.core.names import CTR_FIT, STAGE1
+from daian_tf.training.best_epoch import best_epoch_callbacks
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def _fit(train_cfg, epochs=6, kind=CTR_FIT):
+    """A logistic regression with a learning rate large enough that the eval AUC goes
+    up and down between epochs."""
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype("float32")
+    y = (x[:, 0] + rng.normal(scale=2.0, size=400) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(3.0), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    record = _Record()
+    history = model.fit(x[:300], y[:300], validation_data=(x[300:], y[300:]),
+                        epochs=epochs, batch_size=32, verbose=0,
+                        callbacks=[record] + best_epoch_callbacks(train_cfg, epochs, kind))
+    return model, record, history.history
+
+
+def test_the_fit_ends_with_the_weights_of_its_best_eval_auc_epoch():
+    model, record, history = _fit(TrainConfig())
+    best = int(np.argmax(history["val_auc"]))
+    assert best != len(history["val_auc"]) - 1, history["val_auc"]  # the test means it
+    for got, want in zip(model.get_weights(), record.weights[best]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_off_the_fit_ends_with_its_last_epoch():
+    model, record, _ = _fit(dataclasses.replace(TrainConfig(), restore_best_epoch=False))
+    for got, want in zip(model.get_weights(), record.weights[-1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_patience_stops_early_and_stage1_watches_the_eval_loss():
+    _, _, history = _fit(dataclasses.replace(TrainConfig(), patience=1), epochs=30)
+    assert len(history["val_auc"]) < 30
+    (callback,) = best_epoch_callbacks(TrainConfig(), 3, STAGE1)
+    assert (callback.monitor, callback.mode) == ("val_loss", "min")
+    with pytest.raises(ValueError, match="kind"):
+        best_epoch_callbacks(TrainConfig(), 3, "nope")

@@ -28,7 +28,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import List, Optional
 
-from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
+from daian_tf.core.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from daian_tf.core.console import setup_console
 from daian_tf.core.errors import DaianInputError
 
@@ -156,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args, rest)
-    except DaianInputError as e:  # one clear line for known input errors
+    except (DaianInputError, ConfigError) as e:  # one clear line for known input errors
         print(f"daian {args.command}: error: {e}", file=sys.stderr)
         return 2
 

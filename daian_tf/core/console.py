@@ -120,6 +120,10 @@ NOISE: List[Noise] = [
     Noise("tensorflow", r"From .*: The name tf\.\w+ is deprecated|"
           r"is deprecated and will be removed in a future version",
           "TensorFlow deprecation notices raised inside TF-Transform and TFMA"),
+    Noise("tensorflow", r"SavedModel saved prior to TF 2\.5 detected when loading Keras model",
+          "TFMA's Evaluator first tries to load the SavedModel as a Keras model; ours is "
+          "a SavedModel with signatures, which it then evaluates through "
+          "`serving_default`"),
     Noise("apache_beam", r"This output type hint will be ignored|"
           r"Make sure that locally built Python SDK docker image|"
           r"Missing pipeline option \(runner\)|"

@@ -15,8 +15,9 @@ Each stage is a model of its own with fixed inputs, built on the DAIAN model's l
 never changes mode.
 
 Each stage ends with the weights of its best epoch by its eval metric (stage 1: the KL
-loss; stages 2 and 3: AUC), unless `train.restore_best_epoch` is off
-(`training/best_epoch.py`); `train.patience` also stops a stage early.
+loss; stages 2 and 3: AUC), the weights it started from included (stages 2 and 3, any
+warm start), unless `train.restore_best_epoch` is off (`training/best_epoch.py`);
+`train.patience` also stops a stage early.
 
 `train_daian` runs them in order (or, for the "w/o three-stage" ablation, one joint stage
 from scratch with one optimizer), writing `stage<k>.weights.h5` after each stage when
@@ -229,9 +230,11 @@ def _start(model: DAIAN, initial_weights: Optional[str], sample,
 
 
 def _fit(model, train_ds, eval_ds, epochs: int, callbacks, verbose: int, train_cfg,
-         kind: str = CTR_FIT):
-    """`model.fit`, ending with its best epoch's weights (`train.restore_best_epoch`)."""
-    callbacks = list(callbacks or []) + best_epoch_callbacks(train_cfg, epochs, kind)
+         kind: str = CTR_FIT, trained_start: bool = False):
+    """`model.fit`, ending with its best epoch's weights (`train.restore_best_epoch`);
+    `trained_start`: the starting weights are a candidate too (evaluated first)."""
+    callbacks = list(callbacks or []) + best_epoch_callbacks(
+        train_cfg, epochs, kind, start_data=eval_ds if trained_start else None)
     return model.fit(train_ds, validation_data=eval_ds, epochs=epochs,
                      callbacks=callbacks, verbose=verbose)
 
@@ -253,7 +256,7 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
         optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
         loss=keras.losses.KLDivergence())
     return _fit(intent_model, train, evaluation, train_cfg.stage1_epochs, callbacks,
-                verbose, train_cfg, kind=STAGE1)
+                verbose, train_cfg, kind=STAGE1, trained_start=bool(initial_weights))
 
 
 def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
@@ -269,7 +272,7 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     try:
         compile_ctr(stage, train_cfg)
         return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
-                    verbose, train_cfg)
+                    verbose, train_cfg, trained_start=True)
     finally:
         _set_uim_trainable(model, True)
 
@@ -295,7 +298,7 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     compile_ctr(stage, train_cfg)
     return _fit(stage, train, evaluation,
                 train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose,
-                train_cfg)
+                train_cfg, trained_start=separate_uim_optimizer or bool(initial_weights))
 
 
 def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,

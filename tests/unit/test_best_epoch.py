@@ -61,3 +61,28 @@ def test_patience_stops_early_and_stage1_watches_the_eval_loss():
     assert (callback.monitor, callback.mode) == ("val_loss", "min")
     with pytest.raises(ValueError, match="kind"):
         best_epoch_callbacks(TrainConfig(), 3, "nope")
+
+
+def test_a_fit_that_never_beats_its_trained_start_ends_where_it_started():
+    """A good model fitted on shuffled labels (every epoch is worse on eval): with its
+    start a candidate, the fit ends with the starting weights; without, it does not."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 5)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    start = [w.copy() for w in model.get_weights()]
+    start_auc = model.evaluate(x[400:], y[400:], verbose=0, return_dict=True)["auc"]
+    noise = rng.permutation(y)
+    for with_start, expect_start in ((True, True), (False, False)):
+        model.set_weights(start)
+        callbacks = best_epoch_callbacks(TrainConfig(), 3,
+                                         start_data=(x[400:], y[400:]) if with_start else None)
+        history = model.fit(x[:400], noise[:400], validation_data=(x[400:], y[400:]),
+                            epochs=3, batch_size=32, verbose=0, callbacks=callbacks)
+        assert max(history.history["val_auc"]) < start_auc  # every epoch is worse
+        same = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), start))
+        assert same is expect_start, (with_start, history.history["val_auc"])

@@ -58,5 +58,6 @@ def best_epoch_callbacks(train_cfg, epochs: int, kind: str = CTR_FIT,
     monitor, mode = BEST_EPOCH_MONITOR[kind]
     return [BestEpoch(start_data=start_data if train_cfg.restore_best_epoch else None,
                       monitor=monitor, mode=mode,
-                      patience=train_cfg.patience or max(epochs, 1),
+                      # no patience: never stop (the start, "epoch 0", counts too)
+                      patience=train_cfg.patience or epochs + 1,
                       restore_best_weights=train_cfg.restore_best_epoch, verbose=1)]

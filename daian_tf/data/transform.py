@@ -195,20 +195,16 @@ def _add_value_constraints(schema, sample_cfg) -> None:
         F.TARGET_SIM: (-1.0 - _COS_SLACK, 1.0 + _COS_SLACK), F.P_TRUE: (0.0, 1.0),
         **{key: (0.0, None) for key in F.PRICE_KEYS},
     }
-    for key, (lo, hi) in int_ranges.items():
-        domain = features[key].int_domain
-        domain.min = lo
-        if hi is not None:
-            domain.max = hi
+    for ranges, kind in ((int_ranges, "int_domain"), (float_ranges, "float_domain")):
+        for key, (lo, hi) in ranges.items():
+            domain = getattr(features[key], kind)
+            domain.min = lo
+            if hi is not None:
+                domain.max = hi
     for feature in schema.feature:
         if feature.type == schema_pb2.FLOAT:
             feature.float_domain.disallow_nan = True
             feature.float_domain.disallow_inf = True
-    for key, (lo, hi) in float_ranges.items():
-        domain = features[key].float_domain
-        domain.min = lo
-        if hi is not None:
-            domain.max = hi
     for key in F.HIST_KEYS:
         features[key].presence.min_fraction = 1.0
         features[key].value_count.max = int(sample_cfg.max_seq_len)

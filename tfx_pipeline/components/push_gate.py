@@ -3,8 +3,9 @@
 DAIAN is pushed only if its AUC and GAUC are not below the baseline's (DIN, trained on
 the same Transform output) and, when a blessed model exists, not below that model's,
 both on the same eval split (`eval_config.py`). TFX's Pusher reads one `ModelBlessing`;
-the gate writes it: `blessed` 1 or 0 with TFX's own properties (`current_model_id`, read
-by `LatestBlessedModelStrategy`, whose Resolver reads only this component's blessings),
+the gate writes it with the Evaluator's own property names and files
+(`tfx.components.evaluator.constants`: `blessed`, and `current_model_id`, read by
+`LatestBlessedModelStrategy`, whose Resolver reads only this component's blessings),
 plus `reason` (one line: why blessed or not, with the figures) and `summary` (JSON: the
 gated metrics of each model). A `BLESSED` or `NOT_BLESSED` file marks the directory, as
 the Evaluator's do.
@@ -13,8 +14,9 @@ the Evaluator's do.
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
+from tfx.components.evaluator import constants as tfx_eval
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.annotations import Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -23,8 +25,7 @@ from tfx.types import standard_artifacts
 from tfx_pipeline.eval_config import (BASELINE, CANDIDATE, GATED_METRICS, TFMA_CALIBRATION,
                                       TFMA_EXAMPLES, TFMA_LOGLOSS)
 
-BLESSED_KEY, CURRENT_MODEL_ID_KEY, CURRENT_MODEL_URI_KEY = (
-    "blessed", "current_model_id", "current_model_uri")  # TFX's names
+BLESSED_KEY = tfx_eval.ARTIFACT_PROPERTY_BLESSED_KEY  # what the Pusher reads
 REASON_KEY, SUMMARY_KEY = "reason", "summary"
 LATEST_BLESSED = "the latest blessed model"  # as the reason names it
 REPORTED_METRICS = GATED_METRICS + (TFMA_LOGLOSS, TFMA_CALIBRATION, TFMA_EXAMPLES)
@@ -47,9 +48,9 @@ def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def validation_failures(evaluation_uri: str) -> Tuple[bool, List[str]]:
-    """(TFMA's validation_ok, one line per failed threshold: how far the candidate's
-    metric is below the baseline's, and how far it may be)."""
+def validation_failures(evaluation_uri: str) -> List[str]:
+    """One line per failed threshold of an evaluation: how far the candidate's metric
+    is below the baseline's, and how far it may be."""
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(evaluation_uri)
@@ -60,7 +61,7 @@ def validation_failures(evaluation_uri: str) -> Tuple[bool, List[str]]:
             bound = failure.metric_threshold.change_threshold.absolute.value
             lines.append(f"{failure.metric_key.name} {-diff:.4f} below, at most "
                          f"{-bound:.4f} allowed")
-    return bool(result.validation_ok), lines
+    return lines
 
 
 def _compare(name: str, evaluation_uri: str, blessing,
@@ -68,7 +69,7 @@ def _compare(name: str, evaluation_uri: str, blessing,
     """(passes, one line, {model: metrics}) of one Evaluator. Without a baseline model
     (the first run has no blessed model) TFX drops the change thresholds and validates
     nothing: that passes unless the baseline is `required`."""
-    ok = blessing.get_int_custom_property(BLESSED_KEY) == 1
+    ok = blessing.get_int_custom_property(BLESSED_KEY) == tfx_eval.BLESSED_VALUE
     metrics = overall_metrics(evaluation_uri)
     # a lone model keeps no name in TFMA's keys
     candidate = metrics.get(CANDIDATE) or metrics.get("", {})
@@ -83,8 +84,8 @@ def _compare(name: str, evaluation_uri: str, blessing,
         parts.append(f"{metric} {c:.4f} vs {b:.4f}")
     text = f"{'passes' if ok else 'fails'} against {name} ({', '.join(parts)})"
     if not ok:
-        _, failures = validation_failures(evaluation_uri)
-        text += ": " + "; ".join(failures or ["TFMA's validation failed"])
+        text += ": " + "; ".join(validation_failures(evaluation_uri)
+                                 or ["TFMA's validation failed"])
     return ok, text, {CANDIDATE: candidate, name: baseline}
 
 
@@ -122,19 +123,17 @@ def PushGate(  # noqa: N802 - TFX component names are classes by convention
     summary = {}
     for _, _, metrics in checks:
         summary.update(metrics)
-    blessing.set_int_custom_property(BLESSED_KEY, int(blessed))
-    blessing.set_int_custom_property(CURRENT_MODEL_ID_KEY, model.id)
-    blessing.set_string_custom_property(CURRENT_MODEL_URI_KEY, model.uri)
+    blessing.set_int_custom_property(
+        BLESSED_KEY, tfx_eval.BLESSED_VALUE if blessed else tfx_eval.NOT_BLESSED_VALUE)
+    blessing.set_int_custom_property(tfx_eval.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                     model.id)
+    blessing.set_string_custom_property(
+        tfx_eval.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
     blessing.set_string_custom_property(REASON_KEY, reason)
     blessing.set_string_custom_property(SUMMARY_KEY, json.dumps(summary, sort_keys=True))
     os.makedirs(blessing.uri, exist_ok=True)
-    with open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"),
-              "w") as f:
+    marker = tfx_eval.BLESSED_FILE_NAME if blessed else tfx_eval.NOT_BLESSED_FILE_NAME
+    with open(os.path.join(blessing.uri, marker), "w") as f:
         f.write(reason + "\n")
     print(f"PushGate: {reason}", flush=True)
 
-
-def reason_of(blessing_artifact) -> Optional[str]:
-    """The gate's one-line reason of an MLMD `Artifact` proto (None if absent)."""
-    value = blessing_artifact.custom_properties.get(REASON_KEY)
-    return value.string_value if value is not None else None

@@ -39,10 +39,13 @@ def _saved_model_scores(serving_dir: str, requests) -> np.ndarray:
 
 
 def _model_dir(metadata: str, component_id: str) -> str:
+    """The serving SavedModel of a Trainer's newest `Model` artifact (TFX's layout)."""
+    from tfx.utils import path_utils
+
     from tfx_pipeline.runner import latest_output_uri
 
-    return os.path.join(latest_output_uri(metadata, component_id, "model"),
-                        "Format-Serving")
+    return path_utils.serving_model_path(latest_output_uri(metadata, component_id,
+                                                           "model"))
 
 
 def _score_over_grpc(serving_dir: str, evals, cfg: Config) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 
 from daian_tf.core.config import Config, ConfigError
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
-from tfx_pipeline.lineage import open_store
+from tfx_pipeline.lineage import artifacts_of, open_store
 from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
 from tfx_pipeline.progress import component_progress
 
@@ -44,12 +44,10 @@ def latest_output_artifact(metadata_path: str, component_id: str, output_key: st
         raise LookupError(f"{component_id!r} has no completed execution in "
                           f"{metadata_path}")
     newest = max(executions, key=lambda e: (e.create_time_since_epoch, e.id))
-    ids = [ev.artifact_id for ev in store.get_events_by_execution_ids([newest.id])
-           if ev.type == metadata_store_pb2.Event.OUTPUT
-           and any(step.key == output_key for step in ev.path.steps)]
-    if not ids:
+    artifacts = artifacts_of(store, newest.id, output_key, inputs=False)
+    if not artifacts:
         raise LookupError(f"{component_id!r} has no output {output_key!r}")
-    return store.get_artifacts_by_id(ids)[0]
+    return artifacts[0]
 
 
 def latest_output_uri(metadata_path: str, component_id: str, output_key: str,

@@ -45,6 +45,7 @@ from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, estimate_intent
 from daian_tf.training.best_epoch import best_epoch_callbacks
 from daian_tf.training.optimizer import make_optimizer
+from daian_tf.training.warm_start import warm_start
 
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
 STAGE2_INTENT_KEYS = {  # [I-3] train.stage2_label -> (label, mask) transformed keys
@@ -223,8 +224,6 @@ def _start(model: DAIAN, initial_weights: Optional[str], sample,
     if str(initial_weights).endswith(".weights.h5"):
         model.load_weights(initial_weights)
     else:
-        from daian_tf.training.warm_start import warm_start
-
         print(warm_start(model, initial_weights, tf_transform_output).summary(),
               flush=True)
 

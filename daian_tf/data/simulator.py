@@ -57,11 +57,10 @@ from typing import Sequence, TextIO
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from daian_tf.core import features as F
 from daian_tf.core.config import SimulationConfig
+from daian_tf.data.catalog import write_embeddings
 from daian_tf.data.sim_days import day_start, eval_day, simulate_day, solve_bias
 from daian_tf.data.sim_world import (AGE_BUCKETS, GENDERS, LEVELS, NUM_LEVELS, SEGMENTS,
                                      World, draw_world)
@@ -122,14 +121,8 @@ def _write_catalog(out_dir: str, world: World) -> None:
     order = np.argsort(ids)
     items.iloc[order].to_csv(os.path.join(out_dir, F.ITEMS_FILE), index=False,
                              float_format="%.2f", lineterminator="\n")
-    d = world.embedding.shape[1]
-    values = pa.array(world.embedding[order].reshape(-1), type=pa.float32())
-    offsets = pa.array(np.arange(0, len(ids) * d + 1, d, dtype=np.int32))
-    table = pa.table({
-        F.EMBEDDINGS_COLUMNS[0]: pa.array(ids[order].tolist(), pa.string()),
-        F.EMBEDDINGS_COLUMNS[1]: pa.ListArray.from_arrays(offsets, values),
-    })
-    pq.write_table(table, os.path.join(out_dir, F.EMBEDDINGS_FILE))
+    write_embeddings(os.path.join(out_dir, F.EMBEDDINGS_FILE), ids[order].tolist(),
+                     world.embedding[order])
 
     users = pd.DataFrame({
         F.USER_ID: user_ids(world),

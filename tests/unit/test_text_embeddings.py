@@ -180,12 +180,13 @@ class KerasMiniLM:
         pooled = ops.sum(x * weights, axis=1) / ops.sum(weights, axis=1)
         return pooled / ops.norm(pooled, axis=1, keepdims=True)
 
-    def encode(self, texts, batch_size=64, jit=False):
+    def encode(self, texts, batch_size=64, graph=False):
         """float32 [n, 384]; batches in the given order, padded by the tokenizer.
-        `jit`: run the layers as one `tf.function` (retraced per padded shape)."""
+        `graph`: run the layers as a `tf.function` (reduce_retracing)."""
         import tensorflow as tf
 
-        call = tf.function(self.__call__, reduce_retracing=True) if jit else self.__call__
+        call = tf.function(self.__call__, reduce_retracing=True) if graph \
+            else self.__call__
         out = []
         for start in range(0, len(texts), batch_size):
             ids, mask = _tokens(self.tokenizer, list(texts[start:start + batch_size]))

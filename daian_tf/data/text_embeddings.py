@@ -306,6 +306,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -326,6 +326,7 @@ def test_the_second_call_reads_the_cache(tmp_path, monkeypatch, vectors):
     np.testing.assert_allclose(first, vectors, atol=1e-6)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == [TE.cache_key(TEXTS) + ".npy"]  # nothing else: no temporary left
+    assert (tmp_path / files[0]).stat().st_mode & 0o777 == 0o644
     monkeypatch.setattr(TE, "TextEncoder", _Refused)
     second = TE.embed_texts(TEXTS, batch_size=64, cache_dir=tmp_path)
     np.testing.assert_array_equal(second, first)

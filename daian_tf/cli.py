@@ -4,6 +4,7 @@
     daian convert movielens OUT [--config C ...]  raw TIR logs from MovieLens-1M
     daian convert taobao DIR OUT [--config C ...] raw TIR logs from Taobao/Alimama files
     daian build-samples RAW OUT [--config C ...] [beam args]
+    daian inspect SAMPLES                         where the intent signal is in samples
     daian train SAMPLES OUT [--config C ...]      transform + model.fit + export
     daian experiment [--config C ...] [--out D]  DIN vs DAIAN and ablations, report
     daian pipeline run|compile ...                the TFX pipeline (local or Kubeflow)
@@ -94,6 +95,17 @@ def cmd_convert_taobao(args, _rest) -> int:
     return 0
 
 
+def cmd_inspect(args, _rest) -> int:
+    from daian_tf.evaluation.intent_signal import format_signal, inspect_samples
+
+    report = inspect_samples(args.samples, args.num_levels)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    print(format_signal(report))
+    return 0
+
+
 def cmd_build_samples(args, beam_args) -> int:
     from daian_tf.data.sample_builder import run_build_samples
 
@@ -159,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     add_config_option(p)
     p.set_defaults(func=cmd_build_samples, beam_args=True)
+
+    p = sub.add_parser("inspect", help="where the intent signal is in built samples: CTR "
+                       "by similarity level, one-signal rankers, intent labels")
+    p.add_argument("samples", help="a `daian build-samples` output directory")
+    p.add_argument("--num-levels", type=int, help="n of the levels (default: the "
+                   "builder's samples.num_intent_levels)")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.set_defaults(func=cmd_inspect, beam_args=False)
 
     p = sub.add_parser("train", help="Transform + model.fit + export on built samples")
     p.add_argument("samples")

@@ -313,6 +313,9 @@ class ExperimentConfig:
     ablation_seeds: int = 0
     intent_group_fraction: float = 1 / 3  # specific / broad users: lowest / highest
     # entropy fraction of the users' mean train intent label (Figure 5, JS rows)
+    # probe each "daian" run on the eval split (evaluation/probe.py: IA2N scales and
+    # SEIN's norm ratio by similarity level, UIM's spread, knock-outs); a few minutes
+    probe: bool = False
 
     def __post_init__(self):
         _check(len(self.seeds) > 0, "experiment.seeds must not be empty")

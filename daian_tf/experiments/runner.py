@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from daian_tf.core.config import Config, config_from_dict
 from daian_tf.core.names import DAIAN, DIN, EVAL, STAGE2_PLAIN, TRAIN
 from daian_tf.data.catalog import read_model_catalog
+from daian_tf.evaluation.probe import probe_daian
 from daian_tf.evaluation.runs import evaluate_run, reference_rows, user_intent_groups
 from daian_tf.experiments.report import write_report
 from daian_tf.models.factory import has_intent, needs_catalog
@@ -126,6 +127,9 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
                      "history": _plain_history(history),
                      **evaluate_run(model, data[n].eval, data[n].tf_transform_output,
                                     has_intent(run_cfg), groups[n])})
+        if cfg.experiment.probe and variant == DAIAN:
+            runs[-1]["probe"] = probe_daian(model, data[n].eval,
+                                            data[n].tf_transform_output)
         with open(done_path, "a") as f:
             f.write(json.dumps(runs[-1]) + "\n")
     wanted = set(jobs)  # runs.jsonl may hold runs of an earlier, larger job list

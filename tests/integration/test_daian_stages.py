@@ -263,3 +263,41 @@ def test_ablation_schedules_train(data, model_overrides, train_overrides, stages
                                catalog=_catalog(), verbose=0)
     assert list(history) == stages_run
     assert all(np.isfinite(h["loss"]).all() for h in history.values())
+
+
+def test_probe_scores_as_the_model_and_its_knockouts_change_them(data, staged):
+    """evaluation.probe: without a knock-out its hooks leave the scores as the model's
+    own (so its metrics equal predict_split's); each knock-out changes the scores; the
+    hooks are gone afterwards; the per-level rows add up to the split."""
+    from daian_tf.evaluation.columns import predict_split
+    from daian_tf.evaluation.probe import KNOCKOUTS, probe_daian
+    from daian_tf.evaluation.tables import ranking_metrics
+
+    model, pattern = staged["model"], data["paths"]["eval"]
+    labels, scores, users = predict_split(model, pattern, data["tfo"])
+    reference = ranking_metrics(labels, scores, users)
+    report = probe_daian(model, pattern, data["tfo"])
+    assert report["knockouts"]["none"]["auc"] == pytest.approx(reference["auc"], abs=1e-4)
+    assert report["knockouts"]["none"]["gauc"] == pytest.approx(reference["gauc"], abs=1e-4)
+    assert set(report["knockouts"]) == {"none", *KNOCKOUTS}
+    assert sum(r["samples"] for r in report["by_level"]) == len(labels)
+    for row in report["by_level"]:
+        if row["samples"]:
+            assert 0.0 <= row["r"] <= 1.0 and row["w_exp"] >= 0.0
+    assert 0.0 <= report["uim"]["js_p_hat_vs_label"] <= np.log(2)
+    # hooks removed: the model's own methods are back
+    assert "call" not in model.similarity.__dict__ and "predict_intent" not in model.__dict__
+    _, again, _ = predict_split(model, pattern, data["tfo"])
+    np.testing.assert_allclose(again, scores, atol=1e-6)
+    # a knock-out is real: replacing s_sem by its batch mean moves the scores
+    from collections import defaultdict
+
+    from daian_tf.evaluation import probe
+
+    record = {}
+    with probe._hooks(model, defaultdict(list), "s_sem"):
+        batch = next(iter(probe.make_dataset(pattern, data["tfo"], 64, shuffle=False,
+                                             input_keys=model.input_keys)))[0]
+        record["knocked"] = np.asarray(model(batch, training=False))
+    plain = np.asarray(model(batch, training=False))
+    assert not np.allclose(plain, record["knocked"], atol=1e-6)

@@ -421,7 +421,7 @@ class TaobaoConfig:
     # before it, so set samples.eval_start to the same value (no leakage). None: the
     # start of the last local day of raw_sample.csv (the report gives it).
     cooccurrence_until: Optional[str] = None
-    chunk_rows: int = 1_000_000  # rows per chunk when streaming a CSV file
+    chunk_rows: int = 500_000  # rows per chunk of raw_sample.csv and behavior_log.csv
     num_shards: int = 64  # temporary files raw_sample.csv is split into, by user
     tmp_dir: Optional[str] = None  # where the shards go; None: a folder inside OUT
     # stream behavior_log.csv to count its rows per btag (all dropped: no item ids);

@@ -344,6 +344,8 @@ def test_a_missing_file_is_named(tmp_path):
     ("5,1494000000,101,430548_1007,0,2", "clk"),
     ("5,1494000000,101,430548_1007,1,1", "nonclk"),
     ("-5,1494000000,101,430548_1007,1,0", "user"),
+    ("5,1494000000,101,,1,0", "pid"),
+    ("5,1494000000,101", None),  # a short row: the field count is named
 ])
 def test_a_bad_raw_sample_row_is_named_by_line_and_column(tmp_path, bad, column):
     src = write_fixture(tmp_path / "src")
@@ -369,6 +371,14 @@ def test_bad_ad_feature_and_profile_rows_are_named(tmp_path):
     src = write_fixture(tmp_path / "src3")
     _rewrite(src, USER_PROFILE_FILE, lambda s: s + "u9,1,1,1,1,,1,1,\n")
     with pytest.raises(RawLogError, match=r"user_profile.csv, row \d+, column 'userid'"):
+        convert_taobao(str(src), str(tmp_path / "out"), TaobaoConfig())
+    src = write_fixture(tmp_path / "src4")
+    _rewrite(src, USER_PROFILE_FILE, lambda s: s.replace("\n", "\n9,1,1\n", 1))
+    with pytest.raises(RawLogError, match=r"user_profile.csv, row 2: expected 9 fields"):
+        convert_taobao(str(src), str(tmp_path / "out"), TaobaoConfig())
+    src = write_fixture(tmp_path / "src5")
+    _rewrite(src, AD_FEATURE_FILE, lambda s: s.replace("\n", "\n7,1,1,1,NULL,abc\n", 1))
+    with pytest.raises(RawLogError, match=r"ad_feature.csv, row 2, column 'price'"):
         convert_taobao(str(src), str(tmp_path / "out"), TaobaoConfig())
 
 

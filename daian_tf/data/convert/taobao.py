@@ -57,15 +57,18 @@ Output, in `out_dir` (file names from `core.features`; ids as decimal integers):
   (configs/taobao.yaml does: 2017-05-12T16:00:00 UTC = 2017-05-13 00:00 Beijing, the
   paper's 7 train days and 1 test day).
 
-Streaming: no file is read whole. CSV files are read in chunks of `chunk_rows` rows
-(pandas, explicit dtypes; on a parse error the chunk is re-read with the csv module to
-name the line and column). raw_sample.csv is not sorted, so pass 1 partitions its rows
-by a hash of the user into `num_shards` binary files (25 bytes a row); pass 2 loads
-one shard at a time, sorts it by (user, time, adgroup) and groups requests, derives
-triggers (one `searchsorted` over the shard's clicks) and writes the rows. Memory is
-one chunk, one shard, the catalog and the train-period (item, user) pairs of the
-co-occurrence matrix (12 bytes each); bench/bench_convert_taobao.py measures it. The
-output order depends only on the data and `num_shards`, not on the input row order.
+Streaming: no file is read whole. raw_sample.csv and behavior_log.csv are read in
+chunks of `chunk_rows` rows (pandas, explicit dtypes; on a parse error or a bad value
+the chunk is re-read with the csv module to name the line and column); ad_feature.csv
+and user_profile.csv (about 1M rows each) row by row with the csv module, which also
+catches short rows (pandas pads them with empty strings). raw_sample.csv is not
+sorted, so pass 1 partitions its rows by a hash of the user into `num_shards` binary
+files (25 bytes a row); pass 2 loads one shard at a time, sorts it by (user, time,
+adgroup) and groups requests, derives triggers (one `searchsorted` over the shard's
+clicks) and writes the rows. Memory is one chunk, one shard, the catalog and the
+train-period (item, user) pairs of the co-occurrence matrix (12 bytes each) with the
+SVD's work arrays; bench/bench_convert_taobao.py measures it. The output order depends
+only on the data and `num_shards`, not on the input row order.
 """
 
 from __future__ import annotations
@@ -74,8 +77,11 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import tempfile
+import time
+from array import array
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterator, List, NoReturn, Sequence, Tuple
 
@@ -88,6 +94,7 @@ from daian_tf.core.errors import RawLogError
 from daian_tf.core.names import REPORT_FILE
 from daian_tf.data.catalog import write_embeddings
 from daian_tf.data.convert.taobao_vectors import item_vectors
+from daian_tf.data.raw_logs import iter_csv
 
 RAW_SAMPLE_FILE = "raw_sample.csv"
 AD_FEATURE_FILE = "ad_feature.csv"
@@ -113,7 +120,8 @@ GAP_EDGES_S = (0, 10, 60, 600, 3600)  # trigger-gap histogram of the report
 # one raw_sample.csv row in a shard file (pass 1 → pass 2)
 _SHARD_ROW = np.dtype([("user", "<i8"), ("ts", "<i8"), ("item", "<i8"), ("clk", "i1")])
 _UINT = re.compile(r"^[0-9]+$")
-_UINT_PATTERN = r"[0-9]+"
+CATEGORY = "category"  # pandas dtype of the string columns read in chunks
+WRITE_BLOCK = 100_000  # output lines written at once by the row-by-row converters
 _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of user ids into shards
 
 
@@ -138,31 +146,57 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig) -> dict:
                                            BEHAVIOR_LOG_COLUMNS),
     }
     os.makedirs(out_dir, exist_ok=True)
+    clock = _Clock()
     catalog = _convert_items(paths[AD_FEATURE_FILE], headers[AD_FEATURE_FILE],
-                             os.path.join(out_dir, F.ITEMS_FILE), cfg)
+                             os.path.join(out_dir, F.ITEMS_FILE))
+    clock.lap("items")
     profiles = _convert_users(paths[USER_PROFILE_FILE], headers[USER_PROFILE_FILE],
-                              os.path.join(out_dir, F.USERS_FILE), cfg)
+                              os.path.join(out_dir, F.USERS_FILE))
+    clock.lap("users")
     shard_root = tempfile.mkdtemp(prefix=SHARD_DIR, dir=cfg.tmp_dir or out_dir)
     try:
         sharded = _shard_raw_sample(paths[RAW_SAMPLE_FILE], headers[RAW_SAMPLE_FILE],
                                     shard_root, cfg)
+        clock.lap("raw_sample_pass1_shards")
         cut = cfg.cooccurrence_until_timestamp()
         if cut is None:
             cut = _local_day_start(sharded["last_timestamp"], cfg.utc_offset_s)
         joined = _convert_requests(sharded, catalog, profiles, cut, out_dir, cfg)
+        clock.lap("raw_sample_pass2_requests")
     finally:
         shutil.rmtree(shard_root, ignore_errors=True)
     vectors, embedding_stats = item_vectors(
-        cfg, catalog.categories, catalog.brands, catalog.prices, *joined.pop("cooc"))
+        cfg, catalog.categories, catalog.brands, catalog.prices, joined.pop("cooc"))
     write_embeddings(os.path.join(out_dir, F.EMBEDDINGS_FILE),
                      [str(i) for i in catalog.ids.tolist()], vectors)
+    clock.lap("embeddings")
     behavior_log = _count_behavior_log(paths[BEHAVIOR_LOG_FILE],
                                        headers[BEHAVIOR_LOG_FILE], cfg)
+    clock.lap("behavior_log")
     report = _report(src_dir, out_dir, cfg, catalog, profiles, sharded, joined, cut,
                      embedding_stats, behavior_log)
+    report["timing_s"] = clock.laps
+    report["peak_rss_mib_by_phase_end"] = clock.peak_rss_mib
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+class _Clock:
+    """Seconds per phase and the process's peak RSS at each phase's end (MiB; Linux
+    getrusage), for the report."""
+
+    def __init__(self):
+        self.laps: Dict[str, float] = {}
+        self.peak_rss_mib: Dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self.peak_rss_mib[name] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        self._last = now
 
 
 # --- reading CSV files in checked chunks -------------------------------------------
@@ -188,12 +222,15 @@ def _checked_header(path: str, required: Sequence[str]) -> Tuple[str, ...]:
 
 def _chunks(path: str, header: Sequence[str], dtype: dict, chunk_rows: int,
             check_row: Callable) -> Iterator[Tuple[int, pd.DataFrame]]:
-    """(index of its first data row, chunk) of `path`, the columns of `dtype` only;
-    a chunk pandas cannot parse is re-read by `find_bad_row` to name the line."""
+    """(index of its first data row, chunk) of `path`, the columns of `dtype` only
+    (numbers, or "category": strings stored once per distinct value, whose empty value
+    stays ""; `labels` reads them); a chunk pandas cannot parse is re-read by
+    `find_bad_row` to name the line."""
     reader = pd.read_csv(path, header=0, names=list(header), usecols=list(dtype),
                          dtype=dtype, chunksize=chunk_rows, encoding="utf-8-sig",
                          keep_default_na=False,
-                         na_values={c: [""] for c, t in dtype.items() if t != str})
+                         na_values={c: [""] for c, t in dtype.items()
+                                    if t != CATEGORY})
     start = 0
     with reader:
         while True:
@@ -240,12 +277,11 @@ def _uint(value: str, path: str, line: int, col: str, what: str = "") -> int:
     return int(value)
 
 
-def _is_uint(s: pd.Series) -> np.ndarray:
-    return s.str.fullmatch(_UINT_PATTERN).fillna(False).to_numpy(bool)
-
-
-def _strip(chunk: pd.DataFrame) -> pd.DataFrame:
-    return chunk.apply(lambda s: s.str.strip())
+def labels(column: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
+    """The stripped distinct values (object array) of a "category" column and each
+    row's index into them (-1 where pandas filled in a missing field)."""
+    return (column.cat.categories.astype(str).str.strip().to_numpy(object),
+            column.cat.codes.to_numpy(np.int64))
 
 
 def _duplicate_error(path: str, header: Sequence[str], column: str,
@@ -302,49 +338,40 @@ def _check_ad_row(path: str) -> Callable:
     return check
 
 
-def _convert_items(path: str, header, out_path: str, cfg: TaobaoConfig) -> AdCatalog:
+def _convert_items(path: str, header, out_path: str) -> AdCatalog:
+    """ad_feature.csv → items.csv, row by row (the csv module: exact field counts and
+    line numbers; the file is small), and the catalog arrays."""
     check = _check_ad_row(path)
-    ids, cats, brands, prices = [], [], [], []
-    brand_null = 0
+    ids, cats, brands, prices = (array("q"), array("q"), array("q"), array("d"))
+    lines: List[str] = []
     with open(out_path, "w", newline="") as out:
         out.write(",".join(ITEM_COLUMNS) + "\n")
-        for start, chunk in _chunks(path, header, dict.fromkeys(AD_FEATURE_COLUMNS, str),
-                                    cfg.chunk_rows, check):
-            if chunk.isna().to_numpy().any():  # a short row
-                find_bad_row(path, header, start, len(chunk), check, "missing fields")
-            chunk = _strip(chunk)
-            brand = chunk["brand"]
-            null = (brand == BRAND_NULL) | (brand == "")
-            price = pd.to_numeric(chunk["price"], errors="coerce").to_numpy(np.float64)
-            ok = (_is_uint(chunk["adgroup_id"]) & _is_uint(chunk["cate_id"])
-                  & _is_uint(chunk["campaign_id"]) & _is_uint(chunk["customer"])
-                  & (null.to_numpy() | _is_uint(brand)) & np.isfinite(price)
-                  & (price >= 0))
-            if not ok.all():
-                find_bad_row(path, header, start, len(chunk), check, "bad value")
-            item = chunk["adgroup_id"].astype(np.int64)
-            cat = chunk["cate_id"].astype(np.int64)
-            brand_id = brand.where(~null, "-1").astype(np.int64)
-            pd.DataFrame({
-                "item_id": item, "category_id": cat,
-                "brand_id": brand_id.astype(str).where(~null, ""),
-                "shop_id": chunk["customer"].astype(np.int64),
-                "price": chunk["price"],
-                CAMPAIGN_COLUMN: chunk["campaign_id"].astype(np.int64),
-            }).to_csv(out, header=False, index=False, lineterminator="\n")
-            ids.append(item.to_numpy())
-            cats.append(cat.to_numpy())
-            brands.append(brand_id.to_numpy())
+        for line, index, fields in iter_csv(path):
+            row = {c: fields[index[c]].strip() for c in AD_FEATURE_COLUMNS}
+            check(row, line)
+            item, cat = int(row["adgroup_id"]), int(row["cate_id"])
+            brand = -1 if row["brand"] in (BRAND_NULL, "") else int(row["brand"])
+            price = float(row["price"])
+            lines.append(f"{item},{cat},{'' if brand < 0 else brand},"
+                         f"{int(row['customer'])},{row['price']},"
+                         f"{int(row['campaign_id'])}\n")
+            ids.append(item)
+            cats.append(cat)
+            brands.append(brand)
             prices.append(price)
-            brand_null += int(null.sum())
-    ids = _concat(ids, np.int64)
+            if len(lines) == WRITE_BLOCK:
+                out.write("".join(lines))
+                lines.clear()
+        out.write("".join(lines))
+    ids = np.frombuffer(ids, dtype=np.int64) if len(ids) else np.zeros(0, np.int64)
     if len(ids) == 0:
         raise RawLogError("the file has a header but no data rows", path)
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         _duplicate_error(path, header, "adgroup_id", int(uniq[counts > 1][0]))
-    return AdCatalog(ids, _concat(cats, np.int64), _concat(brands, np.int64),
-                   _concat(prices, np.float64), brand_null)
+    brands = np.frombuffer(brands, dtype=np.int64)
+    return AdCatalog(ids, np.frombuffer(cats, dtype=np.int64), brands,
+                     np.frombuffer(prices, dtype=np.float64), int((brands < 0).sum()))
 
 
 def _concat(parts: List[np.ndarray], dtype) -> np.ndarray:
@@ -352,25 +379,26 @@ def _concat(parts: List[np.ndarray], dtype) -> np.ndarray:
 
 
 # --- user_profile.csv → users.csv ---------------------------------------------------
-def _convert_users(path: str, header, out_path: str, cfg: TaobaoConfig) -> dict:
-    def check(row: dict, line: int) -> None:
-        _uint(row[PROFILE_ID], path, line, PROFILE_ID)
-
-    ids, empty = [], dict.fromkeys(PROFILE_COLUMNS, 0)
+def _convert_users(path: str, header, out_path: str) -> dict:
+    """user_profile.csv → users.csv, row by row (the csv module, as for items)."""
+    ids = array("q")
+    empty = dict.fromkeys(PROFILE_COLUMNS, 0)
+    lines: List[str] = []
     with open(out_path, "w", newline="") as out:
         out.write(",".join(F.USERS_REQUIRED + PROFILE_COLUMNS) + "\n")
-        for start, chunk in _chunks(path, header, dict.fromkeys(
-                (PROFILE_ID,) + PROFILE_COLUMNS, str), cfg.chunk_rows, check):
-            chunk = _strip(chunk)
-            if chunk.isna().to_numpy().any() or not _is_uint(chunk[PROFILE_ID]).all():
-                find_bad_row(path, header, start, len(chunk), check, "bad user id")
-            user = chunk[PROFILE_ID].astype(np.int64)
-            for col in PROFILE_COLUMNS:
-                empty[col] += int((chunk[col] == "").sum())
-            pd.concat([user.rename(F.USER_ID), chunk[list(PROFILE_COLUMNS)]], axis=1
-                      ).to_csv(out, header=False, index=False, lineterminator="\n")
-            ids.append(user.to_numpy())
-    ids = _concat(ids, np.int64)
+        for line, index, fields in iter_csv(path):
+            user = _uint(fields[index[PROFILE_ID]].strip(), path, line, PROFILE_ID)
+            values = [fields[index[c]].strip() for c in PROFILE_COLUMNS]
+            for col, value in zip(PROFILE_COLUMNS, values):
+                if not value:
+                    empty[col] += 1
+            lines.append(f"{user}," + ",".join(values) + "\n")
+            ids.append(user)
+            if len(lines) == WRITE_BLOCK:
+                out.write("".join(lines))
+                lines.clear()
+        out.write("".join(lines))
+    ids = np.frombuffer(ids, dtype=np.int64) if len(ids) else np.zeros(0, np.int64)
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         _duplicate_error(path, header, PROFILE_ID, int(uniq[counts > 1][0]))
@@ -408,7 +436,7 @@ def _shard_raw_sample(path: str, header, shard_root: str, cfg: TaobaoConfig) -> 
     user hash. Returns the shard paths and the file's counts and time range."""
     check = _check_sample_row(path)
     dtype = {"user": np.int64, "time_stamp": np.int64, "adgroup_id": np.int64,
-             "pid": "category", "nonclk": np.int64, "clk": np.int64}
+             "pid": CATEGORY, "nonclk": np.int64, "clk": np.int64}
     shard_paths = [os.path.join(shard_root, f"shard-{k:05d}.bin")
                    for k in range(cfg.num_shards)]
     files = [open(p, "wb") for p in shard_paths]
@@ -420,10 +448,11 @@ def _shard_raw_sample(path: str, header, shard_root: str, cfg: TaobaoConfig) -> 
             ts = chunk["time_stamp"].to_numpy()
             item = chunk["adgroup_id"].to_numpy()
             clk = chunk["clk"].to_numpy()
+            pid_labels, pid = labels(chunk["pid"])
             ok = ((user >= 0) & (ts >= 0) & (ts < MAX_TIMESTAMP) & (item >= 0)
                   & ((clk == 0) | (clk == 1))
                   & (chunk["nonclk"].to_numpy() == 1 - clk)
-                  & chunk["pid"].notna().to_numpy())
+                  & (pid >= 0) & (pid_labels != "")[pid])
             if not ok.all():
                 find_bad_row(path, header, start, len(chunk), check, "bad value")
             rec = np.empty(len(chunk), dtype=_SHARD_ROW)
@@ -433,8 +462,8 @@ def _shard_raw_sample(path: str, header, shard_root: str, cfg: TaobaoConfig) -> 
             bounds = np.searchsorted(shard[order], np.arange(cfg.num_shards + 1))
             for k in np.flatnonzero(np.diff(bounds)):
                 rec[order[bounds[k]:bounds[k + 1]]].tofile(files[k])
-            for pid, n in chunk["pid"].value_counts().items():
-                pids[str(pid)] = pids.get(str(pid), 0) + int(n)
+            for label, n in zip(pid_labels, np.bincount(pid, minlength=len(pid_labels))):
+                pids[label] = pids.get(label, 0) + int(n)
             rows += len(chunk)
             clicks += int(clk.sum())
             lo, hi = int(ts.min()), int(ts.max())
@@ -485,7 +514,7 @@ def _convert_requests(sharded: dict, catalog: AdCatalog, profiles: dict, cut: in
                              np.zeros(0, d) for k, d in
                              enumerate((np.int32, np.int32, np.float32)))
     out = c.as_dict(day0, cfg.utc_offset_s)
-    out["cooc"] = (items, users, weights)
+    out["cooc"] = [items, users, weights]  # a list, which item_vectors empties
     return out
 
 
@@ -640,12 +669,13 @@ def _count_behavior_log(path: str, header, cfg: TaobaoConfig) -> dict:
 
     per_btag: Dict[str, int] = {}
     rows = 0
-    for start, chunk in _chunks(path, header, {"btag": "category"}, cfg.chunk_rows,
+    for start, chunk in _chunks(path, header, {"btag": CATEGORY}, cfg.chunk_rows,
                                 check):
-        if chunk["btag"].isna().any():
+        tags, codes = labels(chunk["btag"])
+        if not ((codes >= 0) & (tags != "")[codes]).all():
             find_bad_row(path, header, start, len(chunk), check, "empty btag")
-        for tag, k in chunk["btag"].value_counts().items():
-            per_btag[str(tag).strip()] = per_btag.get(str(tag).strip(), 0) + int(k)
+        for tag, k in zip(tags, np.bincount(codes, minlength=len(tags))):
+            per_btag[tag] = per_btag.get(tag, 0) + int(k)
         rows += len(chunk)
     return {"rows": rows, "rows_per_btag": dict(sorted(per_btag.items()))}
 

@@ -31,7 +31,7 @@ present:
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from daian_tf.core.config import TaobaoConfig
 
 DENSE_SVD_MAX_CELLS = 4_000_000  # below this many matrix cells the exact SVD is used
 OVERSAMPLE = 10  # extra columns of the randomized SVD's sketch
+GRAM_BLOCK = 100_000  # rows per block when the sketch's Gram matrix is accumulated
 
 
 def layout(cfg: TaobaoConfig) -> Dict[str, Tuple[int, int]]:
@@ -53,8 +54,7 @@ def layout(cfg: TaobaoConfig) -> Dict[str, Tuple[int, int]]:
 
 
 def item_vectors(cfg: TaobaoConfig, categories: np.ndarray, brands: np.ndarray,
-                 prices: np.ndarray, cooc_items: np.ndarray, cooc_users: np.ndarray,
-                 cooc_weights: np.ndarray) -> Tuple[np.ndarray, dict]:
+                 prices: np.ndarray, cooc: List[np.ndarray]) -> Tuple[np.ndarray, dict]:
     """The (N, d_m) float32 unit vectors of the N catalog items, and statistics.
 
     Args:
@@ -62,23 +62,27 @@ def item_vectors(cfg: TaobaoConfig, categories: np.ndarray, brands: np.ndarray,
       categories: (N,) int64 category id per item.
       brands: (N,) int64 brand id per item, -1 when unknown.
       prices: (N,) float64 price per item (>= 0).
-      cooc_items, cooc_users, cooc_weights: the train-period (item index, user index,
+      cooc: [items, users, weights], the train-period (item index, user index,
         impression_weight * impressions + click_weight * clicks) triples, one per
-        distinct (item, user) pair.
+        distinct (item, user) pair; emptied here, so that the arrays are freed as
+        soon as they are used (they are the largest thing the converter holds).
     """
     n = len(categories)
-    cooc, stats = cooccurrence_part(cooc_items, cooc_users, cooc_weights, n, cfg)
+    items, users, weights = cooc
+    cooc.clear()
+    cooc_part, stats = cooccurrence_part(items, users, weights, n, cfg)
+    del items, users, weights
     parts = [
-        cfg.cooccurrence_weight * cooc,
+        cfg.cooccurrence_weight * cooc_part,
         cfg.category_weight * _id_part("category", categories, cfg.category_dim,
                                        cfg.seed),
         cfg.brand_weight * _id_part("brand", brands, cfg.brand_dim, cfg.seed),
         cfg.price_weight * _price_part(prices, cfg.price_dim, cfg.seed),
     ]
-    vectors = _unit_rows(np.concatenate(parts, axis=1))
+    vectors = _unit_rows(np.concatenate(parts, axis=1, dtype=np.float32))
     stats["zero_vectors"] = int((~np.any(vectors != 0, axis=1)).sum())
     stats["layout"] = {k: list(v) for k, v in layout(cfg).items()}
-    return vectors.astype(np.float32), stats
+    return vectors, stats
 
 
 def cooccurrence_part(items: np.ndarray, users: np.ndarray, weights: np.ndarray,
@@ -87,33 +91,47 @@ def cooccurrence_part(items: np.ndarray, users: np.ndarray, weights: np.ndarray,
     dim = cfg.cooccurrence_dim
     out = np.zeros((n_items, dim), dtype=np.float32)
     stats = {"pairs_train": int(len(items))}
-    degree = np.bincount(items, minlength=n_items)
-    keep = degree[items] >= cfg.cooccurrence_min_users
+    # the pairs are distinct, so bincounts are distinct users per item and items per
+    # user; ids are compact (catalog and user indices), so no sort is needed
+    keep = np.bincount(items, minlength=n_items)[items] >= cfg.cooccurrence_min_users
     items, users, weights = items[keep], users[keep], weights[keep]
-    _, user_code, user_degree = np.unique(users, return_inverse=True, return_counts=True)
-    keep = user_degree[user_code] >= 2
+    keep = np.bincount(users)[users] >= 2 if len(users) else keep[:0]
     items, users, weights = items[keep], users[keep], weights[keep]
-    kept_items, row = np.unique(items, return_inverse=True)
-    _, col = np.unique(users, return_inverse=True)
-    stats.update(matrix_items=int(len(kept_items)), matrix_users=int(col.max() + 1)
-                 if len(col) else 0, matrix_nonzeros=int(len(items)))
-    if dim == 0 or len(kept_items) < 2:
+    del keep
+    kept_items = np.flatnonzero(np.bincount(items, minlength=n_items))
+    row, n_rows = _compact(items, n_items)
+    col, n_cols = _compact(users, int(users.max()) + 1 if len(users) else 0)
+    stats.update(matrix_items=n_rows, matrix_users=n_cols, matrix_nonzeros=len(items))
+    if dim == 0 or n_rows < 2:
         stats.update(items_with_cooccurrence=0, singular_values=[])
         return out, stats
     from scipy import sparse
 
-    a = sparse.csr_matrix((np.log1p(weights).astype(np.float32), (row, col)),
-                          shape=(len(kept_items), int(col.max()) + 1))
-    d_i = np.asarray(a.sum(axis=1)).ravel()
-    d_u = np.asarray(a.sum(axis=0)).ravel()
-    a = (sparse.diags((1 / np.sqrt(d_i)).astype(np.float32)) @ a
-         @ sparse.diags((1 / np.sqrt(d_u)).astype(np.float32))).tocsr()
+    # Â = D_i^-1/2 A D_u^-1/2 (D: A's row and column sums), scaled on the triples
+    # before the one CSR matrix is built
+    data = np.log1p(weights).astype(np.float32)
+    del items, users, weights
+    d_i = np.bincount(row, weights=data, minlength=n_rows)
+    d_u = np.bincount(col, weights=data, minlength=n_cols)
+    data /= np.sqrt(d_i).astype(np.float32)[row]
+    data /= np.sqrt(d_u).astype(np.float32)[col]
+    del d_i, d_u
+    a = sparse.csr_matrix((data, (row, col)), shape=(n_rows, n_cols))
+    del data, row, col
     u, s = top_left_singular(a, dim + 1, cfg.svd_power_iterations, cfg.seed)
-    part = u[:, 1:] * s[1:]  # drop the trivial sqrt(degree) direction
+    part = u[:, 1:] * s[1:].astype(np.float32)  # drop the trivial sqrt(degree) one
     out[kept_items, :part.shape[1]] = _unit_rows(part)
     stats.update(items_with_cooccurrence=int(np.any(out != 0, axis=1).sum()),
                  singular_values=[round(float(v), 4) for v in s])
     return out, stats
+
+
+def _compact(ids: np.ndarray, size: int) -> Tuple[np.ndarray, int]:
+    """`ids` renumbered 0.. in id order (int32), and how many distinct there are."""
+    present = np.zeros(size, dtype=bool)
+    present[ids] = True
+    code = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+    return code[ids], int(present.sum())
 
 
 def top_left_singular(a, k: int, power_iterations: int, seed: int
@@ -132,11 +150,16 @@ def top_left_singular(a, k: int, power_iterations: int, seed: int
     for _ in range(power_iterations):
         q, _ = np.linalg.qr(a.T @ q)
         q, _ = np.linalg.qr(a @ q)
-    bt = (a.T @ q).astype(np.float64)  # (n, width) = Bᵀ with B = Qᵀ A
-    eigval, eigvec = np.linalg.eigh(bt.T @ bt)  # B Bᵀ = U_b S² U_bᵀ, ascending
+    bt = a.T @ q  # (n, width) float32 = Bᵀ with B = Qᵀ A
+    gram = np.zeros((width, width))  # B Bᵀ, accumulated in float64 by row blocks
+    for lo in range(0, n, GRAM_BLOCK):
+        block = bt[lo:lo + GRAM_BLOCK].astype(np.float64)
+        gram += block.T @ block
+    del bt
+    eigval, eigvec = np.linalg.eigh(gram)  # B Bᵀ = U_b S² U_bᵀ, ascending
     order = np.argsort(eigval)[::-1][:k]
     s = np.sqrt(np.maximum(eigval[order], 0.0))
-    return q.astype(np.float64) @ eigvec[:, order], s
+    return q @ eigvec[:, order].astype(np.float32), s
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -144,32 +167,45 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def seeded_unit(kind: str, key: int, dim: int, seed: int) -> np.ndarray:
-    """The random unit vector of id `key` of part `kind`: the same for the same
-    (seed, kind, key, dim) whatever other ids exist."""
-    digest = hashlib.blake2b(f"{seed}:{kind}:{key}".encode(), digest_size=8).digest()
-    v = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(dim)
-    return v / np.linalg.norm(v)
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic): a well-spread hash."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def seeded_units(kind: str, ids: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """(N, dim) random unit vectors, one per non-negative integer id of part `kind`:
+    Gaussian entries (Box-Muller) from a counter-based hash of (seed, kind, id,
+    entry), so an id's vector is the same whatever other ids exist."""
+    digest = hashlib.blake2b(f"{seed}:{kind}".encode(), digest_size=8).digest()
+    base = np.uint64(int.from_bytes(digest, "little"))
+    with np.errstate(over="ignore"):
+        counter = (_mix(ids.astype(np.uint64)[:, None] ^ base) * np.uint64(2 * dim)
+                   + np.arange(2 * dim, dtype=np.uint64))
+        bits = _mix(counter + np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(11)
+    u = bits.astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+    v = (np.sqrt(-2.0 * np.log1p(-u[:, :dim])) * np.cos(2 * np.pi * u[:, dim:]))
+    return _unit_rows(v)
 
 
 def _id_part(kind: str, ids: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """(N, dim): the seeded unit vector of each id; zero where the id is -1."""
-    out = np.zeros((len(ids), dim), dtype=np.float64)
-    if dim == 0:
-        return out
+    """(N, dim) float32: the seeded unit vector of each id; zero where the id is -1."""
+    if dim == 0 or len(ids) == 0:
+        return np.zeros((len(ids), dim), dtype=np.float32)
     uniq, inverse = np.unique(ids, return_inverse=True)
-    table = np.stack([np.zeros(dim) if key < 0 else seeded_unit(kind, int(key), dim, seed)
-                      for key in uniq.tolist()]) if len(uniq) else np.zeros((0, dim))
-    out[:] = table[inverse]
-    return out
+    table = np.zeros((len(uniq), dim), dtype=np.float32)
+    known = uniq >= 0
+    table[known] = seeded_units(kind, uniq[known], dim, seed)
+    return table[inverse]
 
 
 def _price_part(prices: np.ndarray, dim: int, seed: int) -> np.ndarray:
     """(N, dim): log2-price interpolated between its two bucket vectors."""
     if dim == 0:
-        return np.zeros((len(prices), 0))
+        return np.zeros((len(prices), 0), dtype=np.float32)
     x = np.log2(1.0 + np.maximum(prices, 0.0))
     low = np.floor(x).astype(np.int64)
-    frac = (x - low)[:, None]
+    frac = (x - low).astype(np.float32)[:, None]
     return _unit_rows((1 - frac) * _id_part("price", low, dim, seed)
                       + frac * _id_part("price", low + 1, dim, seed))

@@ -492,7 +492,7 @@ def _convert_requests(sharded: dict, catalog: AdCatalog, profiles: dict, cut: in
     n_days = (_local_day_start(sharded["last_timestamp"], cfg.utc_offset_s)
               - day0) // DAY_S + 1
     c = _Counts(n_days)
-    cooc: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    cooc: Tuple[List[np.ndarray], ...] = ([], [], [])  # items, users, weights
     user_offset = 0
     imp_cols = F.IMPRESSIONS_REQUIRED
     beh_cols = F.BEHAVIORS_REQUIRED + F.BEHAVIORS_OPTIONAL
@@ -508,13 +508,15 @@ def _convert_requests(sharded: dict, catalog: AdCatalog, profiles: dict, cut: in
             shard = _Shard(rec, catalog, cfg)
             shard.count(c, profiles["ids"], cut, day0)
             shard.write(fi, fb)
-            cooc.append(shard.cooccurrence(cut, user_offset, cfg))
+            for parts, array_ in zip(cooc, shard.cooccurrence(cut, user_offset, cfg)):
+                parts.append(array_)
             user_offset += shard.num_users
-    items, users, weights = (np.concatenate([t[k] for t in cooc]) if cooc else
-                             np.zeros(0, d) for k, d in
-                             enumerate((np.int32, np.int32, np.float32)))
     out = c.as_dict(day0, cfg.utc_offset_s)
-    out["cooc"] = [items, users, weights]  # a list, which item_vectors empties
+    # a list, which item_vectors empties; each array joined, then its parts freed
+    out["cooc"] = []
+    for parts, dtype in zip(cooc, (np.int32, np.int32, np.float32)):
+        out["cooc"].append(np.concatenate(parts) if parts else np.zeros(0, dtype))
+        parts.clear()
     return out
 
 
@@ -539,10 +541,10 @@ class _Counts:
         unknown = (np.unique(np.concatenate(self.unknown_items)) if self.unknown_items
                    else np.zeros(0))
         edges = list(GAP_EDGES_S)
-        labels = [f"[{a}, {b})" for a, b in zip(edges[:-1], edges[1:])] + [
+        bins = [f"[{a}, {b})" for a, b in zip(edges[:-1], edges[1:])] + [
             f"[{edges[-1]}, window]"]
         return dict(self.n, unknown_items=int(len(unknown)),
-                    trigger_gap_s=dict(zip(labels, self.gap.tolist())),
+                    trigger_gap_s=dict(zip(bins, self.gap.tolist())),
                     impressions_per_local_day=dict(zip(
                         days, self.impressions_per_day.tolist())),
                     requests_kept_per_local_day=dict(zip(
@@ -648,7 +650,7 @@ class _Shard:
                 ((pairs >> 32) + user_offset).astype(np.int32), weight.astype(np.float32))
 
 
-def _write_rows(f, fmt: str, columns: Sequence[np.ndarray], block: int = 500_000
+def _write_rows(f, fmt: str, columns: Sequence[np.ndarray], block: int = 100_000
                 ) -> None:
     """Write int columns as CSV lines formatted by `fmt`, `block` rows at a time."""
     n = len(columns[0])

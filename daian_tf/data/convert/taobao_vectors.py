@@ -39,7 +39,8 @@ from daian_tf.core.config import TaobaoConfig
 
 DENSE_SVD_MAX_CELLS = 4_000_000  # below this many matrix cells the exact SVD is used
 OVERSAMPLE = 10  # extra columns of the randomized SVD's sketch
-GRAM_BLOCK = 100_000  # rows per block when the sketch's Gram matrix is accumulated
+BLOCK_ROWS = 100_000  # rows per block of the sketch's products in float64
+RANK_TOL = 1e-10  # relative eigenvalue below which a sketch direction is dropped
 
 
 def layout(cfg: TaobaoConfig) -> Dict[str, Tuple[int, int]]:
@@ -68,10 +69,7 @@ def item_vectors(cfg: TaobaoConfig, categories: np.ndarray, brands: np.ndarray,
         soon as they are used (they are the largest thing the converter holds).
     """
     n = len(categories)
-    items, users, weights = cooc
-    cooc.clear()
-    cooc_part, stats = cooccurrence_part(items, users, weights, n, cfg)
-    del items, users, weights
+    cooc_part, stats = cooccurrence_part(cooc, n, cfg)
     parts = [
         cfg.cooccurrence_weight * cooc_part,
         cfg.category_weight * _id_part("category", categories, cfg.category_dim,
@@ -85,9 +83,12 @@ def item_vectors(cfg: TaobaoConfig, categories: np.ndarray, brands: np.ndarray,
     return vectors, stats
 
 
-def cooccurrence_part(items: np.ndarray, users: np.ndarray, weights: np.ndarray,
-                      n_items: int, cfg: TaobaoConfig) -> Tuple[np.ndarray, dict]:
-    """(n_items, cooccurrence_dim) unit rows (zero for items left out); statistics."""
+def cooccurrence_part(cooc: List[np.ndarray], n_items: int, cfg: TaobaoConfig
+                      ) -> Tuple[np.ndarray, dict]:
+    """(n_items, cooccurrence_dim) unit rows (zero for items left out); statistics.
+    `cooc` ([items, users, weights], see item_vectors) is emptied."""
+    items, users, weights = cooc
+    cooc.clear()
     dim = cfg.cooccurrence_dim
     out = np.zeros((n_items, dim), dtype=np.float32)
     stats = {"pairs_train": int(len(items))}
@@ -146,20 +147,45 @@ def top_left_singular(a, k: int, power_iterations: int, seed: int
         return u[:, :k], s[:k]
     rng = np.random.default_rng(seed)
     width = min(k + OVERSAMPLE, m, n)
-    q, _ = np.linalg.qr(a @ rng.standard_normal((n, width)).astype(np.float32))
+    q = _orthonormal(a @ rng.standard_normal((n, width), dtype=np.float32))
     for _ in range(power_iterations):
-        q, _ = np.linalg.qr(a.T @ q)
-        q, _ = np.linalg.qr(a @ q)
-    bt = a.T @ q  # (n, width) float32 = Bᵀ with B = Qᵀ A
-    gram = np.zeros((width, width))  # B Bᵀ, accumulated in float64 by row blocks
-    for lo in range(0, n, GRAM_BLOCK):
-        block = bt[lo:lo + GRAM_BLOCK].astype(np.float64)
-        gram += block.T @ block
+        q = _orthonormal(a @ _orthonormal(a.T @ q))
+    bt = a.T @ q  # (n, width') float32 = Bᵀ with B = Qᵀ A
+    eigval, eigvec = np.linalg.eigh(_gram(bt))  # B Bᵀ = U_b S² U_bᵀ, ascending
     del bt
-    eigval, eigvec = np.linalg.eigh(gram)  # B Bᵀ = U_b S² U_bᵀ, ascending
     order = np.argsort(eigval)[::-1][:k]
     s = np.sqrt(np.maximum(eigval[order], 0.0))
-    return q @ eigvec[:, order].astype(np.float32), s
+    return _times(q, eigvec[:, order]), s
+
+
+def _gram(y: np.ndarray) -> np.ndarray:
+    """yᵀy in float64, accumulated over row blocks of float32 `y`."""
+    gram = np.zeros((y.shape[1], y.shape[1]))
+    for lo in range(0, len(y), BLOCK_ROWS):
+        block = y[lo:lo + BLOCK_ROWS].astype(np.float64)
+        gram += block.T @ block
+    return gram
+
+
+def _times(y: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """y @ m (float32), by row blocks."""
+    out = np.empty((len(y), m.shape[1]), dtype=np.float32)
+    m = m.astype(np.float32)
+    for lo in range(0, len(y), BLOCK_ROWS):
+        out[lo:lo + BLOCK_ROWS] = y[lo:lo + BLOCK_ROWS] @ m
+    return out
+
+
+def _orthonormal(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of y's columns (float32), by two rounds of the Gram
+    eigen-decomposition (CholeskyQR2 with eigh, which also drops directions of a
+    rank-deficient y): memory about twice y's, where numpy's QR (computed in float64)
+    takes about seven times."""
+    for _ in range(2):
+        eigval, eigvec = np.linalg.eigh(_gram(y))
+        keep = eigval > eigval.max() * RANK_TOL
+        y = _times(y, eigvec[:, keep] / np.sqrt(eigval[keep]))
+    return y
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

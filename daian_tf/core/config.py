@@ -415,6 +415,75 @@ class TaobaoConfig:
     logs (docs/real-data.md)."""
 
     trigger_window_s: int = 4 * 3600  # trigger: the latest click at most this before
+    # ... and at least this before the request (1: strictly earlier, the DIHN rule; a
+    # larger gap skips clicks logged on the same page a few seconds earlier)
+    trigger_min_gap_s: int = 1
+    utc_offset_s: int = 8 * 3600  # the data's local time (Beijing, UTC+8) sets its days
+    # First instant of the eval period, ISO 8601 in UTC (e.g. "2017-05-12T16:00:00" =
+    # 2017-05-13 00:00 Beijing): the co-occurrence embedding counts only impressions
+    # before it, so set samples.eval_start to the same value (no leakage). None: the
+    # start of the last local day of raw_sample.csv (the report gives it).
+    cooccurrence_until: Optional[str] = None
+    chunk_rows: int = 500_000  # rows per chunk of raw_sample.csv and behavior_log.csv
+    num_shards: int = 64  # temporary files raw_sample.csv is split into, by user
+    tmp_dir: Optional[str] = None  # where the shards go; None: a folder inside OUT
+    # stream behavior_log.csv to count its rows per btag (all dropped: no item ids);
+    # False: check its header only
+    count_behavior_log: bool = True
+    seed: int = 0  # the random category/brand/price vectors and the SVD's sketch
+    # item vector = [co-occurrence | category | brand | price] parts, each unit-length
+    # times its weight, then unit-normalised; the dims add up to d_m
+    cooccurrence_dim: int = 16
+    category_dim: int = 8
+    brand_dim: int = 4
+    price_dim: int = 4
+    cooccurrence_weight: float = 1.0
+    category_weight: float = 1.0
+    brand_weight: float = 0.7
+    price_weight: float = 0.3
+    # entry of the item x user matrix: log(1 + impression_weight * impressions
+    # + click_weight * clicks), train period only
+    impression_weight: float = 1.0
+    click_weight: float = 4.0
+    cooccurrence_min_users: int = 2  # fewer distinct train users: no co-occurrence part
+    svd_power_iterations: int = 4  # randomized SVD (larger: closer to the exact one)
+
+    def __post_init__(self):
+        for name in ("trigger_window_s", "trigger_min_gap_s", "chunk_rows",
+                     "num_shards", "cooccurrence_min_users"):
+            _check(getattr(self, name) > 0,
+                   f"taobao.{name} must be > 0, got {getattr(self, name)}")
+        _check(self.trigger_min_gap_s <= self.trigger_window_s,
+               f"taobao.trigger_min_gap_s must be <= trigger_window_s "
+               f"({self.trigger_window_s}), got {self.trigger_min_gap_s}")
+        _check(-14 * 3600 <= self.utc_offset_s <= 14 * 3600,
+               f"taobao.utc_offset_s must be within +-14 h (in seconds), "
+               f"got {self.utc_offset_s}")
+        if self.cooccurrence_until is not None:
+            self.cooccurrence_until_timestamp()  # raises ConfigError naming the value
+        for name in ("cooccurrence_dim", "category_dim", "brand_dim", "price_dim",
+                     "svd_power_iterations"):
+            _check(getattr(self, name) >= 0,
+                   f"taobao.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.embedding_dim > 0, "taobao: cooccurrence_dim + category_dim + "
+               "brand_dim + price_dim must be > 0, got 0")
+        for name in ("cooccurrence_weight", "category_weight", "brand_weight",
+                     "price_weight", "impression_weight", "click_weight"):
+            _check(getattr(self, name) >= 0,
+                   f"taobao.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.impression_weight + self.click_weight > 0,
+               "taobao.impression_weight + click_weight must be > 0, got 0")
+
+    @property
+    def embedding_dim(self) -> int:
+        """d_m of item_embeddings.parquet: the sum of the parts' dims."""
+        return self.cooccurrence_dim + self.category_dim + self.brand_dim + self.price_dim
+
+    def cooccurrence_until_timestamp(self) -> Optional[int]:
+        """`cooccurrence_until` as unix seconds (UTC), or None when it is not set."""
+        if self.cooccurrence_until is None:
+            return None
+        return iso_utc_seconds(self.cooccurrence_until, "taobao.cooccurrence_until")
 
 
 @dataclass(frozen=True)

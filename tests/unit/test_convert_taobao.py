@@ -407,7 +407,7 @@ def test_cli_converts_and_prints_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["requests"]["kept"] > 0
-    assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
+    assert json.loads((tmp_path / "out" / "conversion.json").read_text()) == report
 
 
 def test_cli_names_a_missing_file_in_one_line(tmp_path):

@@ -14,7 +14,7 @@ Input, in `src_dir` (the public files, never downloaded here):
 Each file must exist with those columns (else a RawLogError naming the file and the
 column); a bad value is a RawLogError naming the file, the line (header = 1) and the
 column. Nothing is dropped silently: every drop is counted in the returned report, which
-is also written to `OUT/report.json`.
+is also written to `OUT/conversion.json`.
 
 Output, in `out_dir` (file names from `core.features`; ids as decimal integers):
 - `items.csv`: one item per ad group of ad_feature.csv: `item_id` = adgroup_id,
@@ -91,7 +91,6 @@ import pandas as pd
 from daian_tf.core import features as F
 from daian_tf.core.config import TaobaoConfig
 from daian_tf.core.errors import RawLogError
-from daian_tf.core.names import REPORT_FILE
 from daian_tf.data.catalog import write_embeddings
 from daian_tf.data.convert.taobao_vectors import item_vectors
 from daian_tf.data.raw_logs import iter_csv
@@ -129,7 +128,7 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig) -> dict:
     """Write the raw TIR logs of the Taobao/Alimama files in `src_dir` into `out_dir`.
 
     Returns:
-      The report (also `out_dir/report.json`): what was read, written and dropped, the
+      The report (also `out_dir/conversion.json`): what was read, written and dropped, the
       eval cut, the embedding's layout, and the `samples` settings to use.
 
     Raises:
@@ -177,7 +176,7 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig) -> dict:
                      embedding_stats, behavior_log)
     report["timing_s"] = clock.laps
     report["peak_rss_mib_by_phase_end"] = clock.peak_rss_mib
-    with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+    with open(os.path.join(out_dir, F.CONVERSION_REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     return report
 

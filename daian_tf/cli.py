@@ -90,7 +90,8 @@ def cmd_convert_taobao(args, _rest) -> int:
     from daian_tf.data.convert.taobao import convert_taobao
 
     cfg = load_cli_config(args.config)
-    report = convert_taobao(args.src, args.out, cfg.taobao)
+    report = convert_taobao(args.src, args.out, cfg.taobao,
+                            cfg.samples.eval_start_timestamp())
     print(json.dumps(report, indent=2))
     return 0
 

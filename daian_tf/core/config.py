@@ -419,11 +419,6 @@ class TaobaoConfig:
     # larger gap skips clicks logged on the same page a few seconds earlier)
     trigger_min_gap_s: int = 1
     utc_offset_s: int = 8 * 3600  # the data's local time (Beijing, UTC+8) sets its days
-    # First instant of the eval period, ISO 8601 in UTC (e.g. "2017-05-12T16:00:00" =
-    # 2017-05-13 00:00 Beijing): the co-occurrence embedding counts only impressions
-    # before it, so set samples.eval_start to the same value (no leakage). None: the
-    # start of the last local day of raw_sample.csv (the report gives it).
-    cooccurrence_until: Optional[str] = None
     chunk_rows: int = 500_000  # rows per chunk of raw_sample.csv and behavior_log.csv
     num_shards: int = 64  # temporary files raw_sample.csv is split into, by user
     tmp_dir: Optional[str] = None  # where the shards go; None: a folder inside OUT
@@ -459,8 +454,6 @@ class TaobaoConfig:
         _check(-14 * 3600 <= self.utc_offset_s <= 14 * 3600,
                f"taobao.utc_offset_s must be within +-14 h (in seconds), "
                f"got {self.utc_offset_s}")
-        if self.cooccurrence_until is not None:
-            self.cooccurrence_until_timestamp()  # raises ConfigError naming the value
         for name in ("cooccurrence_dim", "category_dim", "brand_dim", "price_dim",
                      "svd_power_iterations"):
             _check(getattr(self, name) >= 0,
@@ -479,11 +472,6 @@ class TaobaoConfig:
         """d_m of item_embeddings.parquet: the sum of the parts' dims."""
         return self.cooccurrence_dim + self.category_dim + self.brand_dim + self.price_dim
 
-    def cooccurrence_until_timestamp(self) -> Optional[int]:
-        """`cooccurrence_until` as unix seconds (UTC), or None when it is not set."""
-        if self.cooccurrence_until is None:
-            return None
-        return iso_utc_seconds(self.cooccurrence_until, "taobao.cooccurrence_until")
 
 
 @dataclass(frozen=True)

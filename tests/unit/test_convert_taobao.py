@@ -28,6 +28,7 @@ import pytest
 
 from daian_tf.core import features as F
 from daian_tf.core.config import (DEFAULT_CONFIG_FILE, ConfigError, TaobaoConfig,
+                                  iso_utc_seconds,
                                   load_config)
 from daian_tf.core.errors import RawLogError
 from daian_tf.data.convert.taobao import (AD_FEATURE_FILE, BEHAVIOR_LOG_FILE,
@@ -255,7 +256,7 @@ def test_embeddings_cover_the_catalog_without_eval_leakage(converted, tmp_path):
     assert report["embedding"]["items_with_cooccurrence"] > 10
     # ... which they get once the cut moves past the eval day
     later = convert_taobao(str(src), str(tmp_path / "later"), TaobaoConfig(
-        num_shards=2, cooccurrence_until="2017-05-14", count_behavior_log=False))
+        num_shards=2, count_behavior_log=False), iso_utc_seconds("2017-05-14", "cut"))
     emb2 = pq.read_table(tmp_path / "later" / F.EMBEDDINGS_FILE).to_pandas()
     vec2 = np.stack(emb2["embedding"].to_numpy())
     a, b = (vec2[row[str(ad)], lo:hi] for ad in EVAL_PAIR)
@@ -386,7 +387,6 @@ def test_config_checks_its_values():
     assert TaobaoConfig().embedding_dim == 32
     for bad, match in [({"trigger_min_gap_s": 0}, "trigger_min_gap_s"),
                        ({"num_shards": 0}, "num_shards"),
-                       ({"cooccurrence_until": "May 13"}, "cooccurrence_until"),
                        ({"brand_weight": -1.0}, "brand_weight"),
                        ({"cooccurrence_dim": 0, "category_dim": 0, "brand_dim": 0,
                          "price_dim": 0}, "must be > 0")]:

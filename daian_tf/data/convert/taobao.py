@@ -51,11 +51,11 @@ Output, in `out_dir` (file names from `core.features`; ids as decimal integers):
   out-of-vocabulary id). The report lists the columns for `samples.user_columns`.
 - `item_embeddings.parquet` (`catalog.write_embeddings`): no text or image exists, so
   item vectors come from co-occurrence and side features (`taobao_vectors`); the
-  co-occurrence part counts only impressions before `cooccurrence_until` (default: the
-  start of the last local day), the eval split's first instant, so that nothing of the
-  eval period leaks into the vectors. Set `samples.eval_start` to the same value
-  (configs/taobao.yaml does: 2017-05-12T16:00:00 UTC = 2017-05-13 00:00 Beijing, the
-  paper's 7 train days and 1 test day).
+  co-occurrence part counts only impressions before `samples.eval_start`, the eval
+  split's first instant (the one setting the sample builder cuts at too; unset: the start
+  of the last local day, which the report gives), so that nothing of the eval period
+  leaks into the vectors (configs/taobao.yaml: 2017-05-12T16:00:00 UTC = 2017-05-13
+  00:00 Beijing, the paper's 7 train days and 1 test day).
 
 Streaming: no file is read whole. raw_sample.csv and behavior_log.csv are read in
 chunks of `chunk_rows` rows (pandas, explicit dtypes; on a parse error or a bad value
@@ -83,7 +83,7 @@ import tempfile
 import time
 from array import array
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterator, List, NoReturn, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -124,8 +124,12 @@ WRITE_BLOCK = 100_000  # output lines written at once by the row-by-row converte
 _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of user ids into shards
 
 
-def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig) -> dict:
+def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig,
+                   eval_start: Optional[int] = None) -> dict:
     """Write the raw TIR logs of the Taobao/Alimama files in `src_dir` into `out_dir`.
+
+    `eval_start` (unix seconds; `samples.eval_start`, the sample builder's cut) ends the
+    period the co-occurrence embedding counts; None: the start of the last local day.
 
     Returns:
       The report (also `out_dir/conversion.json`): what was read, written and dropped, the
@@ -157,7 +161,7 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig) -> dict:
         sharded = _shard_raw_sample(paths[RAW_SAMPLE_FILE], headers[RAW_SAMPLE_FILE],
                                     shard_root, cfg)
         clock.lap("raw_sample_pass1_shards")
-        cut = cfg.cooccurrence_until_timestamp()
+        cut = eval_start
         if cut is None:
             cut = _local_day_start(sharded["last_timestamp"], cfg.utc_offset_s)
         joined = _convert_requests(sharded, catalog, profiles, cut, out_dir, cfg)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
+
+from bench_sample_builder import measure  # wall time and peak RSS of a process tree
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ROWS, REAL_USERS, REAL_ADS = 26_557_961, 1_141_729, 846_811
@@ -151,27 +151,6 @@ def _behavior_log(path: Path, n: int, n_users: int, rng) -> None:
                     rng.choice(4, m, p=[0.9, 0.04, 0.03, 0.03])],
                 "cate": rng.integers(1, 12_000, m), "brand": brand,
             }).to_csv(f, header=False, index=False, lineterminator="\n")
-
-
-def measure(cmd, poll_s: float = 0.1) -> dict:
-    """Run `cmd`; wall seconds, peak summed RSS (MiB) of its process tree."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [root] + root.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(poll_s)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"converter failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    return {"seconds": wall, "peak_rss_mib": peak / 2**20, "stdout": out.decode()}
 
 
 CONVERT = """

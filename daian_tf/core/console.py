@@ -37,6 +37,15 @@ INFO; `tfx_pipeline/progress.py` turns TFX's into our own lines). Anything else,
 ERROR and every exception with its traceback is printed as before: only known noise is
 silenced.
 
+Exit: Beam's `apache_beam.utils.shared` keeps the object a DoFn last acquired alive in a
+module global (`_shared_map._keepalive`): after an in-process pipeline that is TFMA's
+loaded SavedModel, hundreds of TensorFlow functions that would otherwise be freed while
+Python tears its modules down, in whatever order; when TensorFlow's function registry is
+gone first, each prints "Exception ignored in AtomicFunction.__del__ ... TypeError:
+'NoneType' object is not subscriptable" (harmless, the process is ending).
+`release_at_exit` drops that reference and collects at exit, while every module is still
+there, so they are freed cleanly.
+
 `verbose=True` silences nothing: the environment is left alone, the libraries log at
 INFO to stderr. `log_file=PATH` keeps the console quiet and writes every library log
 record (INFO and up, noise included, with times) and every Python warning to PATH.
@@ -295,6 +304,27 @@ def filter_cxx_stderr(log_file: Optional[str] = None) -> bool:
     return True
 
 
+def _release_shared_objects() -> None:
+    """Frees what Beam's `shared` module keeps alive (see "Exit" in the module
+    docstring) while the modules are intact."""
+    import gc
+
+    shared = sys.modules.get("apache_beam.utils.shared")
+    shared_map = getattr(shared, "_shared_map", None)
+    if shared_map is not None and hasattr(shared_map, "_keepalive"):
+        shared_map._keepalive = (None, None)
+    gc.collect()
+
+
+def release_at_exit() -> None:
+    """Registers `_release_shared_objects` to run at exit; once per process."""
+    import atexit
+
+    if not _STATE.get("release"):
+        atexit.register(_release_shared_objects)
+        _STATE["release"] = True
+
+
 def setup_console(verbose: bool = False, log_file: Optional[str] = None) -> None:
     """Sets up what a run prints (see the module docstring). Idempotent: a second call
     replaces the handlers of the first."""
@@ -306,6 +336,7 @@ def setup_console(verbose: bool = False, log_file: Optional[str] = None) -> None
     if not verbose:
         quiet_libraries()
         filter_cxx_stderr(log_file)
+    release_at_exit()  # after the filter's own exit step: atexit runs it first
     # Python warnings become `py.warnings` records, so that the console can drop the
     # known ones and a log file keeps them all.
     logging.captureWarnings(True)

@@ -42,6 +42,8 @@ NOISE = [
     r"computation placer already registered",
     r"op_level_cost_estimator",
     r"Logging before flag parsing",
+    # objects freed during interpreter teardown (console.release_at_exit)
+    r"Exception ignored in",
     # library log records, in Python's default format and in the console's
     r"(^|\d )(WARNING|INFO)[: ](absl|tensorflow|apache_beam|tfx|py\.warnings)\b",
     r"UserWarning",

@@ -214,6 +214,9 @@ class ModelConfig:
     # once per distinct request of a batch (layers/request_rows.py): the same function;
     # False computes them on every sample (for comparison)
     request_dedup: bool = True
+    # models with an intent head trained beside the CTR loss (IntentRec, DUPN): the
+    # intent loss's weight (training/multitask.py); 0 trains on the CTR loss alone
+    intent_loss_weight: float = 1.0
 
     def __post_init__(self):
         _check(self.name in MODEL_NAMES, f"model.name must be one of "
@@ -240,6 +243,8 @@ class ModelConfig:
                f"model.dropout must be in [0, 1), got {self.dropout}")
         _check(self.embedding_l2 >= 0.0,
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
+        _check(self.intent_loss_weight >= 0.0,
+               f"model.intent_loss_weight must be >= 0, got {self.intent_loss_weight}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ SAMPLES_GLOB = f"{SAMPLES_PREFIX}-*{SAMPLES_SUFFIX}"
 
 # --- models ----------------------------------------------------------------------------
 DIN, DAIAN = "din", "daian"
-MODEL_NAMES = (DIN, DAIAN)
+# the trigger-aware baselines of DAIAN's Table 1 and the other systems of our sources
+# (docs/models.md)
+DIHN, DIAN, DEI2N = "dihn", "dian", "dei2n"
+INTENTREC, DUPN = "intentrec", "dupn"
+MODEL_NAMES = (DIN, DAIAN, DIHN, DIAN, DEI2N, INTENTREC, DUPN)
 CTR_OUTPUT = "ctr_probability"  # the name of a model's click-probability layer/output
 
 # --- training --------------------------------------------------------------------------

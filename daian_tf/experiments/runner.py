@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from daian_tf.core.config import Config, config_from_dict
-from daian_tf.core.names import DAIAN, DIN, EVAL, STAGE2_PLAIN, TRAIN
+from daian_tf.core.names import DAIAN, EVAL, MODEL_NAMES, STAGE2_PLAIN, TRAIN
 from daian_tf.data.catalog import read_model_catalog
 from daian_tf.evaluation.probe import probe_daian
 from daian_tf.evaluation.runs import evaluate_run, reference_rows, user_intent_groups
@@ -26,8 +26,7 @@ from daian_tf.workflows import PreparedData, prepare_data
 
 # variant name -> config overrides (sections model / train)
 VARIANTS: Dict[str, dict] = {
-    DIN: {"model": {"name": DIN}},
-    DAIAN: {"model": {"name": DAIAN}},
+    **{name: {"model": {"name": name}} for name in MODEL_NAMES},
     "daian_wo_uim": {"model": {"name": DAIAN, "use_uim": False}},
     "daian_wo_die": {"model": {"name": DAIAN, "use_die": False}},
     "daian_wo_sein": {"model": {"name": DAIAN, "use_sein": False}},

@@ -11,8 +11,10 @@ Signatures:
 - `serving_default`: `examples` (tf.string `[None]`, serialized `tf.Example` without
   labels) → `{ctr: float32 [None]}`, plus `intent: float32 [None, n]` for DAIAN;
 - `ctr`: `examples` → `{ctr}`;
-- `intent` (DAIAN): `examples` → `{intent}`, UIM's p̂ (a request-level output: one
-  example per request is enough);
+- `intent` (models with an intent distribution: DAIAN, IntentRec, DUPN): `examples` →
+  `{intent}`, the predicted p̂ (a request-level output: one example per request is enough);
+- `user_representation` (DUPN): `examples` → `{user_representation: float32 [None, d]}`,
+  the shared user vector, for reuse by other tasks;
 - `rank`: `context` (tf.string `[1]`: one example with the user, trigger and history)
   and `candidates` (tf.string `[None]`: examples with the target features) → `{ctr}`;
   the request side (the user/trigger/history features, and DAIAN's UIM and implicit
@@ -35,8 +37,8 @@ import tensorflow as tf
 
 from daian_tf.core.signatures import (
     DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
-    OUTPUT_INTENT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
-    SIGNATURE_SERVING_DEFAULT)
+    OUTPUT_INTENT, OUTPUT_USER_REPRESENTATION, SIGNATURE_CTR, SIGNATURE_INTENT,
+    SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT, SIGNATURE_USER_REPRESENTATION)
 from daian_tf.data.transform import serving_feature_spec
 from daian_tf.models import serving_input_keys
 # the features a rank candidate carries (the rest come from the request context)
@@ -75,6 +77,11 @@ class ServingModule(tf.Module):
                                                 input_signature=spec)
             self.intent_examples = tf.function(self._intent_examples,
                                                input_signature=spec)
+        self.has_user_representation = hasattr(model, "user_representation")
+        if self.has_user_representation:  # DUPN's shared user vector
+            self.user_representation_examples = tf.function(
+                self._user_representation_examples,
+                input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)])
 
     def transformed_inputs(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Serialized examples `(N,)` → the model's transformed inputs."""
@@ -103,6 +110,12 @@ class ServingModule(tf.Module):
     def _intent_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Serialized examples `(N,)` → `{intent: (N, n)}` UIM's p̂ (DAIAN)."""
         return {OUTPUT_INTENT: self._intent(self.transformed_inputs(examples))}
+
+    def _user_representation_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Serialized examples `(N,)` → `{user_representation: (N, d)}` (DUPN)."""
+        inputs = self.transformed_inputs(examples)
+        vectors = self.model.user_representation(inputs, training=False)
+        return {OUTPUT_USER_REPRESENTATION: tf.cast(vectors, tf.float32)}
 
     @tf.function(input_signature=[
         tf.TensorSpec([1], tf.string, name=INPUT_CONTEXT),
@@ -137,6 +150,9 @@ def _signatures(module: ServingModule) -> Dict[str, tf.types.experimental.Concre
         signatures[SIGNATURE_SERVING_DEFAULT] = (
             module.score_and_intent.get_concrete_function())
         signatures[SIGNATURE_INTENT] = module.intent_examples.get_concrete_function()
+    if module.has_user_representation:
+        signatures[SIGNATURE_USER_REPRESENTATION] = (
+            module.user_representation_examples.get_concrete_function())
     return signatures
 
 

@@ -1,17 +1,71 @@
-"""The model a config names, sized from the Transform's vocabularies."""
+"""The model a config names, sized from the Transform's vocabularies.
+
+`MODELS` is the one registry: model name (`core.names.MODEL_NAMES`) → how to build it and
+what it needs. Every model takes the transformed features of `layers.embedding` (the same
+tables, inputs and feature names as DIN) and returns the click probability `(B, 1)`; a
+model with an intent distribution also has `predict_intent(inputs)` `(B, n)`, and one
+trained with an intent loss beside the CTR loss (`intent_loss_weight` > 0) is fitted
+through `training.multitask.IntentMultiTaskModel`.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 
 from daian_tf.core.names import DAIAN, DIN
-from daian_tf.models.daian import build_daian
-from daian_tf.models.din import build_din
 
 Catalog = Tuple[Sequence[str], np.ndarray]  # item ids (N,), multimodal vectors (N, d_m)
+# (cfg, vocab_sizes, sim_range, catalog) -> model
+Builder = Callable[..., keras.Model]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build a model and what it reads.
+
+    Args:
+        build: `(cfg, vocab_sizes, sim_range, catalog) -> keras.Model`.
+        reads_catalog: it needs the frozen multimodal catalog and the I-2 range.
+        has_intent: `cfg -> bool`, whether the built model outputs an intent
+            distribution (`predict_intent`, the `intent` signature).
+    """
+
+    build: Builder
+    reads_catalog: bool = False
+    has_intent: Callable[..., bool] = lambda cfg: False
+
+
+def _din(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.din import build_din
+
+    return build_din(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns))
+
+
+def _daian(cfg, vocab_sizes, sim_range, catalog):
+    from daian_tf.models.daian import build_daian
+
+    if sim_range is None or catalog is None:
+        raise ValueError("build_model: DAIAN needs the sample builder's sim_range "
+                         "and the catalog")
+    return build_daian(cfg, vocab_sizes, sim_range, *catalog)
+
+
+MODELS: Dict[str, ModelEntry] = {
+    DIN: ModelEntry(_din),
+    DAIAN: ModelEntry(_daian, reads_catalog=True,
+                      has_intent=lambda cfg: bool(cfg.model.use_uim)),
+}
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ValueError(f"build_model: unknown model.name {name!r}; known: "
+                         f"{sorted(MODELS)}")
+    return MODELS[name]
 
 
 def build_model(cfg, vocab_sizes: Mapping[str, int],
@@ -22,25 +76,17 @@ def build_model(cfg, vocab_sizes: Mapping[str, int],
     Args:
         cfg: the full `Config`.
         vocab_sizes: table rows per vocabulary (`data.transform.vocab_sizes`).
-        sim_range: DAIAN: the sample builder's I-2 range `[lo, hi]`.
-        catalog: DAIAN: `(item ids, vectors)` of its frozen multimodal table.
+        sim_range: models that read the catalog: the sample builder's I-2 range.
+        catalog: models that read the catalog: `(item ids, vectors)`.
     """
-    user_columns = tuple(cfg.samples.user_columns)
-    if cfg.model.name == DIN:
-        return build_din(cfg.model, vocab_sizes, user_columns)
-    if cfg.model.name == DAIAN:
-        if sim_range is None or catalog is None:
-            raise ValueError("build_model: DAIAN needs the sample builder's sim_range "
-                             "and the catalog")
-        return build_daian(cfg, vocab_sizes, sim_range, *catalog)
-    raise ValueError(f"build_model: unknown model.name {cfg.model.name!r}")
+    return _entry(cfg.model.name).build(cfg, vocab_sizes, sim_range, catalog)
 
 
 def needs_catalog(cfg) -> bool:
     """Whether the configured model reads the multimodal catalog (and the I-2 range)."""
-    return cfg.model.name == DAIAN
+    return _entry(cfg.model.name).reads_catalog
 
 
 def has_intent(cfg) -> bool:
-    """Whether the configured model outputs an intent distribution (DAIAN with UIM)."""
-    return cfg.model.name == DAIAN and cfg.model.use_uim
+    """Whether the configured model outputs an intent distribution."""
+    return _entry(cfg.model.name).has_intent(cfg)

@@ -1,8 +1,10 @@
 """`fit_model`: build the configured model and fit it on transformed TFRecords.
 
 The one training entry point of every route: the TFX Trainer's `run_fn`, `daian train`,
-the experiments and the quick start's DIN row. DIN: one `model.fit`. DAIAN: the schedule of
-`training.stages.train_daian` (three stages by default).
+the experiments and the quick start's DIN row. DAIAN: the schedule of
+`training.stages.train_daian` (three stages by default). Every other model: one
+`model.fit`, on the CTR loss plus its intent loss when it has one
+(`training.multitask`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from daian_tf.models import serving_input_keys
 from daian_tf.models.daian import DAIAN
 from daian_tf.models.factory import Catalog, build_model
 from daian_tf.training.best_epoch import best_epoch_callbacks
+from daian_tf.training.multitask import IntentMultiTaskModel
 from daian_tf.training.stages import compile_ctr, train_daian
 
 
@@ -65,8 +68,12 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
                               cfg.train, checkpoint_dir=checkpoint_dir,
                               callbacks=callbacks, verbose=verbose)
         return model, history
-    compile_ctr(model, cfg.train)
-    keys = serving_input_keys(model)
+    # a model with an intent head and `intent_loss_weight` > 0 (IntentRec, DUPN) is
+    # fitted on both losses; the model itself (what is exported) is unchanged
+    weight = float(getattr(model, "intent_loss_weight", 0.0))
+    fitted = IntentMultiTaskModel(model, weight) if weight > 0 else model
+    compile_ctr(fitted, cfg.train)
+    keys = serving_input_keys(fitted)
     train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,
                             shuffle=True, seed=cfg.train.seed,
                             num_epochs=None if steps_per_epoch else 1,
@@ -75,7 +82,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
                             shuffle_unit=cfg.train.shuffle_unit)
     eval_ds = make_dataset(eval_pattern, tf_transform_output, cfg.train.batch_size,
                            shuffle=False, input_keys=keys)
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
+    history = fitted.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
                         steps_per_epoch=steps_per_epoch,
                         validation_steps=validation_steps,
                         callbacks=callbacks + best_epoch_callbacks(cfg.train,

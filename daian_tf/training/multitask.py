@@ -1,0 +1,59 @@
+"""Multi-task fitting of a model with an intent head: the CTR loss plus a weighted intent
+loss, in one `model.fit` (IntentRec's hierarchical multi-task learning, DUPN's shared
+representation trained by several tasks).
+
+The intent loss is `KL(y_int ‖ p̂)` of the model's `predict_intent` against the request's
+intent label (`intent_label`, DATA.md), averaged over the labelled samples of the batch
+(`intent_mask`; a batch without any adds 0). The label is a training target only, never an
+input: the wrapper reads it from the batch beside the model's inputs, and the model (what
+is exported and served) never sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from daian_tf.core import features as F
+
+INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
+
+
+def masked_intent_kl(label, mask, predicted):
+    """Mean `KL(label ‖ predicted)` over the samples whose `mask` is 1; 0 when none."""
+    eps = 1e-7
+    label = ops.cast(label, "float32")
+    predicted = ops.cast(predicted, "float32")
+    kl = ops.sum(label * (ops.log(ops.clip(label, eps, 1.0))
+                          - ops.log(ops.clip(predicted, eps, 1.0))), axis=-1)
+    mask = ops.reshape(ops.cast(mask, "float32"), (-1,))
+    return ops.sum(kl * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+class IntentMultiTaskModel(keras.Model):
+    """Fits `model` (which has `input_keys` and `predict_intent`) on the CTR loss plus
+    `intent_weight` × `masked_intent_kl`. Shares the model's layers: fitting this model
+    trains it. Its inputs are the model's plus the intent label and mask."""
+
+    def __init__(self, model: keras.Model, intent_weight: float, **kwargs):
+        kwargs.setdefault("name", "intent_multitask_model")
+        super().__init__(**kwargs)
+        self.model = model
+        self.intent_weight = float(intent_weight)
+        self.input_keys: Sequence[str] = (list(model.input_keys)
+                                          + [INTENT_LABEL_XF, INTENT_MASK_XF])
+
+    def call(self, inputs, training=None):
+        return self.model({k: inputs[k] for k in self.model.input_keys},
+                          training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred,
+                                    sample_weight=sample_weight, training=training)
+        intent = self.model.predict_intent(
+            {k: x[k] for k in self.model.input_keys}, training=training)
+        return loss + self.intent_weight * masked_intent_kl(
+            x[INTENT_LABEL_XF], x[INTENT_MASK_XF], intent)

@@ -132,9 +132,24 @@ def _diversity_section(results: Mapping[str, Any], rows: Sequence[SummaryRow]
     return lines + [""]
 
 
+def _throughput_section(rows: Sequence[SummaryRow]) -> List[str]:
+    lines = ["## Training throughput", ""]
+    timed = [r for r in rows if r.samples_per_second.count]
+    if not timed:
+        return lines + ["Skipped: no run reports its throughput.", ""]
+    lines += ["Training samples per second: train samples × epochs run (every stage of "
+              "DAIAN's schedule), over the wall time of the whole fit (its evaluation "
+              "passes included), in the same job; mean ± std over seeds.", ""]
+    body = [[r.variant, str(r.num_levels), str(r.samples_per_second.count),
+             _fmt_stat(r.samples_per_second, 0), _fmt_stat(r.train_seconds, 0)]
+            for r in timed]
+    lines += _table(["model", "n", "seeds", "samples/s", "fit seconds"], body)
+    return lines + [""]
+
+
 def _markdown(results: Mapping[str, Any], rows: Sequence[SummaryRow]) -> str:
     lines = (_ranking_section(results, rows) + _intent_section(rows)
-             + _diversity_section(results, rows))
+             + _diversity_section(results, rows) + _throughput_section(rows))
     return "\n".join(lines)
 
 
@@ -143,8 +158,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
     Sections: ranking metrics per `(variant, n)` (mean ± std, RelaImpr against the base,
     then the reference rows such as the oracle and the popularity baseline), intent
-    precision (JS divergence) for the variants that report it, and GAUC by
-    intent-diversity group. A section whose data is absent says it is skipped.
+    precision (JS divergence) for the variants that report it, GAUC by
+    intent-diversity group, and training throughput. A section whose data is absent says it is skipped.
 
     Args:
         results: the experiment results dict (`experiments.summary`).

@@ -71,6 +71,13 @@ def _plain_history(history: dict) -> dict:
     return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
 
 
+def epochs_run(history: dict) -> int:
+    """Epochs a fit ran: the length of its loss history, summed over stages (DAIAN)."""
+    if all(isinstance(v, dict) for v in history.values()):
+        return sum(epochs_run(v) for v in history.values())
+    return len(history.get("loss", []))
+
+
 def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
                    beam_args: Optional[Sequence[str]] = None,
                    progress: bool = True) -> dict:
@@ -121,8 +128,10 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
                              catalog=catalog if needs_catalog(run_cfg) else None,
                              verbose=0)
         seconds = time.time() - start
+        trained = data[n].report["splits"][TRAIN]["samples"] * epochs_run(history)
         runs.append({"variant": variant, "seed": seed, "num_levels": n,
                      "train_seconds": round(seconds, 1),
+                     "samples_per_second": round(trained / max(seconds, 1e-9), 1),
                      "history": _plain_history(history),
                      **evaluate_run(model, data[n].eval, data[n].tf_transform_output,
                                     has_intent(run_cfg), groups[n])})

@@ -9,7 +9,8 @@ The results dict is what `daian experiment` produces (JSON-able):
                "intent": {"js_specific", "js_broad", "js_all",                  # optional
                           "mean_pred_specific", "mean_true_specific",
                           "mean_pred_broad", "mean_true_broad"},  # (n,) lists
-               "train_seconds": float}, ...],
+               "train_seconds": float,
+               "samples_per_second": float}, ...],  # optional
      "reference_rows": [{"name": "oracle" | "popularity", "metrics": {...}}, ...],
      "base_variant": "din", "n_sweep_variant": "daian"}
 
@@ -72,6 +73,8 @@ class SummaryRow:
         gauc_by_diversity: {group: Stat of the GAUC over the runs reporting it}; empty
             when no run does.
         train_seconds: Stat of the training time in seconds.
+        samples_per_second: Stat of the training throughput (train samples × epochs
+            run, over the fit's wall time); count 0 when no run reports it.
     """
 
     variant: str
@@ -85,6 +88,7 @@ class SummaryRow:
     intent: Mapping[str, Stat]
     gauc_by_diversity: Mapping[str, Stat]
     train_seconds: Stat
+    samples_per_second: Stat = Stat(math.nan, math.nan, 0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -250,5 +254,7 @@ def summarize(results: Mapping[str, Any]) -> List[SummaryRow]:
             gauc_by_diversity={g: stat(by_group[g])
                                for g in sorted(by_group, key=group_sort_key)},
             train_seconds=stat([r["train_seconds"] for r in runs
-                                if r.get("train_seconds") is not None])))
+                                if r.get("train_seconds") is not None]),
+            samples_per_second=stat([r["samples_per_second"] for r in runs
+                                     if r.get("samples_per_second") is not None])))
     return rows

@@ -46,7 +46,8 @@ def _run(variant: str, seed: int, num_levels: int = 6, **metrics) -> dict:
     auc, gauc, logloss = metrics.get("values", METRICS[(variant, seed)])
     run = {"variant": variant, "seed": seed, "num_levels": num_levels,
            "metrics": {"auc": auc, "gauc": gauc, "logloss": logloss},
-           "gauc_by_diversity": dict(GROUPS[variant]), "train_seconds": 3.0}
+           "gauc_by_diversity": dict(GROUPS[variant]), "train_seconds": 3.0,
+           "samples_per_second": 500.0}
     if variant == "daian":
         run["intent"] = _intent(num_levels, seed)
     return run
@@ -266,3 +267,30 @@ def test_duplicate_runs_raise(results):
     results["runs"].append(copy.deepcopy(results["runs"][0]))
     with pytest.raises(DaianInputError, match="two runs of variant 'daian'"):
         summarize(results)
+
+
+def test_throughput_section_shows_samples_per_second_over_seeds(results):
+    rates = {0: 1000.0, 1: 1200.0, 2: 1400.0}
+    for run in results["runs"]:
+        if run["variant"] == "din":
+            run["samples_per_second"] = rates[run["seed"]]
+    section = _section(markdown_table(results), "Training throughput")
+    values = [rates[s] for s in SEEDS]
+    line = _table_line(section, "din | 6")
+    assert f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f}" in line
+    assert "500 ± 0" in _table_line(section, "daian | 6")
+
+
+def test_throughput_section_is_skipped_without_figures(results):
+    for run in results["runs"]:
+        del run["samples_per_second"]
+    section = _section(markdown_table(results), "Training throughput")
+    assert "Skipped" in section
+
+
+def test_epochs_run_counts_every_stage():
+    from daian_tf.experiments.runner import epochs_run
+
+    assert epochs_run({"loss": [1, 2, 3], "val_auc": [1, 2, 3]}) == 3
+    assert epochs_run({"stage1": {"loss": [1, 2]}, "stage2": {"loss": [1]},
+                       "stage3": {"loss": [1, 2, 3]}}) == 6

@@ -192,9 +192,11 @@ class ModelConfig:
     embedding_l2: float = 0.0  # L2 penalty on the embedding rows a batch uses
     num_sim_bins: int = 10  # n_sim of §5.1
     # --- DAIAN (DAIAN.md §3-§6); DIN ignores these ---
-    uim_hidden_units: Sequence[int] = (128, 64)  # MLP of Eq. 4
+    # MLP of Eq. 4; also the intent networks of DIHN (UIN) and DIAN
+    uim_hidden_units: Sequence[int] = (128, 64)
     intent_dim: int = 32  # width of the level table T_level [I-5]
-    attention_heads: int = 4  # H of Eq. 7 (I2E and explicit intent)
+    # H of Eq. 7 (I2E and explicit intent); also DEI2N's instant-interest attention
+    attention_heads: int = 4
     attention_width: int = 128  # total width of the multi-head attentions
     explicit_top_levels: int = 2  # [I-7] k_exp: tau = lower edge of the top k levels
     # [I-7] the subsequence keeps its most recent steps up to this many (0: all); a
@@ -217,6 +219,9 @@ class ModelConfig:
     # models with an intent head trained beside the CTR loss (IntentRec, DUPN): the
     # intent loss's weight (training/multitask.py); 0 trains on the CTR loss alone
     intent_loss_weight: float = 1.0
+    # DEI2N: the instant interest attends the k most recent real history steps
+    # (models/dei2n.py); the paper's window is its own, this is ours
+    recent_steps: int = 5
 
     def __post_init__(self):
         _check(self.name in MODEL_NAMES, f"model.name must be one of "
@@ -245,6 +250,8 @@ class ModelConfig:
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
         _check(self.intent_loss_weight >= 0.0,
                f"model.intent_loss_weight must be >= 0, got {self.intent_loss_weight}")
+        _check(self.recent_steps >= 1,
+               f"model.recent_steps must be >= 1, got {self.recent_steps}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from daian_tf.core.names import DAIAN, DIN
+from daian_tf.core.names import DAIAN, DEI2N, DIAN, DIHN, DIN
 
 Catalog = Tuple[Sequence[str], np.ndarray]  # item ids (N,), multimodal vectors (N, d_m)
 # (cfg, vocab_sizes, sim_range, catalog) -> model
@@ -45,6 +45,24 @@ def _din(cfg, vocab_sizes, _sim_range, _catalog):
     return build_din(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns))
 
 
+def _dihn(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.dihn import build_dihn
+
+    return build_dihn(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns))
+
+
+def _dian(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.dian import build_dian
+
+    return build_dian(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns))
+
+
+def _dei2n(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.dei2n import build_dei2n
+
+    return build_dei2n(cfg.model, vocab_sizes, tuple(cfg.samples.user_columns))
+
+
 def _daian(cfg, vocab_sizes, sim_range, catalog):
     from daian_tf.models.daian import build_daian
 
@@ -56,6 +74,12 @@ def _daian(cfg, vocab_sizes, sim_range, catalog):
 
 MODELS: Dict[str, ModelEntry] = {
     DIN: ModelEntry(_din),
+    # the trigger-aware baselines of DAIAN's Table 1 (docs/models-trigger-aware.md):
+    # DIN's inputs and tables, no catalog; DIHN's α and DIAN's p are scalars, not an
+    # intent distribution, so none has an `intent` signature
+    DIHN: ModelEntry(_dihn),
+    DIAN: ModelEntry(_dian),
+    DEI2N: ModelEntry(_dei2n),
     DAIAN: ModelEntry(_daian, reads_catalog=True,
                       has_intent=lambda cfg: bool(cfg.model.use_uim)),
 }

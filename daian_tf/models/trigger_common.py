@@ -1,0 +1,31 @@
+"""Plumbing shared by the functional trigger-aware baselines (DIHN, DIAN, DEI2N): the
+same inputs as DIN (`layers.embedding.feature_input_keys`) and a ReLU MLP tower."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import keras
+
+from daian_tf.layers import embedding as emb
+
+
+def feature_inputs(user_columns: Sequence[str]) -> Dict[str, keras.KerasTensor]:
+    """`keras.Input`s named as DIN's (ids int64 `(B,)`, history ids `(B, T)`)."""
+    hist_keys = emb.history_input_keys()
+    return {name: keras.Input(shape=(None,) if name in hist_keys else (),
+                              dtype="int64", name=name)
+            for name in emb.feature_input_keys(user_columns)}
+
+
+def mlp(x, hidden_units: Sequence[int], dropout: float, prefix: str,
+        output_name: Optional[str] = None):
+    """ReLU layers `hidden_units` (each followed by dropout when > 0), then, when
+    `output_name` is given, one sigmoid unit named `output_name` `(B, 1)`."""
+    for i, units in enumerate(hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"{prefix}_{i}")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
+    if output_name is not None:
+        x = keras.layers.Dense(1, activation="sigmoid", name=output_name)(x)
+    return x

@@ -217,6 +217,13 @@ class ModelConfig:
     # models with an intent head trained beside the CTR loss (IntentRec, DUPN): the
     # intent loss's weight (training/multitask.py); 0 trains on the CTR loss alone
     intent_loss_weight: float = 1.0
+    # --- IntentRec and DUPN (models/intentrec.py, models/dupn.py, docs/models-intentrec-
+    # dupn.md); the other models ignore these ---
+    intent_hidden_units: Sequence[int] = (64,)  # MLP of their intent heads before softmax
+    short_term_steps: int = 5  # IntentRec: k, the last k history steps are "short term"
+    sequence_units: int = 32  # IntentRec: width of the short/long-term encodings
+    lstm_units: int = 32  # DUPN: LSTM width (the states the attentions read)
+    user_representation_dim: int = 64  # DUPN: width of the shared user representation
 
     def __post_init__(self):
         _check(self.name in MODEL_NAMES, f"model.name must be one of "
@@ -245,6 +252,14 @@ class ModelConfig:
                f"model.embedding_l2 must be >= 0, got {self.embedding_l2}")
         _check(self.intent_loss_weight >= 0.0,
                f"model.intent_loss_weight must be >= 0, got {self.intent_loss_weight}")
+        _check(len(self.intent_hidden_units) > 0
+               and all(u > 0 for u in self.intent_hidden_units),
+               f"model.intent_hidden_units must be positive, got "
+               f"{self.intent_hidden_units}")
+        for name in ("short_term_steps", "sequence_units", "lstm_units",
+                     "user_representation_dim"):
+            _check(getattr(self, name) > 0,
+                   f"model.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,13 @@ TARGET_ITEM_KEYS = (TARGET_ITEM_ID, TARGET_CATEGORY_ID, TARGET_BRAND_ID,
                     TARGET_SHOP_ID)
 HIST_ITEM_KEYS = (HIST_ITEM_ID, HIST_CATEGORY_ID, HIST_BRAND_ID)
 HIST_KEYS = HIST_ITEM_KEYS + (HIST_BEHAVIOR, HIST_TIME_DELTA)
+# Derived by Transform from `hist_time_delta` (not an example key): the fixed log-scale
+# bucket of each step's age, `xf(HIST_TIME_BUCKET)` int64 `(B, max_seq_len)`; 0 is
+# padding, bucket b >= 1 holds deltas in [2^(b-1), 2^b) seconds (b = 1 also holds
+# deltas <= 1), the last bucket everything from 2^(TIME_BUCKETS-2) s (~48 days) on.
+# Read by DUPN (models/dupn.py); a table of TIME_BUCKETS rows embeds it.
+HIST_TIME_BUCKET = "hist_time_bucket"
+TIME_BUCKETS = 24
 
 # Shared vocabularies: one item vocabulary for trigger, target and history, and
 # likewise for categories, brands and shops (DAIAN.md §1; PITFALLS "Sequences").

@@ -15,8 +15,11 @@ What it produces (names through `features.xf`):
   (`vocab_sizes`).
 - **history** id lists padded or truncated to dense `(B, max_seq_len)`: the most recent
   steps are kept, in chronological order (oldest first), padding 0 at the end.
-  `hist_time_delta` is left out on purpose: DIN and DAIAN (DAIAN.md §1–§6) do not use
-  recency, and the history is already limited to `history_days` by the sample builder.
+  DIN and DAIAN (DAIAN.md §1–§6) do not use recency (the history is already limited to
+  `history_days` by the sample builder).
+- **time buckets** `xf(features.HIST_TIME_BUCKET)` of `hist_time_delta` (DUPN's time
+  feature): fixed log2 buckets of the seconds, no analyzer (`time_bucket`), padded like
+  the history ids (0 = padding).
 - **price buckets** of trigger and target price: `features.PRICE_BUCKETS` quantile buckets
   computed on both prices together, so both use the same edges and one embedding table.
 - **similarity bin** `features.SIM_BIN`: the bin of `target_sim` among `num_sim_bins`
@@ -243,6 +246,16 @@ def pad_recent(ids: tf.SparseTensor, max_len: int, padding=F.PADDING_ID) -> tf.T
     return ragged[:, -max_len:].to_tensor(default_value=padding, shape=[None, max_len])
 
 
+def time_bucket(delta) -> tf.Tensor:
+    """The fixed log-scale bucket of time deltas (seconds), int64 of `delta`'s shape:
+    `1 + #{i in 1..TIME_BUCKETS-2 : delta >= 2^i}`, i.e. `1 + floor(log2(delta))`
+    clipped to `[1, TIME_BUCKETS - 1]` (deltas <= 1 in bucket 1). Integer comparisons
+    against the edges, so exact at powers of two; 0 is left to padding."""
+    edges = tf.constant([2 ** i for i in range(1, F.TIME_BUCKETS - 1)], tf.int64)
+    above = tf.cast(tf.expand_dims(tf.cast(delta, tf.int64), -1) >= edges, tf.int64)
+    return 1 + tf.reduce_sum(above, axis=-1)
+
+
 def sim_bin(sim: tf.Tensor, sim_range, num_bins: int) -> tf.Tensor:
     """The bin of `sim` among `num_bins` over `sim_range` (`core.similarity_range`'s
     rule), int64 of `sim`'s shape."""
@@ -290,6 +303,13 @@ def preprocessing_fn(inputs: Mapping[str, Any],
         for key in keys:
             ids = _to_ids(inputs[key], vocab)
             outputs[F.xf(key)] = pad_recent(ids, max_seq_len) if key in hist_keys else ids
+
+    deltas = inputs[F.HIST_TIME_DELTA]
+    if not isinstance(deltas, tf.SparseTensor):
+        deltas = tf.sparse.from_dense(deltas)
+    buckets = tf.SparseTensor(deltas.indices, time_bucket(deltas.values),
+                              deltas.dense_shape)
+    outputs[F.xf(F.HIST_TIME_BUCKET)] = pad_recent(buckets, max_seq_len)
 
     price_edges = tft.quantiles(
         tf.concat([tf.reshape(inputs[k], [-1]) for k in F.PRICE_KEYS], 0),

@@ -30,8 +30,8 @@ from keras import ops
 from daian_tf.core.names import CTR_OUTPUT, DEI2N
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
-from daian_tf.layers.trigger_aware import RecentStepsMask
-from daian_tf.models.trigger_common import feature_inputs, mlp
+from daian_tf.layers.sequence import RecentStepsMask
+from daian_tf.models.functional_parts import feature_inputs, mlp
 
 INSTANT_LAYER = "dei2n_instant_attention"  # the MultiHeadAttention of o_inst
 

@@ -33,7 +33,7 @@ from daian_tf.core.names import CTR_OUTPUT, DIAN
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
 from daian_tf.layers.trigger_aware import ConditionalMixture
-from daian_tf.models.trigger_common import feature_inputs, mlp
+from daian_tf.models.functional_parts import feature_inputs, mlp
 
 INTENT_LAYER = "dian_intent_probability"  # p, (B, 1)
 TAN_LAYER = "dian_tan_probability"  # ŷ_TAN, (B, 1)

@@ -36,7 +36,7 @@ from keras import ops
 from daian_tf.core.names import CTR_OUTPUT, DIHN
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
-from daian_tf.models.trigger_common import feature_inputs, mlp
+from daian_tf.models.functional_parts import feature_inputs, mlp
 
 INTENT_LAYER = "dihn_intent_score"  # α, (B, 1)
 

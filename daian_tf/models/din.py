@@ -21,6 +21,7 @@ from keras import ops
 from daian_tf.core.names import CTR_OUTPUT, DIN
 from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
+from daian_tf.models.functional_parts import feature_inputs, mlp
 
 
 def din_input_keys(user_columns: Sequence[str]) -> list:
@@ -46,10 +47,7 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
     """
     tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
                              model_cfg.embedding_l2)
-    hist_keys = emb.history_input_keys()
-    inputs = {name: keras.Input(shape=(None,) if name in hist_keys else (),
-                                dtype="int64", name=name)
-              for name in din_input_keys(user_columns)}
+    inputs = feature_inputs(user_columns)
     e = emb.embed_features(tables, inputs, user_columns)
     pooled = DinAttentionPooling(hidden_units=model_cfg.attention_units,
                                  use_softmax=model_cfg.attention_softmax,
@@ -57,9 +55,6 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
 
     x = ops.concatenate([e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled], axis=-1)
-    for i, units in enumerate(model_cfg.hidden_units):
-        x = keras.layers.Dense(units, activation="relu", name=f"head_{i}")(x)
-        if model_cfg.dropout > 0:
-            x = keras.layers.Dropout(model_cfg.dropout, name=f"head_dropout_{i}")(x)
-    output = keras.layers.Dense(1, activation="sigmoid", name=CTR_OUTPUT)(x)
+    output = mlp(x, model_cfg.hidden_units, model_cfg.dropout, "head",
+                 output_name=CTR_OUTPUT)
     return keras.Model(inputs=list(inputs.values()), outputs=output, name=DIN)

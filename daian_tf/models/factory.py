@@ -16,7 +16,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from daian_tf.core.names import DAIAN, DEI2N, DIAN, DIHN, DIN
+from daian_tf.core.names import DAIAN, DEI2N, DIAN, DIHN, DIN, DUPN, INTENTREC
 
 Catalog = Tuple[Sequence[str], np.ndarray]  # item ids (N,), multimodal vectors (N, d_m)
 # (cfg, vocab_sizes, sim_range, catalog) -> model
@@ -72,6 +72,18 @@ def _daian(cfg, vocab_sizes, sim_range, catalog):
     return build_daian(cfg, vocab_sizes, sim_range, *catalog)
 
 
+def _intentrec(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.intentrec import build_intentrec
+
+    return build_intentrec(cfg, vocab_sizes)
+
+
+def _dupn(cfg, vocab_sizes, _sim_range, _catalog):
+    from daian_tf.models.dupn import build_dupn
+
+    return build_dupn(cfg, vocab_sizes)
+
+
 MODELS: Dict[str, ModelEntry] = {
     DIN: ModelEntry(_din),
     # the trigger-aware baselines of DAIAN's Table 1 (docs/models-trigger-aware.md):
@@ -82,6 +94,8 @@ MODELS: Dict[str, ModelEntry] = {
     DEI2N: ModelEntry(_dei2n),
     DAIAN: ModelEntry(_daian, reads_catalog=True,
                       has_intent=lambda cfg: bool(cfg.model.use_uim)),
+    INTENTREC: ModelEntry(_intentrec, has_intent=lambda cfg: True),
+    DUPN: ModelEntry(_dupn, has_intent=lambda cfg: True),
 }
 
 

@@ -11,7 +11,7 @@ from daian_tf.core import features as F
 from daian_tf.core.config import Config, ModelConfig
 from daian_tf.core.names import CTR_OUTPUT, DEI2N, DIAN, DIHN
 from daian_tf.layers.embedding import embedding_layer_name, feature_input_keys
-from daian_tf.layers.trigger_aware import RecentStepsMask
+from daian_tf.layers.sequence import RecentStepsMask
 from daian_tf.models import dian, dihn
 from daian_tf.models.dei2n import build_dei2n
 from daian_tf.models.factory import MODELS, has_intent, needs_catalog

@@ -1,5 +1,5 @@
-"""Plumbing shared by the functional trigger-aware baselines (DIHN, DIAN, DEI2N): the
-same inputs as DIN (`layers.embedding.feature_input_keys`) and a ReLU MLP tower."""
+"""Plumbing of the functional models (DIN, DIHN, DIAN, DEI2N): their inputs
+(`layers.embedding.feature_input_keys`) and a ReLU MLP tower."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ from daian_tf.layers import embedding as emb
 from daian_tf.layers.attention import DinAttentionPooling
 from daian_tf.layers.sequence import last_valid_step
 
-BEHAVIOR_VOCAB = "behavior"  # the Transform vocabulary of `hist_behavior`
+BEHAVIOR_VOCAB = emb.vocab_of(F.HIST_BEHAVIOR)  # the Transform vocabulary of `hist_behavior`
 BEHAVIOR_XF, TIME_BUCKET_XF = F.xf(F.HIST_BEHAVIOR), F.xf(F.HIST_TIME_BUCKET)
 
 

@@ -230,7 +230,7 @@ out = sys.stdout.fileno()
 def write(data):
     while data:
         data = data[os.write(out, data):]
-start = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |"
+start = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |"
                    rb"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: All log messages)")
 def emit(line, held=0):
     # `held` bytes of the line were an unfinished line before it: unless the whole
@@ -239,6 +239,12 @@ def emit(line, held=0):
         write(line[:held])
         line = line[held:]
     if noise.search(line):
+        # an unfinished line that reached the pipe in the same read as a C++ log line
+        # (a loaded machine): what comes before the log line's prefix is someone else's
+        first = start.search(line)
+        if first and first.start() > 0:
+            write(line[:first.start()])
+            line = line[first.start():]
         if log:
             log.write(line if line.endswith(b"\n") else line + b"\n")
             log.flush()

@@ -172,6 +172,9 @@ def test_the_stderr_filter_drops_cxx_noise_and_passes_the_rest(tmp_path):
         "os.write(2, b'W0000 00:00:1796147176.087680    3335 op_level_cost_estimator"
         ".cc:699] Error in PredictCost() for the op\\n')\n"
         "sys.stderr.write('our line\\nno newline'); sys.stderr.flush()\n"
+        # an unfinished line and a C++ log line in one write, as a slow reader sees them
+        "os.write(2, b'half a line2026-12-01 17:38:30.916712: E external/x/cuda_fft.cc"
+        ":479] Unable to register cuDNN factory: y\\n')\n"
         "subprocess.run(['sh', '-c', 'echo \"2026-12-01 17:38:30.916712: E external/"
         "x/cuda_fft.cc:479] Unable to register cuFFT factory: x\" >&2; "
         "echo child >&2'])\n"
@@ -185,9 +188,11 @@ def test_the_stderr_filter_drops_cxx_noise_and_passes_the_rest(tmp_path):
     assert run.returncode == 1
     assert "PredictCost" not in run.stderr and "cuFFT" not in run.stderr
     assert "our line\n" in run.stderr and "no newline" in run.stderr
+    assert "half a line" in run.stderr and "cuDNN" not in run.stderr
     assert "child\n" in run.stderr
     assert "RuntimeError: boom" in run.stderr and "Traceback" in run.stderr
     assert "PredictCost" in log.read_text() and "cuFFT" in log.read_text()
+    assert "cuDNN" in log.read_text() and "half a line" not in log.read_text()
 
 
 def test_progress_survives_absl_flag_parsing_in_the_middle_of_the_run():

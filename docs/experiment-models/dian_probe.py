@@ -8,7 +8,6 @@ from daian_tf.core.config import load_config
 from daian_tf.training.fit import fit_model
 from daian_tf.models.dian import parts_model
 from daian_tf.data.dataset import make_dataset
-from daian_tf.core import features as F
 
 cfg = load_config()
 cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="dian"))

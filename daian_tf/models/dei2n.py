@@ -29,9 +29,8 @@ from keras import ops
 
 from daian_tf.core.names import CTR_OUTPUT, DEI2N
 from daian_tf.layers import embedding as emb
-from daian_tf.layers.attention import DinAttentionPooling
 from daian_tf.layers.sequence import RecentStepsMask
-from daian_tf.models.functional_parts import feature_inputs, mlp
+from daian_tf.models.functional_parts import embedded_inputs, history_pooling, mlp
 
 INSTANT_LAYER = "dei2n_instant_attention"  # the MultiHeadAttention of o_inst
 
@@ -51,10 +50,7 @@ def build_dei2n(model_cfg, vocab_sizes: Mapping[str, int],
         A model over DIN's inputs returning the click probability `(B, 1)` named
         `names.CTR_OUTPUT`.
     """
-    tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
-                             model_cfg.embedding_l2)
-    inputs = feature_inputs(user_columns)
-    e = emb.embed_features(tables, inputs, user_columns)
+    inputs, e = embedded_inputs(model_cfg, vocab_sizes, user_columns)
 
     recent = RecentStepsMask(model_cfg.recent_steps, name="dei2n_recent_steps")(
         e[emb.MASK])
@@ -67,10 +63,7 @@ def build_dei2n(model_cfg, vocab_sizes: Mapping[str, int],
     any_recent = ops.cast(ops.any(recent, axis=1, keepdims=True), attended.dtype)
     o_inst = ops.squeeze(attended, axis=1) * any_recent
 
-    o_din = DinAttentionPooling(hidden_units=model_cfg.attention_units,
-                                use_softmax=model_cfg.attention_softmax,
-                                name="din_attention")(
-        e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
+    o_din = history_pooling(model_cfg, "din_attention", e[emb.TARGET_QUERY], e)
     interaction = [e[emb.TRIGGER] * e[emb.TARGET], e[emb.TRIGGER] - e[emb.TARGET]]
     x = ops.concatenate([e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], o_din, o_inst]
                         + interaction, axis=-1)

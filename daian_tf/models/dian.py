@@ -31,9 +31,8 @@ from keras import ops
 
 from daian_tf.core.names import CTR_OUTPUT, DIAN
 from daian_tf.layers import embedding as emb
-from daian_tf.layers.attention import DinAttentionPooling
 from daian_tf.layers.trigger_aware import ConditionalMixture
-from daian_tf.models.functional_parts import feature_inputs, mlp
+from daian_tf.models.functional_parts import embedded_inputs, history_pooling, mlp
 
 INTENT_LAYER = "dian_intent_probability"  # p, (B, 1)
 TAN_LAYER = "dian_tan_probability"  # ŷ_TAN, (B, 1)
@@ -54,19 +53,12 @@ def build_dian(model_cfg, vocab_sizes: Mapping[str, int],
     Returns:
         A model over DIN's inputs returning ŷ `(B, 1)` named `names.CTR_OUTPUT`.
     """
-    tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
-                             model_cfg.embedding_l2)
-    inputs = feature_inputs(user_columns)
-    e = emb.embed_features(tables, inputs, user_columns)
+    inputs, e = embedded_inputs(model_cfg, vocab_sizes, user_columns)
 
-    def pooling(name):
-        return DinAttentionPooling(hidden_units=model_cfg.attention_units,
-                                   use_softmax=model_cfg.attention_softmax, name=name)
-
-    o_tr = pooling("dian_trigger_attention")(e[emb.TRIGGER_QUERY], e[emb.HISTORY],
-                                             mask=e[emb.MASK])
-    o_tg = pooling("dian_target_attention")(e[emb.TARGET_QUERY], e[emb.HISTORY],
-                                            mask=e[emb.MASK])
+    o_tr = history_pooling(model_cfg, "dian_trigger_attention",
+                           e[emb.TRIGGER_QUERY], e)
+    o_tg = history_pooling(model_cfg, "dian_target_attention",
+                           e[emb.TARGET_QUERY], e)
     p = mlp(ops.concatenate([e[emb.USER], e[emb.TRIGGER], o_tr], axis=-1),
             model_cfg.uim_hidden_units, 0.0, "dian_intent", output_name=INTENT_LAYER)
     tan = mlp(ops.concatenate([e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], o_tr, o_tg,

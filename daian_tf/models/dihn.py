@@ -35,8 +35,7 @@ from keras import ops
 
 from daian_tf.core.names import CTR_OUTPUT, DIHN
 from daian_tf.layers import embedding as emb
-from daian_tf.layers.attention import DinAttentionPooling
-from daian_tf.models.functional_parts import feature_inputs, mlp
+from daian_tf.models.functional_parts import embedded_inputs, history_pooling, mlp
 
 INTENT_LAYER = "dihn_intent_score"  # α, (B, 1)
 
@@ -55,19 +54,12 @@ def build_dihn(model_cfg, vocab_sizes: Mapping[str, int],
         A model over DIN's inputs (`layers.embedding.feature_input_keys`) returning the
         click probability `(B, 1)` named `names.CTR_OUTPUT`.
     """
-    tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
-                             model_cfg.embedding_l2)
-    inputs = feature_inputs(user_columns)
-    e = emb.embed_features(tables, inputs, user_columns)
+    inputs, e = embedded_inputs(model_cfg, vocab_sizes, user_columns)
 
-    def pooling(name):
-        return DinAttentionPooling(hidden_units=model_cfg.attention_units,
-                                   use_softmax=model_cfg.attention_softmax, name=name)
-
-    o_tr = pooling("dihn_trigger_attention")(e[emb.TRIGGER_QUERY], e[emb.HISTORY],
-                                             mask=e[emb.MASK])
-    o_tg = pooling("dihn_target_attention")(e[emb.TARGET_QUERY], e[emb.HISTORY],
-                                            mask=e[emb.MASK])
+    o_tr = history_pooling(model_cfg, "dihn_trigger_attention",
+                           e[emb.TRIGGER_QUERY], e)
+    o_tg = history_pooling(model_cfg, "dihn_target_attention",
+                           e[emb.TARGET_QUERY], e)
     # UIN: a request-side score in (0, 1)
     uin = mlp(ops.concatenate([e[emb.USER], e[emb.TRIGGER], o_tr], axis=-1),
               model_cfg.uim_hidden_units, 0.0, "dihn_uin")

@@ -20,8 +20,7 @@ from keras import ops
 
 from daian_tf.core.names import CTR_OUTPUT, DIN
 from daian_tf.layers import embedding as emb
-from daian_tf.layers.attention import DinAttentionPooling
-from daian_tf.models.functional_parts import feature_inputs, mlp
+from daian_tf.models.functional_parts import embedded_inputs, history_pooling, mlp
 
 
 def din_input_keys(user_columns: Sequence[str]) -> list:
@@ -45,14 +44,8 @@ def build_din(model_cfg, vocab_sizes: Mapping[str, int],
         `(B,)`, history ids `(B, T)`) and returning the click probability `(B, 1)`,
         output named `names.CTR_OUTPUT`.
     """
-    tables = emb.make_tables(vocab_sizes, user_columns, model_cfg.embedding_dim,
-                             model_cfg.embedding_l2)
-    inputs = feature_inputs(user_columns)
-    e = emb.embed_features(tables, inputs, user_columns)
-    pooled = DinAttentionPooling(hidden_units=model_cfg.attention_units,
-                                 use_softmax=model_cfg.attention_softmax,
-                                 name="din_attention")(
-        e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
+    inputs, e = embedded_inputs(model_cfg, vocab_sizes, user_columns)
+    pooled = history_pooling(model_cfg, "din_attention", e[emb.TARGET_QUERY], e)
 
     x = ops.concatenate([e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled], axis=-1)
     output = mlp(x, model_cfg.hidden_units, model_cfg.dropout, "head",

@@ -19,7 +19,7 @@ from daian_tf.models import serving_input_keys
 from daian_tf.models.daian import DAIAN
 from daian_tf.models.factory import Catalog, build_model
 from daian_tf.training.best_epoch import best_epoch_callbacks
-from daian_tf.training.multitask import IntentMultiTaskModel
+from daian_tf.training.multitask import with_intent_loss
 from daian_tf.training.stages import compile_ctr, train_daian
 
 
@@ -70,8 +70,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
         return model, history
     # a model with an intent head and `intent_loss_weight` > 0 (IntentRec, DUPN) is
     # fitted on both losses; the model itself (what is exported) is unchanged
-    weight = float(getattr(model, "intent_loss_weight", 0.0))
-    fitted = IntentMultiTaskModel(model, weight) if weight > 0 else model
+    fitted = with_intent_loss(model)
     compile_ctr(fitted, cfg.train)
     keys = serving_input_keys(fitted)
     train_ds = make_dataset(train_pattern, tf_transform_output, cfg.train.batch_size,

@@ -57,3 +57,11 @@ class IntentMultiTaskModel(keras.Model):
             {k: x[k] for k in self.model.input_keys}, training=training)
         return loss + self.intent_weight * masked_intent_kl(
             x[INTENT_LABEL_XF], x[INTENT_MASK_XF], intent)
+
+
+def with_intent_loss(model: keras.Model) -> keras.Model:
+    """What `model.fit` is called on: `model` wrapped in `IntentMultiTaskModel` when it
+    has an intent head and a positive `intent_loss_weight` (IntentRec, DUPN), else
+    `model` itself."""
+    weight = float(getattr(model, "intent_loss_weight", 0.0))
+    return IntentMultiTaskModel(model, weight) if weight > 0 else model

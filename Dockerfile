@@ -5,11 +5,12 @@
 #   docker build -t REGISTRY/daian-tf-pipeline:TAG -f Dockerfile .
 #
 # Base: TFX's own image (Python 3.10 at `python`, CUDA, Beam's worker boot program).
-# Its Python packages are TFX's unpinned set (apache-beam 2.59 among them), not ours, so
-# this package goes into its own virtual environment, /opt/daian, with exactly the pinned
-# set (requirements/constraints-py310.txt) and nothing else; `python` on PATH is that
-# environment's. tests/integration/test_pipeline_image.py builds the same environment
-# without Docker (the wheel, then `pip install -c` the lock) and runs the spec's code in it.
+# Its Python packages are TFX's set (TFX's build constraints name apache-beam 2.59.0; we
+# pin 2.74.0), not ours, so this package goes into its own virtual environment,
+# /opt/daian, with exactly the pinned set (requirements/constraints-py310.txt) and
+# nothing else; `python` on PATH is that environment's.
+# tests/integration/test_pipeline_image.py builds the same environment without Docker
+# (the wheel, then `pip install -c` the lock) and runs the spec's code in it.
 # Nothing is downloaded when a container runs.
 
 # keep equal to the lock's tfx and apache-beam pins (tests/unit/test_dockerfile.py)
@@ -26,7 +27,7 @@ COPY serving/ serving/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
  && ls /dist/daian_tf-*.whl
 
-# 2. Beam's SDK worker boot program of the Beam version we pin (the base's is 2.59's).
+# 2. Beam's SDK worker boot program of the Beam we pin (the base's follows TFX's Beam).
 FROM apache/beam_python3.10_sdk:${BEAM_VERSION} AS beam
 
 # 3. The image.
@@ -34,7 +35,8 @@ FROM gcr.io/tfx-oss-public/tfx:${TFX_VERSION}
 ENV VIRTUAL_ENV=/opt/daian
 COPY requirements/constraints-py310.txt /tmp/daian/constraints-py310.txt
 COPY --from=wheel /dist/ /tmp/daian/dist/
-RUN python -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 10) else "the base image has Python %d.%d; the lock is for 3.10" % v)' \
+RUN python -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 10) else \
+      "the base image has Python %d.%d; the lock is for 3.10" % v)' \
  && python -m venv "$VIRTUAL_ENV" \
  && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check \
       -c /tmp/daian/constraints-py310.txt /tmp/daian/dist/daian_tf-*.whl \
@@ -47,7 +49,8 @@ ENV PATH=/opt/daian/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 # fail the build, not the first task, if the pipeline's code does not import
-RUN python -c "import tfx_pipeline.pipeline, tfx_pipeline.spec_check, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+RUN python -c "import tfx_pipeline.pipeline, tfx_pipeline.spec_check, \
+      tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 WORKDIR /opt/daian-work
 # the base's: Beam's worker boot (a Dataflow or Flink worker pool); KFP tasks set their
 # own command

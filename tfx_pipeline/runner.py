@@ -27,6 +27,19 @@ def layout(root: str) -> dict:
     }
 
 
+IMAGE_PLACEHOLDER = "{image}"  # in a Beam option: the pipeline image
+
+
+def pipeline_beam_args(cfg: Config, beam_args: Optional[List[str]] = None,
+                       image: Optional[str] = None) -> List[str]:
+    """The Beam options of a run: the config's, then `beam_args`, with `{image}` replaced
+    by the pipeline image (`image`, else `pipeline.image`), e.g.
+    `--sdk_container_image={image}`, so that Beam's workers run the tasks' image."""
+    image = image or cfg.pipeline.image
+    return [arg.replace(IMAGE_PLACEHOLDER, image)
+            for arg in list(cfg.pipeline.beam_args) + list(beam_args or [])]
+
+
 def latest_output_artifact(metadata_path: str, component_id: str, output_key: str,
                            pipeline_name: str = PIPELINE_NAME):
     """The MLMD artifact (`metadata_store_pb2.Artifact`: uri, custom properties) of
@@ -111,25 +124,13 @@ def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
         cfg=cfg,
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(paths["metadata"]),
-        beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
+        beam_pipeline_args=pipeline_beam_args(cfg, beam_args),
         enable_cache=cfg.pipeline.enable_cache if enable_cache is None else enable_cache,
     )
     with component_progress() as progress:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     return {**paths, **push_outcome(paths["metadata"]),
             "component_seconds": progress.seconds}
-
-
-IMAGE_PLACEHOLDER = "{image}"  # in a Beam option: the pipeline image (compile)
-
-
-def kubeflow_beam_args(cfg: Config, image: str,
-                       beam_args: Optional[List[str]] = None) -> List[str]:
-    """The Beam options of a compiled pipeline: the config's, then `beam_args`, with
-    `{image}` replaced by the pipeline image (e.g. `--sdk_container_image={image}`, so
-    that Beam's workers run the image the components run)."""
-    return [arg.replace(IMAGE_PLACEHOLDER, image)
-            for arg in list(cfg.pipeline.beam_args) + list(beam_args or [])]
 
 
 def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,
@@ -140,7 +141,7 @@ def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,
 
     Every component runs in `image` (default `pipeline.image`), which must hold this
     package: the Dockerfile's image (docs/pipeline.md, Kubeflow); the stock TFX image is
-    refused. Beam components get `kubeflow_beam_args`. `root` (default `pipeline.root`)
+    refused. Beam components get `pipeline_beam_args`. `root` (default `pipeline.root`)
     is the pipeline root the cluster uses (e.g. gs://bucket/daian): artifacts go to
     `<root>/artifacts`, the Pusher to `pipeline.serving_dir` (default `<root>/serving`),
     and ImportSchemaGen reads `<root>/schema/schema.pbtxt`. The schema is written there
@@ -157,7 +158,7 @@ def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,
         schema_local = os.path.splitext(os.path.abspath(output))[0] + ".schema.pbtxt"
     os.makedirs(os.path.dirname(schema_local), exist_ok=True)
     write_schema(cfg, schema_local)
-    args = kubeflow_beam_args(cfg, image, beam_args)
+    args = pipeline_beam_args(cfg, beam_args, image)
     pipeline = create_pipeline(
         raw_dir=raw_dir,
         pipeline_root=paths["pipeline_root"],

@@ -287,7 +287,8 @@ def check(job, image: Optional[str] = None) -> dict:
         here = None
         problems.append(f"code_version: cannot compute it here: {type(e).__name__}: {e}")
     if len(versions) > 1:
-        problems.append(f"the spec's tasks carry different code versions {sorted(versions)}")
+        problems.append(f"the spec's tasks carry different code versions "
+                        f"{sorted(versions)}")
     elif versions and here is not None and versions != {here}:
         problems.append(f"code_version: the spec was compiled from code {versions.pop()}, "
                         f"this environment holds {here}: build the image from the sources "

@@ -29,7 +29,8 @@ DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
 DEFAULT_PIPELINE_IMAGE = f"daian-tf-pipeline:{__version__}"
 # images without this package: every custom component fails in them ("No module named
 # 'daian_tf'"), so the compile refuses them
-STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx", "docker.io/tensorflow/tfx")
+STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx",
+                    "docker.io/tensorflow/tfx")
 
 
 class ConfigError(ValueError):

@@ -144,6 +144,6 @@ def test_without_image_flag_the_config_image_is_used(tmp_path):
     cfg = load_config(DEFAULT_CONFIG_FILE, *CONFIGS)
     out = compile_kubeflow(None, str(tmp_path / "root"), cfg, str(tmp_path / "p.json"))
     assert out["image"] == cfg.pipeline.image
-    images = {c.image for c in containers(pipeline_spec(_job(out["pipeline_spec"]))).values()}
-    assert images == {cfg.pipeline.image}
+    spec = pipeline_spec(_job(out["pipeline_spec"]))
+    assert {c.image for c in containers(spec).values()} == {cfg.pipeline.image}
     assert (tmp_path / "root" / "schema" / "schema.pbtxt").exists()  # a local root

@@ -133,17 +133,16 @@ def _executor_input(spec_path: str, task_name: str, out_root: Path) -> tuple:
     launcher hands the container in place of `{{$}}`."""
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
-    from tfx_pipeline.spec_check import (containers, deployment_config, load_pipeline_job,
-                                         pipeline_spec, tasks)
+    from tfx_pipeline.spec_check import containers, load_pipeline_job, pipeline_spec, tasks
 
     spec = pipeline_spec(load_pipeline_job(spec_path))
     task = tasks(spec)[task_name]
     component = spec.components[task.component_ref.name]
     container = containers(spec)[component.executor_label]
-    assert deployment_config(spec).executors[component.executor_label].container == container
     executor_input = pipeline_spec_pb2.ExecutorInput()
-    for name, parameter in task.inputs.parameters.items():
-        executor_input.inputs.parameters[name].CopyFrom(parameter.runtime_value.constant_value)
+    for name, parameter in task.inputs.parameters.items():  # constants: as the spec gives
+        executor_input.inputs.parameters[name].CopyFrom(
+            parameter.runtime_value.constant_value)
     for i, (key, output) in enumerate(component.output_definitions.artifacts.items()):
         artifact = executor_input.outputs.artifacts[key].artifacts.add()
         artifact.name = f"projects/test/locations/here/metadataStores/default/artifacts/{i}"

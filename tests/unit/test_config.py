@@ -80,3 +80,15 @@ def test_the_cluster_config_names_an_image_a_gs_root_and_a_distributed_runner():
     assert cfg.pipeline.root.startswith("gs://") and cfg.pipeline.raw_dir.startswith("gs://")
     assert "--runner=DataflowRunner" in cfg.pipeline.beam_args
     assert "--sdk_container_image={image}" in cfg.pipeline.beam_args
+
+
+def test_beam_options_are_the_configs_then_the_command_lines_with_the_image_filled_in():
+    from tfx_pipeline.runner import pipeline_beam_args
+
+    cfg = load_config(DEFAULT_CONFIG_FILE, overrides={"pipeline": {
+        "image": "r.example.com/daian-tf-pipeline:1",
+        "beam_args": ["--runner=DataflowRunner", "--sdk_container_image={image}"]}})
+    assert pipeline_beam_args(cfg, ["--num_workers=2"]) == [
+        "--runner=DataflowRunner", "--sdk_container_image=r.example.com/daian-tf-pipeline:1",
+        "--num_workers=2"]
+    assert pipeline_beam_args(cfg, image="other:2")[1] == "--sdk_container_image=other:2"

@@ -29,7 +29,8 @@ def _final_stage(instructions):
 
 def test_the_base_and_the_beam_worker_follow_the_lock(instructions):
     args, pins = I.build_args(instructions), I.requirement_pins()
-    assert args["TFX_VERSION"] == pins["tfx"], "Dockerfile ARG TFX_VERSION != the lock's tfx"
+    assert args["TFX_VERSION"] == pins["tfx"], \
+        "Dockerfile ARG TFX_VERSION != the lock's tfx"
     assert args["BEAM_VERSION"] == pins["apache-beam"], \
         "Dockerfile ARG BEAM_VERSION != the lock's apache-beam"
     bases = {i.stage: I.expand(i.args.split()[0], args)
@@ -48,7 +49,8 @@ def test_every_copy_finds_its_files_in_the_build_context(instructions):
     checked = 0
     for copy in I.copies(instructions):
         if copy.from_stage:
-            assert copy.from_stage in stages, f"line {copy.line}: no stage {copy.from_stage}"
+            assert copy.from_stage in stages, \
+                f"line {copy.line}: no stage {copy.from_stage}"
             continue
         for source in copy.sources:
             source = source.rstrip("/")

@@ -147,3 +147,27 @@ def test_without_image_flag_the_config_image_is_used(tmp_path):
     spec = pipeline_spec(_job(out["pipeline_spec"]))
     assert {c.image for c in containers(spec).values()} == {cfg.pipeline.image}
     assert (tmp_path / "root" / "schema" / "schema.pbtxt").exists()  # a local root
+
+
+def test_the_check_names_what_an_environment_cannot_run(cli_compile):
+    """spec_check on the compiled spec with a wrong executor path, a loose module file,
+    another image and another code version: each one is named."""
+    from tfx_pipeline.spec_check import check, load_pipeline_job
+
+    job = json.loads(Path(cli_compile[0]).read_text())
+    spec = job["pipelineSpec"]
+    container = spec["deploymentSpec"]["executors"]["PushGate_executor"]["container"]
+    i = container["args"].index("--executor_class_path")
+    container["args"][i + 1] = "tfx_pipeline.components.gone.Executor"
+    container["image"] = "elsewhere/daian:1"
+    params = spec["root"]["dag"]["tasks"]["TirSampleGen"]["inputs"]["parameters"]
+    params["code_version"]["runtimeValue"]["constantValue"]["stringValue"] = "0" * 16
+    params["module_file"] = {"runtimeValue": {"constantValue": {"stringValue": "m.py"}}}
+    problems = check(load_pipeline_job(json.dumps(job)), image=IMAGE)["problems"]
+    text = "\n".join(problems)
+    assert "class tfx_pipeline.components.gone.Executor (PushGate_executor: " \
+        "--executor_class_path): ImportError" in text
+    assert "PushGate_executor: image 'elsewhere/daian:1', not" in text
+    assert "task TirSampleGen: module_file 'm.py'" in text
+    assert "different code versions" in text
+    assert len(problems) == 4

@@ -2,16 +2,19 @@
 caller as text wrapped by the runner (multi-process and remote runners), losing its
 type and its file/row/column; `encode_error` writes those into the message as a
 machine-readable tag, `find_raw_log_error` finds the error again (as an exception in
-the cause/context chain, or parsed back from the tag), and `RawLogErrorLogFilter`
-drops the runner's own traceback log of such an error.
+the cause/context chain, or parsed back from the tag), and `quiet_raw_log_errors`
+keeps the runners' own traceback logs of such an error off the console.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
+import sys
+import threading
 from typing import Optional
 
 from daian_tf.core.errors import RawLogError
@@ -46,15 +49,91 @@ def find_raw_log_error(exc: BaseException) -> Optional[RawLogError]:
 
 
 class RawLogErrorLogFilter(logging.Filter):
-    """Drops the runner's own log record of a worker's RawLogError.
+    """Drops the runners' own log records of a worker's RawLogError.
 
     Beam logs a failing element with its traceback before the error reaches the
     caller; for a raw-log error the caller re-raises it as one clear message
     (`find_raw_log_error`), so the traceback is noise. Other errors pass untouched.
+    On a portable runner (Flink) the worker's traceback comes three times (the SDK
+    worker's log, the job server's error, the runner's final message), and once the job
+    has failed the runner hangs up on the worker's data and control streams, which the
+    worker logs as errors with gRPC's CANCELLED status: after a raw-log error (`seen`)
+    those are consequences of it, and dropped too.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return _MARK.search(record.getMessage()) is None
+        if _MARK.search(record.getMessage()) is not None:
+            self.seen = True
+            return False
+        return not (self.seen and is_hang_up(record.exc_info[1] if record.exc_info
+                                             else None))
+
+
+# the worker's loggers of the runners' failing-element tracebacks: the DirectRunner's
+# (`apache_beam.runners.common`), the portable SDK worker's and its data plane, and
+# the root logger, where the portable runner logs the job's error message
+RUNNER_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
+                  "apache_beam.runners.worker.data_plane", "root")
+
+
+class _DropMarkedWrites:
+    """sys.stderr without the portable SDK worker's own print of a failing
+    instruction's traceback (`sdk_worker._execute` prints it before it logs it) when
+    that traceback is a RawLogError's; every other write passes."""
+
+    def __init__(self, stream, quiet: RawLogErrorLogFilter):
+        self._stream, self._quiet, self._dropped = stream, quiet, False
+
+    def write(self, text: str) -> int:
+        dropped, self._dropped = self._dropped, False
+        if _MARK.search(text) is not None:
+            self._quiet.seen = self._dropped = True
+        elif not (dropped and text == "\n"):  # print's line end after it
+            self._stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def is_hang_up(exc: Optional[BaseException]) -> bool:
+    """Whether `exc` is a gRPC stream closed by the other side (status CANCELLED)."""
+    code = getattr(exc, "code", None)
+    try:
+        return callable(code) and getattr(code(), "name", None) == "CANCELLED"
+    except Exception:  # noqa: BLE001 - not a gRPC error after all
+        return False
+
+
+@contextlib.contextmanager
+def quiet_raw_log_errors():
+    """While a pipeline runs: the runners' log records of a RawLogError, and the
+    worker threads' hang-ups after it, stay off the console (see the filter)."""
+    quiet = RawLogErrorLogFilter()
+    loggers = [logging.getLogger(None if name == "root" else name)
+               for name in RUNNER_LOGGERS]
+    for log in loggers:
+        log.addFilter(quiet)
+    previous = threading.excepthook
+
+    def excepthook(args):  # a worker thread's last words after the hang-up
+        if not (quiet.seen and is_hang_up(args.exc_value)):
+            previous(args)
+
+    threading.excepthook = excepthook
+    stderr = sys.stderr
+    sys.stderr = _DropMarkedWrites(stderr, quiet)
+    try:
+        yield quiet
+    finally:
+        sys.stderr = stderr
+        threading.excepthook = previous
+        for log in loggers:
+            log.removeFilter(quiet)
 
 
 def _rebuild(d: dict) -> RawLogError:

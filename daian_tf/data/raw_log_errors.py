@@ -2,7 +2,7 @@
 caller as text wrapped by the runner (multi-process and remote runners), losing its
 type and its file/row/column; `encode_error` writes those into the message as a
 machine-readable tag, `find_raw_log_error` finds the error again (as an exception in
-the cause/context chain, or parsed back from the tag), and `quiet_raw_log_errors`
+the cause/context chain, or parsed back from the tag), and `quiet_runner_noise`
 keeps the runners' own traceback logs of such an error off the console.
 """
 
@@ -55,10 +55,16 @@ class RawLogErrorLogFilter(logging.Filter):
     caller; for a raw-log error the caller re-raises it as one clear message
     (`find_raw_log_error`), so the traceback is noise. Other errors pass untouched.
     On a portable runner (Flink) the worker's traceback comes three times (the SDK
-    worker's log, the job server's error, the runner's final message), and once the job
-    has failed the runner hangs up on the worker's data and control streams, which the
-    worker logs as errors with gRPC's CANCELLED status: after a raw-log error (`seen`)
-    those are consequences of it, and dropped too.
+    worker's log, the job server's error, the runner's final message).
+
+    It also drops the portable SDK worker's errors for a stream that the runner closed
+    (gRPC status CANCELLED: "Multiplexer hanging up", "Runner closed connection"). The
+    runner closes them when it is done with a worker (a Flink cluster does so at the
+    end of each task, a successful run included) or when the job has failed; either
+    way they are consequences, never the cause: a failed job's cause comes back
+    through the job service as the run's own error. After a RawLogError (`seen`) the
+    worker's errors of the job's other bundles go too: the runner cancels them
+    ("Unknown process bundle instruction id"), the run fails with the raw-log error.
     """
 
     def __init__(self):
@@ -69,8 +75,9 @@ class RawLogErrorLogFilter(logging.Filter):
         if _MARK.search(record.getMessage()) is not None:
             self.seen = True
             return False
-        return not (self.seen and is_hang_up(record.exc_info[1] if record.exc_info
-                                             else None))
+        if self.seen and record.name.startswith(_WORKER_LOGGERS):
+            return False  # the failed job's other bundles, cancelled under the worker
+        return not is_hang_up(record.exc_info[1] if record.exc_info else None)
 
 
 # the worker's loggers of the runners' failing-element tracebacks: the DirectRunner's
@@ -80,10 +87,14 @@ RUNNER_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_
                   "apache_beam.runners.worker.data_plane", "root")
 
 
+_WORKER_LOGGERS = "apache_beam.runners.worker."
+
+
 class _DropMarkedWrites:
     """sys.stderr without the portable SDK worker's own print of a failing
     instruction's traceback (`sdk_worker._execute` prints it before it logs it) when
-    that traceback is a RawLogError's; every other write passes."""
+    that traceback is a RawLogError's, or comes after one (the job's other bundles,
+    cancelled); every other write passes."""
 
     def __init__(self, stream, quiet: RawLogErrorLogFilter):
         self._stream, self._quiet, self._dropped = stream, quiet, False
@@ -92,6 +103,8 @@ class _DropMarkedWrites:
         dropped, self._dropped = self._dropped, False
         if _MARK.search(text) is not None:
             self._quiet.seen = self._dropped = True
+        elif self._quiet.seen and text.startswith("Traceback (most recent call last)"):
+            self._dropped = True  # a cancelled bundle's, after the raw-log error
         elif not (dropped and text == "\n"):  # print's line end after it
             self._stream.write(text)
         return len(text)
@@ -110,9 +123,10 @@ def is_hang_up(exc: Optional[BaseException]) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_raw_log_errors():
-    """While a pipeline runs: the runners' log records of a RawLogError, and the
-    worker threads' hang-ups after it, stay off the console (see the filter)."""
+def quiet_runner_noise():
+    """While a pipeline runs: the runners' log records and prints of a RawLogError,
+    and the portable worker's errors and thread deaths for streams the runner closed,
+    stay off the console (see RawLogErrorLogFilter)."""
     quiet = RawLogErrorLogFilter()
     loggers = [logging.getLogger(None if name == "root" else name)
                for name in RUNNER_LOGGERS]
@@ -121,7 +135,7 @@ def quiet_raw_log_errors():
     previous = threading.excepthook
 
     def excepthook(args):  # a worker thread's last words after the hang-up
-        if not (quiet.seen and is_hang_up(args.exc_value)):
+        if not is_hang_up(args.exc_value):
             previous(args)
 
     threading.excepthook = excepthook

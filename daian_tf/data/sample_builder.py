@@ -51,7 +51,7 @@ from daian_tf.core import features as F
 from daian_tf.core.config import SampleConfig
 from daian_tf.core.names import SAMPLES_PREFIX, SAMPLES_SUFFIX, SPLITS
 from daian_tf.data.beam_runners import pipeline_options
-from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_raw_log_errors
+from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
 from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impressions,
                                     read_truth, read_users)
 from daian_tf.data.sample_report import finalize_report, meta_path, write_json
@@ -205,7 +205,7 @@ def run_pipeline(pipeline: beam.Pipeline):
       RawLogError: re-raised from the worker with its file, row and column.
     """
     try:
-        with quiet_raw_log_errors():
+        with quiet_runner_noise():
             result = pipeline.run()
             result.wait_until_finish()
     except Exception as exc:  # noqa: BLE001 - re-raise the raw-log error inside

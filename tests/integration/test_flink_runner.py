@@ -13,7 +13,7 @@ test_sample_builder (dropped requests, unknown items, users without profile, ...
   examples the same examples, each request's records still together.
 
 Skipped only where there is no Java; without the staged job server it fails and says
-how to stage it. About 4 minutes on the 2-core machine (each Flink run starts a JVM,
+how to stage it. About 3.5 minutes on the 2-core machine (each Flink run starts a JVM,
 about 10 s; most of the rest is TF-Transform's own fixed cost, on both runners).
 """
 

@@ -35,7 +35,8 @@ missing=()
 command -v "$java_bin" >/dev/null 2>&1 || missing+=("Java (java on PATH or JAVA_HOME; 11 or 17)")
 command -v mvn >/dev/null 2>&1 || missing+=("Maven (mvn on PATH)")
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "[flink] cannot stage the Flink job server: missing ${missing[*]}." \
+  what=$(printf '%s and ' "${missing[@]}")
+  echo "[flink] cannot stage the Flink job server: missing ${what% and }." \
        "The FlinkRunner needs it; the DirectRunner does not." >&2
   exit 3
 fi
@@ -46,10 +47,12 @@ mkdir -p "$CACHE"
 tmp=$(mktemp -d "$DEST.partial.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-if ! mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$tmp/lib" >"$tmp/maven.log" 2>&1; then
-  echo "[flink] Maven could not fetch the Flink job server; its last lines:" >&2
-  grep -E '^\[ERROR\]' "$tmp/maven.log" | head -n 5 >&2 || tail -n 5 "$tmp/maven.log" >&2
+if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp/lib" >"$tmp/maven.log" 2>&1; then
+  cp "$tmp/maven.log" "$CACHE/maven-failure.log"
+  echo "[flink] Maven could not fetch the Flink job server:" \
+       "$(grep -m1 -o 'Failed to execute goal.*' "$tmp/maven.log" || tail -n 1 "$tmp/maven.log")" \
+       "(whole log: $CACHE/maven-failure.log)" >&2
   exit 4
 fi
 
@@ -78,8 +81,10 @@ with zipfile.ZipFile(os.path.join(root, "job-server.jar"), "w") as z:
     z.writestr("simplelogger.properties", log_settings)
 EOF
 rm -f "$tmp/maven.log"
-rm -rf "$DEST"
-mv "$tmp" "$DEST"
+[ -f "$JAR" ] || rm -rf "$DEST"  # never a complete one: those only ever come whole
+if ! mv -T "$tmp" "$DEST" 2>/dev/null; then
+  rm -rf "$tmp"  # another set-up finished first; its copy is the same
+fi
 trap - EXIT
 echo "[flink] staged $(ls "$DEST/lib" | wc -l) jars ($(du -sh "$DEST" | cut -f1)) in" \
      "$(( $(date +%s) - start )) s: $JAR" >&2

@@ -82,8 +82,10 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None):
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_job_server_jar:
         return options  # the user's own job server (and --flink_version)
-    asked = [a.split("=", 1)[1] for a in beam_args or ()
-             if isinstance(a, str) and a.startswith("--flink_version=")]
+    args = [str(a) for a in beam_args or ()]
+    asked = [a.split("=", 1)[1] if "=" in a else args[i + 1]
+             for i, a in enumerate(args) if a.split("=", 1)[0] == "--flink_version"
+             and ("=" in a or i + 1 < len(args))]
     if asked and asked[-1] != FLINK_VERSION:
         raise FlinkSetupError(
             f"--flink_version={asked[-1]}: the staged Flink job server is Flink "

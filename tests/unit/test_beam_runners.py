@@ -96,4 +96,6 @@ def test_another_flink_version_needs_its_own_job_server(cache):
     _stage(cache)
     with pytest.raises(BR.FlinkSetupError, match="--flink_version=2.0.*Flink 1.19"):
         BR.pipeline_options(["--runner=FlinkRunner", "--flink_version=2.0"])
+    with pytest.raises(BR.FlinkSetupError, match="--flink_version=1.20"):
+        BR.pipeline_options(["--runner", "FlinkRunner", "--flink_version", "1.20"])
     BR.pipeline_options(["--runner=FlinkRunner", f"--flink_version={BR.FLINK_VERSION}"])

@@ -134,8 +134,8 @@ def quiet_runner_noise():
         log.addFilter(quiet)
     previous = threading.excepthook
 
-    def excepthook(args):  # a worker thread's last words after the hang-up
-        if not is_hang_up(args.exc_value):
+    def excepthook(args):  # a worker thread's last words: a hang-up, a cancelled job's
+        if not (quiet.seen or is_hang_up(args.exc_value)):
             previous(args)
 
     threading.excepthook = excepthook

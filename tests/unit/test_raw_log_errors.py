@@ -59,17 +59,22 @@ def test_while_a_pipeline_runs_the_workers_prints_and_thread_deaths_are_quiet(
     seen = []
     hook = seen.append
     monkeypatch.setattr(threading, "excepthook", hook)
+    def thread_dies_of(exc):
+        t = threading.Thread(target=lambda: (_ for _ in ()).throw(exc))
+        t.start()
+        t.join()
+
     with quiet_runner_noise() as quiet:
         print("Traceback (most recent call last):\n  ...\nKeyError: 1", file=sys.stderr)
+        thread_dies_of(KeyError(2))  # a real error: shows
+        thread_dies_of(_Cancelled())  # the runner hung up: a consequence
         print(f"Traceback ...\nRuntimeError: {encode_error(ERR)}", file=sys.stderr)
+        # after the raw-log error, the failing job's cancelled bundles and threads
         print("Traceback (most recent call last):\n  cancelled", file=sys.stderr)
+        thread_dies_of(KeyError(3))
         print("progress line", file=sys.stderr)
-        for exc in (_Cancelled(), KeyError(2)):
-            t = threading.Thread(target=lambda e=exc: (_ for _ in ()).throw(e))
-            t.start()
-            t.join()
     assert quiet.seen
     assert out.getvalue() == ("Traceback (most recent call last):\n  ...\nKeyError: 1\n"
                               "progress line\n")
-    assert [type(a.exc_value) for a in seen] == [KeyError]
+    assert [a.exc_value.args for a in seen] == [(2,)]
     assert sys.stderr is out and threading.excepthook is hook  # both given back

@@ -100,7 +100,12 @@ def main() -> None:
     py, rows = sys.executable, []
 
     def run(stage: str, n: int, cmd, worker: bool = False) -> dict:
-        m = measure(cmd)
+        try:
+            m = measure(cmd)
+        except RuntimeError as e:  # one failed stage: say so, go on with the others
+            print(f"FAILED: {stage} at {n:,} impressions: {str(e)[-1500:]}",
+                  file=sys.stderr, flush=True)
+            return {}
         row = {"stage": stage, "impressions": n, "seconds": m["seconds"],
                "peak_rss_mib": m["peak_rss_mib"]}
         if worker:  # this script's worker mode: its last line is a JSON result
@@ -121,6 +126,8 @@ def main() -> None:
         samples = work / f"samples_scale{scale:g}_{args.runners[0]}"
         t = run("transform", n, [py, __file__, "--_transform", str(samples),
                                  str(work / f"t_scale{scale:g}")], worker=True)
+        if not t:
+            continue
         info = {**t["result"], "raw": raw}
         info_path = work / f"info_scale{scale:g}.json"
         info_path.write_text(json.dumps(info))

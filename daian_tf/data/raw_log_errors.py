@@ -80,10 +80,13 @@ class RawLogErrorLogFilter(logging.Filter):
         return not is_hang_up(record.exc_info[1] if record.exc_info else None)
 
 
-# the worker's loggers of the runners' failing-element tracebacks: the DirectRunner's
-# (`apache_beam.runners.common`), the portable SDK worker's and its data plane, and
-# the root logger, where the portable runner logs the job's error message
-RUNNER_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
+# the loggers of the runners' failing-element tracebacks: the DirectRunner's
+# (`apache_beam.runners.common`; with multi_processing its job service relays the
+# workers' logs), the portable SDK worker's and its data plane, and the root logger,
+# where the portable runner logs the job's error message
+RUNNER_LOGGERS = ("apache_beam.runners.common",
+                  "apache_beam.runners.portability.local_job_service",
+                  "apache_beam.runners.worker.sdk_worker",
                   "apache_beam.runners.worker.data_plane", "root")
 
 

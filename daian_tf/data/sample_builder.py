@@ -3,7 +3,9 @@
 One Apache Beam pipeline, run by the CLI (`run_build_samples`, DirectRunner unless the Beam
 arguments say otherwise) and by the TFX example-gen component (`build_sample_pipeline` on
 the component's own pipeline, then `finalize_report`). Every Beam pipeline option passes
-through, so the same code runs on Dataflow, Flink or Spark.
+through, so the same code runs on Dataflow, Flink or Spark; the CLI's runs on Flink get
+the job server that scripts/setup_flink.sh stages (`beam_runners.pipeline_options`,
+docs/beam-on-flink.md).
 
 Data flow (memory per step is bounded by one request or one user, plus the catalog):
 
@@ -177,8 +179,9 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
       raw_dir: raw-log directory (DATA.md §1).
       out_dir: output directory; earlier `data-*.tfrecord.gz` shards there are replaced.
       cfg: the sample rules.
-      beam_args: Beam pipeline options, e.g. `["--runner=DataflowRunner", ...]` or
-        `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`.
+      beam_args: Beam pipeline options, e.g. `["--runner=DataflowRunner", ...]`,
+        `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]` or
+        `["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2"]`.
 
     Returns:
       The report (see `finalize_report`).
@@ -186,6 +189,7 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
     Raises:
       RawLogError: the raw logs break a rule of DATA.md §1 (re-raised from the worker
         with its file, row and column).
+      FlinkSetupError: the FlinkRunner without a staged job server.
     """
     output_dirs = {s: FileSystems.join(out_dir, s) for s in SPLITS}
     for d in output_dirs.values():

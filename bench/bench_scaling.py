@@ -83,7 +83,12 @@ def main() -> None:
     ap.add_argument("--runners", nargs="+", default=["direct", "flink"],
                     choices=list(RUNNERS))
     ap.add_argument("--models", nargs="+", default=["daian"])
+    ap.add_argument("--stages", nargs="+", default=["builder", "transform", "epoch"],
+                    choices=["builder", "transform", "epoch"],
+                    help="the stages to run (epoch needs transform)")
     ap.add_argument("--workdir", default="/tmp/daian_scaling")
+    ap.add_argument("--previous", help="scaling.json of an earlier run whose rows "
+                    "join this run's in the tables (e.g. smaller scales)")
     ap.add_argument("--_transform", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_epoch", nargs=2, help=argparse.SUPPRESS)  # info.json model
     args = ap.parse_args()
@@ -97,7 +102,8 @@ def main() -> None:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    py, rows = sys.executable, []
+    py = sys.executable
+    rows = json.loads(Path(args.previous).read_text()) if args.previous else []
 
     def run(stage: str, n: int, cmd, worker: bool = False) -> dict:
         try:
@@ -119,11 +125,13 @@ def main() -> None:
     for scale in args.scales:
         raw = ensure_raw(str(work), scale)
         n = count_rows(os.path.join(raw, "impressions.csv"))
-        for runner in args.runners:
+        for runner in args.runners if "builder" in args.stages else []:
             out = work / f"samples_scale{scale:g}_{runner}"
             run(f"builder/{runner}", n, [py, "-m", "daian_tf.cli", "build-samples", raw,
                                          str(out), *RUNNERS[runner]])
         samples = work / f"samples_scale{scale:g}_{args.runners[0]}"
+        if "transform" not in args.stages:
+            continue
         t = run("transform", n, [py, __file__, "--_transform", str(samples),
                                  str(work / f"t_scale{scale:g}")], worker=True)
         if not t:
@@ -131,7 +139,7 @@ def main() -> None:
         info = {**t["result"], "raw": raw}
         info_path = work / f"info_scale{scale:g}.json"
         info_path.write_text(json.dumps(info))
-        for model in args.models:
+        for model in args.models if "epoch" in args.stages else []:
             run(f"epoch/{model}", n, [py, __file__, "--_epoch", str(info_path), model],
                 worker=True)
 

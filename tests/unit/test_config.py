@@ -42,3 +42,12 @@ def test_the_pipeline_needs_its_paths_from_the_config_or_the_command_line(tmp_pa
     assert raw == "raw" and paths["serving_dir"] == "/srv/models/daian"
     assert paths["metadata"] == str(tmp_path / "metadata.sqlite")
     assert paths_of(cfg, raw_dir="other")[0] == "other"
+
+
+def test_distribution_defaults_to_one_process_and_names_bad_values():
+    assert TrainConfig().distribution == "single"
+    assert load_config(DEFAULT_CONFIG_FILE).train.distribution == "single"
+    assert TrainConfig(distribution="multi_worker").distribution == "multi_worker"
+    with pytest.raises(ConfigError, match=r"train.distribution must be one of "
+                       r"\['single', 'multi_worker'\], got 'mirrored'"):
+        TrainConfig(distribution="mirrored")

@@ -19,9 +19,9 @@ import yaml
 
 from daian_tf.core import features as F
 from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
-                                  DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES, SINGLE,
-                                  SHUFFLE_REQUEST, SHUFFLE_UNITS, STAGE1, STAGE2_LABELS,
-                                  STAGE2_LOO, STAGES)
+                                  DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES,
+                                  SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE, STAGE1,
+                                  STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
 

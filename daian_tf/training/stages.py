@@ -198,11 +198,12 @@ def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform
     return train, evaluation
 
 
-def compile_ctr(model: keras.Model, train_cfg) -> None:
-    """Binary cross-entropy on the click label, AUC, the optimizer of `train_cfg`."""
+def compile_ctr(model: keras.Model, train_cfg, extra_metrics: Sequence = ()) -> None:
+    """Binary cross-entropy on the click label, AUC (and `extra_metrics`), the optimizer
+    of `train_cfg`."""
     model.compile(optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name=AUC)])
+                  metrics=[keras.metrics.AUC(name=AUC)] + list(extra_metrics))
 
 
 def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:

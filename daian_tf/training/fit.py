@@ -7,12 +7,13 @@ the experiments and the quick start's DIN row. DAIAN: the schedule of
 (`training.multitask`).
 
 `train.distribution: multi_worker` trains under the process's
-`MultiWorkerMirroredStrategy` (`training.multi_worker`): the model is built under its
-scope, each worker fits on its shard of the data, and the model returned is a plain copy
-of the trained one, outside the strategy (the same on every worker), which the caller
-can score, save and export in one process. The History then also holds `examples` (the
-train examples of each epoch, summed over the workers), `val_examples`, and under
-`workers` each worker's own train examples per epoch and the digest of its final weights.
+`MultiWorkerMirroredStrategy` (`training.multi_worker`): the model (and each of DAIAN's
+stage models) is built under its scope, each worker fits on its shard of the data, and
+the model returned is a plain copy of the trained one, outside the strategy (the same on
+every worker), which the caller can score, save and export in one process. The History
+then also holds, under `workers`, the digest of each worker's final weights, and for
+the one-fit models `examples` (the train examples of each epoch, summed over the
+workers), `val_examples` and each worker's own train examples per epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
-from daian_tf.core.errors import DaianInputError
 from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.data.transform import vocab_sizes
 from daian_tf.models import serving_input_keys
@@ -104,13 +104,13 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
     with scope():
         model = build_for_data(cfg, tf_transform_output, sim_range, catalog)
     if isinstance(model, DAIAN):
-        if strategy is not None:
-            raise DaianInputError(
-                "train.distribution: multi_worker does not train DAIAN's stages yet "
-                "(docs/multi-worker.md); use it for the one-fit models (DIN, ...)")
         history = train_daian(model, train_pattern, eval_pattern, tf_transform_output,
                               cfg.train, checkpoint_dir=checkpoint_dir,
-                              callbacks=callbacks, verbose=verbose)
+                              callbacks=callbacks, verbose=verbose, strategy=strategy)
+        if strategy is not None:
+            history[mw.WORKERS_KEY] = _worker_report(strategy, model, None)
+            model = detached_copy(cfg, tf_transform_output, model, eval_pattern,
+                                  sim_range, catalog)
         return model, history
     # a model with an intent head and `intent_loss_weight` > 0 (IntentRec, DUPN) is
     # fitted on both losses; the model itself (what is exported) is unchanged
@@ -153,12 +153,14 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
     return model, history
 
 
-def _worker_report(strategy, model: keras.Model, counter: "mw.WorkerExamples") -> dict:
-    """Each worker's train examples per epoch and final weights' digest, gathered on
-    every worker (one all-reduce)."""
-    rows = mw.gather_rows(strategy, counter.per_epoch + [mw.weights_digest(model)])
+def _worker_report(strategy, model: keras.Model,
+                   counter: Optional["mw.WorkerExamples"]) -> dict:
+    """Each worker's train examples per epoch (with a counter) and final weights'
+    digest, gathered on every worker (one all-reduce)."""
+    counts = counter.per_epoch if counter is not None else []
+    rows = mw.gather_rows(strategy, counts + [mw.weights_digest(model)])
     report = {f"train_examples_worker{i}": [float(v) for v in row[:-1]]
-              for i, row in enumerate(rows)}
+              for i, row in enumerate(rows)} if counts else {}
     report["weights_digest"] = [float(row[-1]) for row in rows]
     return report
 

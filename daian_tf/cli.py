@@ -121,10 +121,15 @@ def cmd_train(args, beam_args) -> int:
     cfg = load_cli_config(args.config)
     if args.workers is not None:
         return _launch_train_workers(args, beam_args, cfg)
+    from daian_tf.training.multi_worker import PeerFailed
     from daian_tf.workflows import train_from_samples
 
-    result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
-                                raw_dir=args.raw)
+    try:
+        result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
+                                    raw_dir=args.raw)
+    except PeerFailed as e:  # multi-worker: the failing worker reports its own error
+        print(f"daian train: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
     return 0
 

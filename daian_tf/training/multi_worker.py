@@ -243,13 +243,19 @@ def _sum_over_workers(strategy, value: tf.Tensor) -> tf.Tensor:
                            strategy.run(lambda: tf.identity(value)), axis=None)
 
 
+class PeerFailed(RuntimeError):
+    """Another worker failed a step that this one waited for (`barrier`)."""
+
+
 def barrier(strategy, ok: bool, what: str) -> None:
-    """Wait until every worker gets here; raise on every worker when any of them came
-    with `ok=False` (e.g. the chief failed `what`, which then raises its own error)."""
+    """Wait until every worker gets here; raise `PeerFailed` on every worker that came
+    with `ok=True` when any came with `ok=False` (e.g. the chief failed `what`, and
+    raises its own error)."""
     flags = gather_rows(strategy, [1.0 if ok else 0.0])[:, 0]
     failed = [i for i, flag in enumerate(flags) if flag < 0.5]
     if failed and ok:
-        raise RuntimeError(f"worker(s) {failed} failed {what}; see their logs")
+        raise PeerFailed(f"worker {worker_index(strategy)}: worker(s) {failed} failed "
+                         f"{what}; see their logs")
 
 
 class ExampleCount(keras.metrics.Metric):

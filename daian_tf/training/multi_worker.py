@@ -371,8 +371,9 @@ def launch_local(command: Sequence[str], num_workers: int, log_dir: str,
     """Run `command` as `num_workers` processes on this machine, worker i with the
     `TF_CONFIG` of a cluster of free ports on `host`, and wait for all of them.
 
-    Worker i writes its output to `log_dir/worker-<i>.log`; the chief's (worker 0) is
-    also copied to this process's stdout as it comes. When a worker exits with an
+    Worker i writes its output to `log_dir/worker-<i>.log`; with `echo_chief`, a line
+    names the workers and the chief's output (worker 0) is also copied to this
+    process's stdout as it comes. When a worker exits with an
     error, the others get `grace_s` seconds to end on their own (they fail too when
     they wait on it), then are stopped.
 
@@ -387,9 +388,10 @@ def launch_local(command: Sequence[str], num_workers: int, log_dir: str,
     logs.mkdir(parents=True, exist_ok=True)
     workers = [f"{host}:{p}" for p in free_ports(num_workers, host)]
     paths = [logs / WORKER_LOG.format(index=i) for i in range(num_workers)]
-    print(f"multi-worker: {num_workers} workers on this machine ({', '.join(workers)}); "
-          f"logs: {logs}/{WORKER_LOG.format(index='<i>')}; the chief (worker 0) "
-          f"prints here", flush=True)
+    if echo_chief:
+        print(f"multi-worker: {num_workers} workers on this machine "
+              f"({', '.join(workers)}); logs: {logs}/{WORKER_LOG.format(index='<i>')}; "
+              f"the chief (worker 0) prints here", flush=True)
     procs: List[subprocess.Popen] = []
     files, threads = [], []
     try:

@@ -1,7 +1,10 @@
 """Benchmark: the sample builder against the leanest Beam join, on the same raw logs.
 
 For each scale (the simulator's `num_users` multiplier: 1 gives about 100k impressions,
-10 about 1M) and each DirectRunner setting (1 worker; 2 workers, multi_processing), run
+10 about 1M) and each runner setting (`--settings`; default all: the DirectRunner with 1
+worker and with 2 workers, multi_processing; Beam's FlinkRunner with Flink embedded in
+the job server's JVM, `--flink_master=[local]`, LOOPBACK workers, parallelism 1 and 2,
+on the job server scripts/setup_flink.sh stages), run
 
 - the builder: `python -m daian_tf.cli build-samples RAW OUT [beam args]` (base config);
 - the reference: `../shared/bench/lean_beam_join.py RAW [beam args]` (join + history
@@ -9,10 +12,12 @@ For each scale (the simulator's `num_users` multiplier: 1 gives about 100k impre
 
 each in its own subprocess, measuring wall time, impressions/s and peak RSS of the whole
 process tree (psutil, polled every 0.1 s, summed over the process and its children, so
-multi-processing workers count). Prints a markdown table with builder/lean ratios.
+multi-processing workers and the Flink job server's JVM count). Prints a markdown table
+with builder/lean ratios. The lean probe knows nothing of the staged job server, so on
+Flink it gets `--flink_job_server_jar` and `--flink_version` explicitly.
 
 usage: python bench/bench_sample_builder.py [--scales 1 10] [--workdir /tmp/daian_bench]
-       [--lean ../shared/bench/lean_beam_join.py]
+       [--lean ../shared/bench/lean_beam_join.py] [--settings direct1 flink2 ...]
 """
 
 from __future__ import annotations
@@ -28,11 +33,29 @@ from typing import Dict, List, Sequence
 
 import psutil
 
-WORKER_SETTINGS = {
-    "1 worker": ["--direct_num_workers=1"],
-    "2 workers (multi_processing)": ["--direct_num_workers=2",
-                                     "--direct_running_mode=multi_processing"],
+_FLINK = ["--runner=FlinkRunner", "--flink_master=[local]", "--environment_type=LOOPBACK"]
+# name -> (label, Beam arguments)
+RUNNER_SETTINGS = {
+    "direct1": ("Direct, 1 worker", ["--direct_num_workers=1"]),
+    "direct2": ("Direct, 2 workers (multi_processing)",
+                ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]),
+    "flink1": ("Flink [local], parallelism 1", _FLINK + ["--parallelism=1"]),
+    "flink2": ("Flink [local], parallelism 2", _FLINK + ["--parallelism=2"]),
 }
+
+
+def lean_args(beam_args: List[str]) -> List[str]:
+    """The lean probe's arguments: on Flink, the staged job server named explicitly."""
+    if "--runner=FlinkRunner" not in beam_args:
+        return list(beam_args)
+    from daian_tf.data import beam_runners
+
+    jar = beam_runners.flink_job_server_jar()
+    if jar is None:
+        raise SystemExit("the Flink rows need the staged job server: "
+                         f"bash {beam_runners.SETUP_SCRIPT}")
+    return list(beam_args) + [f"--flink_job_server_jar={jar}",
+                              f"--flink_version={beam_runners.FLINK_VERSION}"]
 
 
 def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
@@ -90,17 +113,21 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--lean", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench",
         "lean_beam_join.py"), help="the reference probe (default: ../shared/bench/)")
+    ap.add_argument("--settings", nargs="+", choices=sorted(RUNNER_SETTINGS),
+                    default=list(RUNNER_SETTINGS), help="runner settings to measure "
+                    "(default: all)")
     args = ap.parse_args(argv)
 
     rows = []
     for scale in args.scales:
         raw = ensure_raw(args.workdir, scale)
         n_imp = count_rows(os.path.join(raw, "impressions.csv"))
-        for label, beam_args in WORKER_SETTINGS.items():
+        for name in args.settings:
+            label, beam_args = RUNNER_SETTINGS[name]
             out = os.path.join(args.workdir, f"samples_scale{scale:g}_{len(rows)}")
             builder = measure([sys.executable, "-m", "daian_tf.cli", "build-samples",
                                raw, out, *beam_args])
-            lean = measure([sys.executable, args.lean, raw, *beam_args])
+            lean = measure([sys.executable, args.lean, raw, *lean_args(beam_args)])
             report = json.load(open(os.path.join(out, "report.json")))
             samples = sum(s["samples"] for s in report["splits"].values())
             rows.append((scale, n_imp, samples, label, builder, lean))

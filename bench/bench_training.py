@@ -5,7 +5,9 @@ For each batch size, each row runs in its own subprocess (so that peak RSS is pe
   with the same number of samples, batch, sequence length, table sizes and dim;
 - `<model> full/<input>`: `model.fit`, one epoch after a 20-step warm-up, through the
   full data path: gzipped transformed TFRecords → `make_dataset` (shuffled, seed 0) →
-  the Keras 3 model of the packaged default config (`models.factory.build_model`); `<input>` is
+  the Keras 3 model `<model>` (any registered name) of the packaged default config
+  (`models.factory.build_model`), with its intent loss when it has one, as `fit_model`
+  fits it (`training.multitask.with_intent_loss`); `<input>` is
   `stream` (parsed every epoch, examples shuffled in a buffer), `stream-request` (the
   default: the same, whole requests shuffled, so that a batch holds each of its
   requests' candidates and DAIAN's request side runs once per request), `memory` or
@@ -28,7 +30,7 @@ The data: a simulated world (`--scale`), built with the Beam sample builder and
 transformed with `preprocessing_fn` (tft_beam) under `--workdir`, reused when present
 (delete the folder after changing the transform).
 
-usage: python bench/bench_training.py [--models din [daian]] [--batches 1024 4096]
+usage: python bench/bench_training.py [--models din [daian dupn ...]] [--batches 1024 4096]
        [--inputs stream-request memory-request ...] [--runs MODEL/INPUT ...]
        [--matched] [--jit] [--scale 1] [--repeats 3]
        [--workdir /tmp/daian_bench_training] [--lean ../shared/bench/lean_din.py]
@@ -45,6 +47,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from daian_tf.core.names import MODEL_NAMES  # no TensorFlow import
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -82,24 +86,26 @@ def prepare(workdir: Path, scale: float) -> dict:
 
 
 def _build(name: str, info: dict, tft_out):
-    """The model `name` ("din", MATCHED, "daian" or EVERY_ROW) and its input keys."""
+    """The model `name` (a registered model, MATCHED or EVERY_ROW) as `fit_model` fits it
+    (with its intent loss when it has one) and its input keys."""
     from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
     from daian_tf.data.transform import vocab_sizes as table_sizes
     from daian_tf.models import serving_input_keys
     from daian_tf.models.factory import build_model
+    from daian_tf.training.multitask import with_intent_loss
     from daian_tf.workflows import catalog_for
 
     cfg = load_config(DEFAULT_CONFIG_FILE)
-    daian = name in ("daian", EVERY_ROW)
+    model_name = {MATCHED: "din", EVERY_ROW: "daian"}.get(name, name)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, name="daian" if daian else "din", request_dedup=name != EVERY_ROW))
+        cfg.model, name=model_name, request_dedup=name != EVERY_ROW))
     if name == MATCHED:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, attention_units=(64,)))
     # DAIAN as it is: the joint step (stage 3 with one optimizer)
-    model = build_model(cfg, table_sizes(tft_out, tuple(cfg.samples.user_columns)),
-                        sim_range=info["sim_range"] if daian else None,
-                        catalog=catalog_for(cfg, info["raw"]))
+    model = with_intent_loss(build_model(
+        cfg, table_sizes(tft_out, tuple(cfg.samples.user_columns)),
+        sim_range=info["sim_range"], catalog=catalog_for(cfg, info["raw"])))
     return model, serving_input_keys(model)
 
 
@@ -181,7 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["din"],
-                    choices=["din", "daian", EVERY_ROW])
+                    choices=[*MODEL_NAMES, EVERY_ROW])
     ap.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--inputs", nargs="+", default=["stream-request", "memory-request"],
                     choices=list(INPUTS))

@@ -42,6 +42,15 @@ else
 fi
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"
+# Beam's Flink job server for --runner=FlinkRunner (scripts/setup_flink.sh): staged once
+# with Maven into a cache, then nothing. Without Java or Maven, or when Maven fails,
+# only a warning: everything but the FlinkRunner works without it, and a FlinkRunner run
+# then says how to stage it. DAIAN_FLINK_SETUP=0 skips it.
+if [ "${DAIAN_FLINK_SETUP:-1}" != 0 ]; then
+  bash "$DAIAN_ROOT/scripts/setup_flink.sh" >/dev/null \
+    || echo "[env] warning: the Flink job server is not staged (above); the" \
+            "FlinkRunner and its test fail until \`bash scripts/setup_flink.sh\` succeeds" >&2
+fi
 # No TF_CPP_MIN_LOG_LEVEL / PYTHONWARNINGS here: the `daian` command quiets the
 # libraries itself (daian_tf/core/console.py; `daian --verbose ...` keeps their output),
 # and a value exported here would override its choice.

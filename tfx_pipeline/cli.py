@@ -51,7 +51,9 @@ def add_pipeline_command(sub) -> None:
     p.add_argument("--output", default="daian_pipeline.json",
                    help="compile: the Kubeflow pipeline spec to write")
     p.add_argument("--image", default=None,
-                   help="compile: the container image (default: pipeline.image)")
+                   help="compile: the image every task runs, built from the Dockerfile "
+                   "(default: pipeline.image, daian-tf-pipeline:<version>); {image} in a "
+                   "Beam option stands for it")
     add_config_option(p)
     p.set_defaults(func=cmd_pipeline, beam_args=True)
 

@@ -9,7 +9,7 @@ import json
 import os
 from typing import List, Optional, Tuple
 
-from daian_tf.core.config import Config, ConfigError
+from daian_tf.core.config import Config, ConfigError, check_pipeline_image
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
 from tfx_pipeline.lineage import artifacts_of, open_store
 from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
@@ -25,6 +25,19 @@ def layout(root: str) -> dict:
         "serving_dir": os.path.join(root, "serving"),
         "schema_file": os.path.join(root, "schema", "schema.pbtxt"),
     }
+
+
+IMAGE_PLACEHOLDER = "{image}"  # in a Beam option: the pipeline image
+
+
+def pipeline_beam_args(cfg: Config, beam_args: Optional[List[str]] = None,
+                       image: Optional[str] = None) -> List[str]:
+    """The Beam options of a run: the config's, then `beam_args`, with `{image}` replaced
+    by the pipeline image (`image`, else `pipeline.image`), e.g.
+    `--sdk_container_image={image}`, so that Beam's workers run the tasks' image."""
+    image = image or cfg.pipeline.image
+    return [arg.replace(IMAGE_PLACEHOLDER, image)
+            for arg in list(cfg.pipeline.beam_args) + list(beam_args or [])]
 
 
 def latest_output_artifact(metadata_path: str, component_id: str, output_key: str,
@@ -111,7 +124,7 @@ def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
         cfg=cfg,
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(paths["metadata"]),
-        beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
+        beam_pipeline_args=pipeline_beam_args(cfg, beam_args),
         enable_cache=cfg.pipeline.enable_cache if enable_cache is None else enable_cache,
     )
     with component_progress() as progress:
@@ -123,30 +136,44 @@ def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
 def compile_kubeflow(raw_dir: Optional[str], root: Optional[str], cfg: Config,
                      output: str, image: Optional[str] = None,
                      beam_args: Optional[List[str]] = None) -> dict:
-    """Compiles the pipeline for Kubeflow Pipelines (v2 spec JSON); runs nothing.
+    """Compiles the pipeline for Kubeflow Pipelines (a v2 `PipelineJob` JSON whose
+    `pipelineSpec` is the pipeline); runs nothing.
 
-    `root` is the pipeline root the cluster will use (e.g. gs://bucket/daian); the schema
-    file must be readable there, so it is written under it when `root` is local and
-    expected at `<root>/schema/schema.pbtxt` otherwise (write it with `write_schema`).
+    Every component runs in `image` (default `pipeline.image`), which must hold this
+    package: the Dockerfile's image (docs/pipeline.md, Kubeflow); the stock TFX image is
+    refused. Beam components get `pipeline_beam_args`. `root` (default `pipeline.root`)
+    is the pipeline root the cluster uses (e.g. gs://bucket/daian): artifacts go to
+    `<root>/artifacts`, the Pusher to `pipeline.serving_dir` (default `<root>/serving`),
+    and ImportSchemaGen reads `<root>/schema/schema.pbtxt`. The schema is written there
+    when `root` is local; otherwise it is written beside `output` (`schema_local` in the
+    result) for you to copy to `schema_file`.
     """
+    image = check_pipeline_image(image or cfg.pipeline.image,
+                                 "--image" if image else "pipeline.image")
     from tfx import v1 as tfx
 
     raw_dir, paths = paths_of(cfg, raw_dir, root)
-    if "://" not in paths["pipeline_root"]:
-        os.makedirs(os.path.dirname(paths["schema_file"]), exist_ok=True)
-        write_schema(cfg, paths["schema_file"])
+    schema_local = paths["schema_file"]
+    if "://" in paths["pipeline_root"]:
+        schema_local = os.path.splitext(os.path.abspath(output))[0] + ".schema.pbtxt"
+    os.makedirs(os.path.dirname(schema_local), exist_ok=True)
+    write_schema(cfg, schema_local)
+    args = pipeline_beam_args(cfg, beam_args, image)
     pipeline = create_pipeline(
         raw_dir=raw_dir,
         pipeline_root=paths["pipeline_root"],
         serving_dir=paths["serving_dir"],
         schema_file=paths["schema_file"],
         cfg=cfg,
-        beam_pipeline_args=list(cfg.pipeline.beam_args) + list(beam_args or []),
+        beam_pipeline_args=args,
     )
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image or cfg.pipeline.image),
+            default_image=image),
         output_filename=output,
     )
     runner.run(pipeline, write_out=True)
-    return {"pipeline_spec": os.path.abspath(output), **paths}
+    return {"pipeline_spec": os.path.abspath(output), "image": image, "beam_args": args,
+            "raw_dir": raw_dir, "pipeline_root": paths["pipeline_root"],
+            "serving_dir": paths["serving_dir"], "schema_file": paths["schema_file"],
+            "schema_local": schema_local}

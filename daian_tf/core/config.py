@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from daian_tf import __version__
 from daian_tf.core import features as F
 from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
                                   DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES,
@@ -24,6 +25,13 @@ from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
                                   STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
+# `daian pipeline compile`'s image: the one the Dockerfile builds (docs/pipeline.md,
+# Kubeflow). A cluster pulls REGISTRY/daian-tf-pipeline:TAG; set pipeline.image to it.
+DEFAULT_PIPELINE_IMAGE = f"daian-tf-pipeline:{__version__}"
+# images without this package: every custom component fails in them ("No module named
+# 'daian_tf'"), so the compile refuses them
+STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx",
+                    "docker.io/tensorflow/tfx")
 
 
 class ConfigError(ValueError):
@@ -370,6 +378,23 @@ class ExperimentConfig:
                f"{self.intent_group_fraction}")
 
 
+def check_pipeline_image(image: str, name: str = "pipeline.image") -> str:
+    """`image` if it can be the pipeline's image; a ConfigError naming `name` if it is
+    empty or the stock TFX image, which does not hold this package."""
+    _check(isinstance(image, str) and image.strip() != "",
+           f"{name} must name the pipeline image (REGISTRY/daian-tf-pipeline:TAG, built "
+           f"from the Dockerfile), got {image!r}")
+    repository = image.split("@")[0]
+    if ":" in repository.rsplit("/", 1)[-1]:  # a tag, not a registry port
+        repository = repository.rsplit(":", 1)[0]
+    _check(repository not in STOCK_TFX_IMAGES,
+           f"{name} is {image!r}, the stock TFX image, which does not hold this package: "
+           f"every custom component would fail with \"No module named 'daian_tf'\". "
+           f"Build the pipeline image from the Dockerfile and name it (docs/pipeline.md, "
+           f"Kubeflow)")
+    return image
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """`daian pipeline run|compile` (tfx_pipeline/): paths, Beam, the gate, warm start.
@@ -393,7 +418,9 @@ class PipelineConfig:
     auc_tolerance: float = 0.0
     gauc_tolerance: float = 0.0
     compare_with_blessed: bool = True  # False: only against the baseline
-    image: str = "gcr.io/tfx-oss-public/tfx:1.16.0"  # compile: the components' image
+    # compile: the image of every component (this package installed, Dockerfile); the
+    # default is the tag `docker build -t daian-tf-pipeline:<version>` gives
+    image: str = DEFAULT_PIPELINE_IMAGE
 
     def __post_init__(self):
         _check(self.baseline in MODEL_NAMES and self.baseline != DAIAN,
@@ -405,6 +432,7 @@ class PipelineConfig:
         for name in ("auc_tolerance", "gauc_tolerance"):
             _check(getattr(self, name) >= 0,
                    f"pipeline.{name} must be >= 0, got {getattr(self, name)}")
+        check_pipeline_image(self.image)
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,10 @@ NOISE: List[Noise] = [
           r"is not a valid name of Beam type|"
           r"Using provided Python SDK container image",
           "Beam's DirectRunner start-up and type-hint notices"),
+    Noise("root", r"Waiting for grpc channel to be ready at ",
+          "Beam's portable runners (--runner=FlinkRunner) poll the job server's port "
+          "while its JVM starts (5-10 s); a JVM that fails to start is an error of its "
+          "own, with its exit status"),
 ]
 
 # C++ lines that reach stderr without passing through Python (see the docstring)

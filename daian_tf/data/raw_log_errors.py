@@ -2,16 +2,19 @@
 caller as text wrapped by the runner (multi-process and remote runners), losing its
 type and its file/row/column; `encode_error` writes those into the message as a
 machine-readable tag, `find_raw_log_error` finds the error again (as an exception in
-the cause/context chain, or parsed back from the tag), and `RawLogErrorLogFilter`
-drops the runner's own traceback log of such an error.
+the cause/context chain, or parsed back from the tag), and `quiet_runner_noise`
+keeps the runners' own traceback logs of such an error off the console.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
+import sys
+import threading
 from typing import Optional
 
 from daian_tf.core.errors import RawLogError
@@ -46,15 +49,108 @@ def find_raw_log_error(exc: BaseException) -> Optional[RawLogError]:
 
 
 class RawLogErrorLogFilter(logging.Filter):
-    """Drops the runner's own log record of a worker's RawLogError.
+    """Drops the runners' own log records of a worker's RawLogError.
 
     Beam logs a failing element with its traceback before the error reaches the
     caller; for a raw-log error the caller re-raises it as one clear message
     (`find_raw_log_error`), so the traceback is noise. Other errors pass untouched.
+    On a portable runner (Flink) the worker's traceback comes three times (the SDK
+    worker's log, the job server's error, the runner's final message).
+
+    It also drops the portable SDK worker's errors for a stream that the runner closed
+    (gRPC status CANCELLED: "Multiplexer hanging up", "Runner closed connection"). The
+    runner closes them when it is done with a worker (a Flink cluster does so at the
+    end of each task, a successful run included) or when the job has failed; either
+    way they are consequences, never the cause: a failed job's cause comes back
+    through the job service as the run's own error. After a RawLogError (`seen`) the
+    worker's errors of the job's other bundles go too: the runner cancels them
+    ("Unknown process bundle instruction id"), the run fails with the raw-log error.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return _MARK.search(record.getMessage()) is None
+        if _MARK.search(record.getMessage()) is not None:
+            self.seen = True
+            return False
+        if self.seen and record.name.startswith(_WORKER_LOGGERS):
+            return False  # the failed job's other bundles, cancelled under the worker
+        return not is_hang_up(record.exc_info[1] if record.exc_info else None)
+
+
+# the loggers of the runners' failing-element tracebacks: the DirectRunner's
+# (`apache_beam.runners.common`; with multi_processing its job service relays the
+# workers' logs), the portable SDK worker's and its data plane, and the root logger,
+# where the portable runner logs the job's error message
+RUNNER_LOGGERS = ("apache_beam.runners.common",
+                  "apache_beam.runners.portability.local_job_service",
+                  "apache_beam.runners.worker.sdk_worker",
+                  "apache_beam.runners.worker.data_plane", "root")
+
+
+_WORKER_LOGGERS = "apache_beam.runners.worker."
+
+
+class _DropMarkedWrites:
+    """sys.stderr without the portable SDK worker's own print of a failing
+    instruction's traceback (`sdk_worker._execute` prints it before it logs it) when
+    that traceback is a RawLogError's, or comes after one (the job's other bundles,
+    cancelled); every other write passes."""
+
+    def __init__(self, stream, quiet: RawLogErrorLogFilter):
+        self._stream, self._quiet, self._dropped = stream, quiet, False
+
+    def write(self, text: str) -> int:
+        dropped, self._dropped = self._dropped, False
+        if _MARK.search(text) is not None:
+            self._quiet.seen = self._dropped = True
+        elif self._quiet.seen and text.startswith("Traceback (most recent call last)"):
+            self._dropped = True  # a cancelled bundle's, after the raw-log error
+        elif not (dropped and text == "\n"):  # print's line end after it
+            self._stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def is_hang_up(exc: Optional[BaseException]) -> bool:
+    """Whether `exc` is a gRPC stream closed by the other side (status CANCELLED)."""
+    code = getattr(exc, "code", None)
+    try:
+        return callable(code) and getattr(code(), "name", None) == "CANCELLED"
+    except Exception:  # noqa: BLE001 - not a gRPC error after all
+        return False
+
+
+@contextlib.contextmanager
+def quiet_runner_noise():
+    """While a pipeline runs: the runners' log records and prints of a RawLogError,
+    and the portable worker's errors and thread deaths for streams the runner closed,
+    stay off the console (see RawLogErrorLogFilter)."""
+    quiet = RawLogErrorLogFilter()
+    loggers = [logging.getLogger(None if name == "root" else name)
+               for name in RUNNER_LOGGERS]
+    for log in loggers:
+        log.addFilter(quiet)
+    previous = threading.excepthook
+
+    def excepthook(args):  # a worker thread's last words: a hang-up, a cancelled job's
+        if not (quiet.seen or is_hang_up(args.exc_value)):
+            previous(args)
+
+    threading.excepthook = excepthook
+    stderr = sys.stderr
+    sys.stderr = _DropMarkedWrites(stderr, quiet)
+    try:
+        yield quiet
+    finally:
+        sys.stderr = stderr
+        threading.excepthook = previous
+        for log in loggers:
+            log.removeFilter(quiet)
 
 
 def _rebuild(d: dict) -> RawLogError:

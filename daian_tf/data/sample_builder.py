@@ -3,7 +3,9 @@
 One Apache Beam pipeline, run by the CLI (`run_build_samples`, DirectRunner unless the Beam
 arguments say otherwise) and by the TFX example-gen component (`build_sample_pipeline` on
 the component's own pipeline, then `finalize_report`). Every Beam pipeline option passes
-through, so the same code runs on Dataflow, Flink or Spark.
+through, so the same code runs on Dataflow, Flink or Spark; the CLI's runs on Flink get
+the job server that scripts/setup_flink.sh stages (`beam_runners.pipeline_options`,
+docs/beam-on-flink.md).
 
 Data flow (memory per step is bounded by one request or one user, plus the catalog):
 
@@ -41,18 +43,17 @@ wires the graph (`build_sample_pipeline`) and runs it (`run_build_samples`,
 
 from __future__ import annotations
 
-import logging
 from typing import List, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from daian_tf.core import features as F
 from daian_tf.core.config import SampleConfig
 from daian_tf.core.names import SAMPLES_PREFIX, SAMPLES_SUFFIX, SPLITS
-from daian_tf.data.raw_log_errors import RawLogErrorLogFilter, find_raw_log_error
+from daian_tf.data.beam_runners import pipeline_options
+from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
 from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impressions,
                                     read_truth, read_users)
 from daian_tf.data.sample_report import finalize_report, meta_path, write_json
@@ -178,8 +179,9 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
       raw_dir: raw-log directory (DATA.md §1).
       out_dir: output directory; earlier `data-*.tfrecord.gz` shards there are replaced.
       cfg: the sample rules.
-      beam_args: Beam pipeline options, e.g. `["--runner=DataflowRunner", ...]` or
-        `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`.
+      beam_args: Beam pipeline options, e.g. `["--runner=DataflowRunner", ...]`,
+        `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]` or
+        `["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2"]`.
 
     Returns:
       The report (see `finalize_report`).
@@ -187,11 +189,12 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
     Raises:
       RawLogError: the raw logs break a rule of DATA.md §1 (re-raised from the worker
         with its file, row and column).
+      FlinkSetupError: the FlinkRunner without a staged job server.
     """
     output_dirs = {s: FileSystems.join(out_dir, s) for s in SPLITS}
     for d in output_dirs.values():
         _remove_old_shards(d)
-    pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
     return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir)
 
@@ -205,17 +208,13 @@ def run_pipeline(pipeline: beam.Pipeline):
     Raises:
       RawLogError: re-raised from the worker with its file, row and column.
     """
-    runner_log = logging.getLogger("apache_beam.runners.common")
-    quiet = RawLogErrorLogFilter()
-    runner_log.addFilter(quiet)
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with quiet_runner_noise():
+            result = pipeline.run()
+            result.wait_until_finish()
     except Exception as exc:  # noqa: BLE001 - re-raise the raw-log error inside
         err = find_raw_log_error(exc)
         if err is not None:
             raise err from None
         raise
-    finally:
-        runner_log.removeFilter(quiet)
     return result

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from daian_tf.core.names import EVAL, SAMPLES_GLOB, SAMPLES_PREFIX, SAMPLES_SUFFIX, TRAIN
+from daian_tf.data.beam_runners import pipeline_options
+from daian_tf.data.raw_log_errors import quiet_runner_noise
 from daian_tf.data.transform import preprocessing_fn, raw_schema, transform_custom_config
 
 TRANSFORMED_DIR = "transformed"
@@ -39,7 +41,6 @@ def transform_samples(samples_dir: str, out_dir: str, cfg, sim_range: Sequence[f
     """
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
-    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.public import tfxio
 
     schema = raw_schema(cfg.samples)
@@ -52,7 +53,8 @@ def transform_samples(samples_dir: str, out_dir: str, cfg, sim_range: Sequence[f
     paths = {TRANSFORM_OUTPUT: str(out / TRANSFORM_OUTPUT_DIR)}
     temp_dir = tempfile.mkdtemp(prefix="tft_", dir=str(out))
     try:
-        with beam.Pipeline(options=PipelineOptions(list(beam_args or []))) as p, \
+        with quiet_runner_noise(), \
+                beam.Pipeline(options=pipeline_options(beam_args)) as p, \
                 tft_beam.Context(temp_dir=temp_dir):
             datasets = {}
             for split in (TRAIN, EVAL):

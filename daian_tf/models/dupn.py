@@ -173,10 +173,14 @@ class DUPN(keras.Model):
 
     # --- forward ------------------------------------------------------------------
     def call(self, inputs, training=None):
+        return self.ctr_and_intent(inputs, training=training)[0]
+
+    def ctr_and_intent(self, inputs: Mapping, training=None):
+        """`(ŷ (B, 1), p̂ (B, n))` from one pass of the shared bottom (the multi-task
+        fit's forward; the call builds the intent task with the model)."""
         e = self.embedding(inputs)
         r, states, mask = self._representation(inputs, e, training=training)
-        if not self.intent_logits.built:  # build the intent task with the model
-            self._intent(r)
+        intent = self._intent(r)
         attended = self.target_attention(self.target_query(e[emb.TARGET_QUERY]),
                                          states, mask=mask)
         x = ops.concatenate([r, e[emb.TRIGGER], e[emb.TARGET], attended], axis=-1)
@@ -184,7 +188,7 @@ class DUPN(keras.Model):
             x = layer(x)
             if self.head_dropout is not None:
                 x = self.head_dropout(x, training=training)
-        return self.output_layer(x)
+        return self.output_layer(x), intent
 
 
 def build_dupn(cfg, vocab_sizes: Mapping[str, int]) -> DUPN:

@@ -148,9 +148,14 @@ class IntentRec(keras.Model):
 
     # --- forward ------------------------------------------------------------------
     def call(self, inputs, training=None):
+        return self.ctr_and_intent(inputs, training=training)[0]
+
+    def ctr_and_intent(self, inputs: Mapping, training=None):
+        """`(ŷ (B, 1), p̂ (B, n))` from one pass (the multi-task fit's forward)."""
         e = self.embedding(inputs)
         short, long = self._encode(e)
-        v_int = self.intent_vector(self._intent(e, short, long, training=training))
+        intent = self._intent(e, short, long, training=training)
+        v_int = self.intent_vector(intent)
         pooled = self.din_pooling(e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
         x = ops.concatenate([e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled,
                              short, long, v_int], axis=-1)
@@ -158,7 +163,7 @@ class IntentRec(keras.Model):
             x = layer(x)
             if self.head_dropout is not None:
                 x = self.head_dropout(x, training=training)
-        return self.output_layer(x)
+        return self.output_layer(x), intent
 
 
 def build_intentrec(cfg, vocab_sizes: Mapping[str, int]) -> IntentRec:

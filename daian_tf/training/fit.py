@@ -32,7 +32,7 @@ from daian_tf.models.daian import DAIAN
 from daian_tf.models.factory import Catalog, build_model
 from daian_tf.training import multi_worker as mw
 from daian_tf.training.best_epoch import best_epoch_callbacks
-from daian_tf.training.multitask import IntentMultiTaskModel
+from daian_tf.training.multitask import with_intent_loss
 from daian_tf.training.stages import compile_ctr, train_daian
 
 
@@ -114,10 +114,9 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
         return model, history
     # a model with an intent head and `intent_loss_weight` > 0 (IntentRec, DUPN) is
     # fitted on both losses; the model itself (what is exported) is unchanged
-    weight = float(getattr(model, "intent_loss_weight", 0.0))
     counter, counted = None, []
     with scope():
-        fitted = IntentMultiTaskModel(model, weight) if weight > 0 else model
+        fitted = with_intent_loss(model)
         if strategy is not None:  # examples per epoch: all workers', and this one's
             counter, counted = mw.WorkerExamples(), [mw.ExampleCount()]
             callbacks.append(counter)

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from daian_tf.core import features as F
+from daian_tf.core.signatures import OUTPUT_CTR, OUTPUT_INTENT
 
 INTENT_LABEL_XF, INTENT_MASK_XF = F.xf(F.INTENT_LABEL), F.xf(F.INTENT_MASK)
 
@@ -40,7 +41,10 @@ def masked_intent_kl(label, mask, predicted):
 class IntentMultiTaskModel(keras.Model):
     """Fits `model` (which has `input_keys` and `predict_intent`) on the CTR loss plus
     `intent_weight` × `masked_intent_kl`. Shares the model's layers: fitting this model
-    trains it. Its inputs are the model's plus the intent label and mask."""
+    trains it. Its inputs are the model's plus the intent label and mask; its output is
+    `{"ctr": ŷ, "intent": p̂}` from one forward pass (`model.ctr_and_intent` when the
+    model has it, so that the shared request side runs once a step; else its call and
+    `predict_intent`); the loss and the metrics see the CTR output."""
 
     def __init__(self, model: keras.Model, intent_weight: float, **kwargs):
         kwargs.setdefault("name", "intent_multitask_model")
@@ -51,17 +55,33 @@ class IntentMultiTaskModel(keras.Model):
                                           + [INTENT_LABEL_XF, INTENT_MASK_XF])
 
     def call(self, inputs, training=None):
-        return self.model({k: inputs[k] for k in self.model.input_keys},
-                          training=training)
+        x = {k: inputs[k] for k in self.model.input_keys}
+        both = getattr(self.model, "ctr_and_intent", None)
+        if both is not None:
+            ctr, intent = both(x, training=training)
+        else:
+            ctr = self.model(x, training=training)
+            intent = self.model.predict_intent(x, training=training)
+        return {OUTPUT_CTR: ctr, OUTPUT_INTENT: intent}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred,
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred[OUTPUT_CTR],
                                     sample_weight=sample_weight, training=training)
-        intent = self.model.predict_intent(
-            {k: x[k] for k in self.model.input_keys}, training=training)
-        kl = masked_intent_kl(x[INTENT_LABEL_XF], x[INTENT_MASK_XF], intent)
+        kl = masked_intent_kl(x[INTENT_LABEL_XF], x[INTENT_MASK_XF],
+                              y_pred[OUTPUT_INTENT])
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:  # Keras' compiled loss (`loss`) is scaled so already
             kl = kl / replicas
         return loss + self.intent_weight * kl
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, y_pred[OUTPUT_CTR], sample_weight)
+
+
+def with_intent_loss(model: keras.Model) -> keras.Model:
+    """What `model.fit` is called on: `model` wrapped in `IntentMultiTaskModel` when it
+    has an intent head and a positive `intent_loss_weight` (IntentRec, DUPN), else
+    `model` itself."""
+    weight = float(getattr(model, "intent_loss_weight", 0.0))
+    return IntentMultiTaskModel(model, weight) if weight > 0 else model

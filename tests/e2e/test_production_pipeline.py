@@ -221,3 +221,36 @@ def test_a_run_killed_in_a_trainer_resumes_and_reuses_the_finished_executions(wo
         assert resumed[component].state == "CACHED", (component, resumed[component])
     assert resumed[target].state == "COMPLETE"
     assert resumed["Pusher"].state == "COMPLETE"
+
+
+def test_another_model_name_trains_in_one_trainer_is_gated_against_din_and_pushed(
+        world, day2):
+    """`model.name: dupn`: the pipeline has one Trainer for it (no stages), DIN's Trainer
+    and the data components come from the cache (same inputs as the DAIAN run), the
+    Evaluator compares DUPN with DIN, and the pushed SavedModel carries DUPN's
+    signatures, `user_representation` included."""
+    import tensorflow as tf
+
+    from daian_tf.core.signatures import SIGNATURE_USER_REPRESENTATION
+    from tfx_pipeline.runner import run_local
+
+    cfg = _cfg(model={"name": "dupn"})
+    out = run_local(str(world / "day2"), str(world / "root"), cfg)
+    steps, md = _last_run(out["metadata"]), out["metadata"]
+    assert trainer_id("dupn") in steps
+    assert not set(trainer_id(s) for s in STAGES) & set(steps)
+    assert steps[trainer_id("dupn")].state == "COMPLETE"
+    for component in ("TirSampleGen", "Transform", trainer_id("din")):
+        assert steps[component].state == "CACHED", (component, steps[component])
+    dupn = _output_ids(md, steps[trainer_id("dupn")], "model")
+    assert _input_ids(md, steps["Evaluator_vs_din"], "model") == dupn
+    store = lineage.open_store(md)
+    evaluation = lineage.artifacts_of(store, steps["Evaluator_vs_din"].execution_id,
+                                      "evaluation", inputs=False)[0]
+    metrics = overall_metrics(evaluation.uri)
+    for model in (CANDIDATE, BASELINE):
+        assert 0.5 < metrics[model][TFMA_GAUC] < 1.0, (model, metrics)
+    assert out["blessed"] and out["pushed"], out["reason"]
+    signatures = tf.saved_model.load(out["pushed_model"]).signatures
+    assert {SIGNATURE_SERVING_DEFAULT, SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK,
+            SIGNATURE_USER_REPRESENTATION} <= set(signatures)

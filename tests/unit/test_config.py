@@ -44,6 +44,56 @@ def test_the_pipeline_needs_its_paths_from_the_config_or_the_command_line(tmp_pa
     assert paths_of(cfg, raw_dir="other")[0] == "other"
 
 
+def test_the_pipeline_image_defaults_to_this_projects_and_refuses_the_stock_tfx_one():
+    import daian_tf
+    from daian_tf.core.config import PipelineConfig
+
+    assert PipelineConfig().image == f"daian-tf-pipeline:{daian_tf.__version__}"
+    for ok in ("registry.example.com:5000/ml/daian-tf-pipeline:0.1.0",
+               "daian-tf-pipeline@sha256:" + "0" * 64, "gcr.io/tfx-oss-public/tfx-extended:1"):
+        assert PipelineConfig(image=ok).image == ok
+    for stock in ("gcr.io/tfx-oss-public/tfx:1.16.0", "tensorflow/tfx:1.16.0",
+                  "tensorflow/tfx", "gcr.io/tfx-oss-public/tfx@sha256:" + "0" * 64):
+        with pytest.raises(ConfigError, match="pipeline.image .*stock TFX image.*daian_tf"):
+            PipelineConfig(image=stock)
+    with pytest.raises(ConfigError, match="pipeline.image must name the pipeline image"):
+        PipelineConfig(image="")
+
+
+def test_compile_refuses_a_stock_image_given_on_the_command_line(tmp_path):
+    from tfx_pipeline.runner import compile_kubeflow
+
+    cfg = load_config(DEFAULT_CONFIG_FILE)
+    with pytest.raises(ConfigError, match="--image is 'tensorflow/tfx:1.16.0', the stock"):
+        compile_kubeflow("gs://b/raw", "gs://b/root", cfg, str(tmp_path / "p.json"),
+                         image="tensorflow/tfx:1.16.0")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_the_cluster_config_names_an_image_a_gs_root_and_a_distributed_runner():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(DEFAULT_CONFIG_FILE, repo / "configs" / "pipeline.yaml",
+                      repo / "configs" / "kubeflow.yaml")
+    assert "/daian-tf-pipeline:" in cfg.pipeline.image
+    assert cfg.pipeline.root.startswith("gs://") and cfg.pipeline.raw_dir.startswith("gs://")
+    assert "--runner=DataflowRunner" in cfg.pipeline.beam_args
+    assert "--sdk_container_image={image}" in cfg.pipeline.beam_args
+
+
+def test_beam_options_are_the_configs_then_the_command_lines_with_the_image_filled_in():
+    from tfx_pipeline.runner import pipeline_beam_args
+
+    cfg = load_config(DEFAULT_CONFIG_FILE, overrides={"pipeline": {
+        "image": "r.example.com/daian-tf-pipeline:1",
+        "beam_args": ["--runner=DataflowRunner", "--sdk_container_image={image}"]}})
+    assert pipeline_beam_args(cfg, ["--num_workers=2"]) == [
+        "--runner=DataflowRunner", "--sdk_container_image=r.example.com/daian-tf-pipeline:1",
+        "--num_workers=2"]
+    assert pipeline_beam_args(cfg, image="other:2")[1] == "--sdk_container_image=other:2"
+
+
 def test_distribution_defaults_to_one_process_and_names_bad_values():
     assert TrainConfig().distribution == "single"
     assert load_config(DEFAULT_CONFIG_FILE).train.distribution == "single"

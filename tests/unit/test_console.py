@@ -30,6 +30,8 @@ def test_the_filter_drops_known_noise_and_library_info_and_keeps_the_rest():
         _record("some_other_library", logging.INFO, "connected"),
         _record("py.warnings", logging.WARNING, "%s", "/x/y.py:246: FutureWarning: "
                 "You are using a non-supported Python version (3.10.13)."),
+        _record("root", logging.WARNING, "Waiting for grpc channel to be ready at %s.",
+                "localhost:41737"),  # the FlinkRunner's job server starting
     ]
     keep = [
         _record("absl", logging.WARNING, "something nobody has seen before"),
@@ -38,6 +40,7 @@ def test_the_filter_drops_known_noise_and_library_info_and_keeps_the_rest():
         _record("daian_tf.data", logging.INFO, "ours"),
         _record("__main__", logging.WARNING, "ours"),
         _record("py.warnings", logging.WARNING, "%s", "/x.py:1: UserWarning: new"),
+        _record("root", logging.WARNING, "a warning through logging.warning()"),
     ]
     assert [f.filter(r) for r in drop] == [False] * len(drop)
     assert [f.filter(r) for r in keep] == [True] * len(keep)

@@ -47,6 +47,10 @@ def test_output_contract_intent_and_representation():
     r = np.asarray(model.user_representation(x))
     assert r.shape == (B, CFG.user_representation_dim) and np.all(np.isfinite(r))
     assert model.output_layer.name == "ctr_probability"
+    # the multi-task fit's one-pass forward gives the same two outputs
+    ctr, intent = model.ctr_and_intent(x, training=False)
+    np.testing.assert_allclose(np.asarray(ctr), out, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(intent), p, rtol=1e-6)
 
 
 def test_shared_tables_unchanged_and_own_behavior_time_tables():

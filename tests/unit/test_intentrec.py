@@ -42,6 +42,10 @@ def test_output_contract_and_intent_distribution():
     assert p.shape == (B, LEVELS) and np.all(p > 0)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
     assert model.intent_loss_weight == CFG.intent_loss_weight
+    # the multi-task fit's one-pass forward gives the same two outputs
+    ctr, intent = model.ctr_and_intent(x, training=False)
+    np.testing.assert_allclose(np.asarray(ctr), out, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(intent), p, rtol=1e-6)
 
 
 def test_recent_steps_mask_is_the_last_k_valid_steps():

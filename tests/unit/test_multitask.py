@@ -74,8 +74,11 @@ def test_the_wrapper_feeds_the_model_only_its_own_inputs():
     inputs, _ = _batch(4)
     toy = Toy()
     fitted = IntentMultiTaskModel(toy, 1.0)
-    np.testing.assert_allclose(np.asarray(fitted(inputs)),
+    out = fitted(inputs)
+    np.testing.assert_allclose(np.asarray(out["ctr"]),
                                np.asarray(toy({"x_xf": inputs["x_xf"]})), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["intent"]),
+                               np.asarray(toy.predict_intent(inputs)), rtol=1e-6)
     assert fitted.input_keys == ["x_xf", INTENT_LABEL_XF, INTENT_MASK_XF]
 
 

@@ -1,0 +1,101 @@
+"""Beam options with the staged Flink job server (daian_tf/data/beam_runners.py), and
+its set-up's coordinates; no JVM is started here (tests/integration/test_flink_runner.py
+runs the pipelines on Flink)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions,
+                                                  StandardOptions)
+
+from daian_tf.core.errors import DaianInputError
+from daian_tf.data import beam_runners as BR
+
+REPO = Path(__file__).resolve().parents[2]
+POM = REPO / "scripts" / "flink-job-server" / "pom.xml"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty job-server cache of our own, whatever this machine has staged."""
+    monkeypatch.delenv(BR.JAR_ENV, raising=False)
+    monkeypatch.setenv(BR.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _stage(cache_dir: Path) -> str:
+    d = cache_dir / f"beam-{BR.FLINK_JOB_SERVER_BEAM_VERSION}-flink-{BR.FLINK_VERSION}"
+    d.mkdir(parents=True)
+    (d / "job-server.jar").write_bytes(b"PK")
+    return str(d / "job-server.jar")
+
+
+def test_the_pom_stages_the_version_the_code_expects():
+    pom = POM.read_text()
+    prop = {k: re.search(f"<{k}>(.*?)</{k}>", pom).group(1)
+            for k in ("beam.version", "flink.line")}
+    assert prop == {"beam.version": BR.FLINK_JOB_SERVER_BEAM_VERSION,
+                    "flink.line": BR.FLINK_VERSION}
+    assert BR.FLINK_VERSION in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+
+
+def test_other_runners_get_their_options_unchanged(cache):
+    args = ["--runner=DirectRunner", "--direct_num_workers=2"]
+    opts = BR.pipeline_options(args)
+    assert opts.get_all_options(drop_default=True) == \
+        PipelineOptions(args).get_all_options(drop_default=True)
+    assert opts.view_as(FlinkRunnerOptions).flink_job_server_jar is None
+    assert BR.pipeline_options(None).view_as(StandardOptions).runner is None
+
+
+@pytest.mark.parametrize("runner", ["FlinkRunner", "flink", "flinkrunner",
+                                    "apache_beam.runners.portability.flink_runner."
+                                    "FlinkRunner"])
+def test_the_flink_runner_gets_the_staged_job_server(cache, runner):
+    jar = _stage(cache)
+    flink = BR.pipeline_options([f"--runner={runner}", "--flink_master=[local]",
+                                 "--parallelism=2"]).view_as(FlinkRunnerOptions)
+    assert (flink.flink_job_server_jar, flink.flink_version) == (jar, BR.FLINK_VERSION)
+    assert flink.parallelism == 2  # the user's options pass through
+
+
+def test_a_job_server_named_by_the_user_wins(cache):
+    flink = BR.pipeline_options(["--runner=FlinkRunner", "--flink_version=1.20",
+                                 "--flink_job_server_jar=/opt/js.jar"]
+                                ).view_as(FlinkRunnerOptions)
+    assert (flink.flink_job_server_jar, flink.flink_version) == ("/opt/js.jar", "1.20")
+
+
+def test_the_environment_can_name_the_jar(cache, tmp_path, monkeypatch):
+    jar = tmp_path / "elsewhere.jar"
+    jar.write_bytes(b"PK")
+    monkeypatch.setenv(BR.JAR_ENV, str(jar))
+    flink = BR.pipeline_options(["--runner=FlinkRunner"]).view_as(FlinkRunnerOptions)
+    assert flink.flink_job_server_jar == str(jar)
+
+
+def test_a_missing_job_server_is_one_clear_error(cache):
+    with pytest.raises(BR.FlinkSetupError) as err:
+        BR.pipeline_options(["--runner=FlinkRunner", "--flink_master=[local]"])
+    assert isinstance(err.value, DaianInputError)  # the CLI prints it as one line
+    message = str(err.value)
+    assert "scripts/setup_flink.sh" in message and str(cache) in message
+    assert "--flink_job_server_jar" in message
+
+
+def test_a_jar_named_in_the_environment_must_exist(cache, monkeypatch):
+    monkeypatch.setenv(BR.JAR_ENV, "/nowhere/js.jar")
+    with pytest.raises(BR.FlinkSetupError, match="/nowhere/js.jar is not a file"):
+        BR.pipeline_options(["--runner=FlinkRunner"])
+
+
+def test_another_flink_version_needs_its_own_job_server(cache):
+    _stage(cache)
+    with pytest.raises(BR.FlinkSetupError, match="--flink_version=2.0.*Flink 1.19"):
+        BR.pipeline_options(["--runner=FlinkRunner", "--flink_version=2.0"])
+    with pytest.raises(BR.FlinkSetupError, match="--flink_version=1.20"):
+        BR.pipeline_options(["--runner", "FlinkRunner", "--flink_version", "1.20"])
+    BR.pipeline_options(["--runner=FlinkRunner", f"--flink_version={BR.FLINK_VERSION}"])

@@ -6,6 +6,7 @@
     daian build-samples RAW OUT [--config C ...] [beam args]
     daian inspect SAMPLES                         where the intent signal is in samples
     daian train SAMPLES OUT [--config C ...]      transform + model.fit + export
+                 [--workers N]                    ... in N local workers (multi-worker)
     daian experiment [--config C ...] [--out D]  DIN vs DAIAN and ablations, report
     daian pipeline run|compile ...                the TFX pipeline (local or Kubeflow)
     daian serve MODEL_BASE_PATH [--port P]        local TF Serving-compatible gRPC server
@@ -117,12 +118,55 @@ def cmd_build_samples(args, beam_args) -> int:
 
 
 def cmd_train(args, beam_args) -> int:
+    cfg = load_cli_config(args.config)
+    if args.workers is not None:
+        return _launch_train_workers(args, beam_args, cfg)
+    from daian_tf.training.multi_worker import PeerFailed
     from daian_tf.workflows import train_from_samples
 
-    cfg = load_cli_config(args.config)
-    result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
-                                raw_dir=args.raw)
+    try:
+        result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
+                                    raw_dir=args.raw)
+    except PeerFailed as e:  # multi-worker: the failing worker reports its own error
+        print(f"daian train: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
+    return 0
+
+
+MULTI_WORKER_DIR = "workers"  # inside OUT: the workers' logs and config overlay
+
+
+def _launch_train_workers(args, beam_args, cfg) -> int:
+    """`daian train ... --workers N`: this same command (without `--workers`) in N local
+    processes with `train.distribution: multi_worker` and the TF_CONFIG of a loopback
+    cluster (training/multi_worker.py `launch_local`)."""
+    from pathlib import Path
+
+    from daian_tf.core.names import MULTI_WORKER
+    from daian_tf.training.multi_worker import (WorkerFailed, check_batch_size,
+                                                launch_local)
+
+    if args.workers < 1:
+        raise DaianInputError(f"--workers must be >= 1, got {args.workers}")
+    check_batch_size(cfg.train.batch_size, args.workers)
+    folder = Path(args.out) / MULTI_WORKER_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    overlay = folder / "multi_worker.yaml"
+    overlay.write_text(f"train:\n  distribution: {MULTI_WORKER}\n")
+    command = [sys.executable, "-m", "daian_tf.cli"] + (["--verbose"] if args.verbose
+                                                       else [])
+    command += ["train", args.samples, args.out]
+    for path in list(args.config or []) + [str(overlay)]:
+        command += ["--config", path]
+    if args.raw:
+        command += ["--raw", args.raw]
+    command += list(beam_args)
+    try:
+        launch_local(command, args.workers, str(folder))
+    except WorkerFailed as e:
+        print(f"daian train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -186,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--raw", help="DAIAN: raw-log directory of the multimodal catalog "
                    "(default: the one the samples' report.json names)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="train with MultiWorkerMirroredStrategy in N worker processes "
+                   "on this machine (train.distribution: multi_worker; on a cluster, "
+                   "run the command on each worker with its TF_CONFIG instead: "
+                   "docs/multi-worker.md)")
     add_config_option(p)
     p.set_defaults(func=cmd_train, beam_args=True)
 

@@ -5,11 +5,18 @@ start call.
 - `transform_built_samples`: built samples → Transform → a `PreparedData`, with the I-2
   range of the builder's `report.json` (never estimated again);
 - `train_from_samples` (`daian train`): transform, fit, evaluate, export.
+
+With `train.distribution: multi_worker` every worker runs `train_from_samples` (`daian
+train ... --workers N` starts them on one machine): the chief (worker 0) transforms the
+samples while the others wait, all of them fit (`training.fit.fit_model`), and the chief
+alone evaluates, exports and writes the summary while the others wait for it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +29,15 @@ from daian_tf.core import similarity_range as SR
 from daian_tf.core.errors import DaianInputError
 from daian_tf.core.names import EVAL, REPORT_FILE, SAMPLES_GLOB, TRAIN
 from daian_tf.data.catalog import read_model_catalog
+from daian_tf.data.dataset import file_shard, matching_files
 from daian_tf.data.sample_builder import run_build_samples
-from daian_tf.data.transform_beam import TRANSFORM_OUTPUT, transform_samples
+from daian_tf.data.transform_beam import (TRANSFORM_OUTPUT, TRANSFORM_OUTPUT_DIR,
+                                          TRANSFORMED_DIR, transform_samples)
 from daian_tf.evaluation.columns import popularity_metrics, predict_split
 from daian_tf.evaluation.tables import ranking_metrics
 from daian_tf.export.saved_model import export_serving_model
 from daian_tf.models.factory import needs_catalog
+from daian_tf.training import multi_worker as mw
 from daian_tf.training.fit import fit_model, jsonable_history
 
 SERVING_MODEL_DIR = "serving_model"
@@ -83,6 +93,53 @@ def transform_built_samples(samples_dir: str, out_dir: str, cfg,
                         report, paths[TRANSFORM_OUTPUT])
 
 
+def read_transformed(samples_dir: str, out_dir: str, cfg) -> PreparedData:
+    """The `PreparedData` of a transform that `transform_built_samples` already wrote
+    into `out_dir` (multi-worker: the chief's, read by the other workers)."""
+    import tensorflow_transform as tft
+
+    report = read_report(samples_dir)
+    out = Path(out_dir)
+    return PreparedData(cfg.samples.num_intent_levels,
+                        str(out / TRANSFORMED_DIR / TRAIN / SAMPLES_GLOB),
+                        str(out / TRANSFORMED_DIR / EVAL / SAMPLES_GLOB),
+                        tft.TFTransformOutput(str(out / TRANSFORM_OUTPUT_DIR)),
+                        list(SR.check_range(report[SR.REPORT_KEY])), report,
+                        str(out / TRANSFORM_OUTPUT_DIR))
+
+
+def _transform_once(strategy, samples_dir: str, out_dir: str, cfg,
+                    beam_args) -> PreparedData:
+    """The transform of `daian train`: run here without a strategy; with one, by the
+    chief while the other workers wait, then read by them."""
+    what = "transforming the samples"
+    if strategy is None:
+        return transform_built_samples(samples_dir, out_dir, cfg, beam_args)
+    if not mw.is_chief(strategy):
+        mw.barrier(strategy, ok=True, what=what)
+        return read_transformed(samples_dir, out_dir, cfg)
+    try:
+        data = transform_built_samples(samples_dir, out_dir, cfg, beam_args)
+    except BaseException:
+        mw.barrier(strategy, ok=False, what=what)
+        raise
+    mw.barrier(strategy, ok=True, what=what)
+    return data
+
+
+def _shards(strategy, data: PreparedData) -> dict:
+    """Which files each worker read, per split (`data.dataset.file_shard`)."""
+    n = mw.num_workers(strategy)
+    out = {}
+    for split, pattern in ((TRAIN, data.train), (EVAL, data.eval)):
+        files = matching_files(pattern)
+        shards = [file_shard(files, (n, i)) for i in range(n)]
+        out[split] = {"sharding": "data" if shards[0][1] else "file",
+                      "files": {f"worker{i}": [Path(f).name for f in part]
+                                for i, (part, _) in enumerate(shards)}}
+    return out
+
+
 def prepare_data(raw_dir: str, out_dir: str, cfg,
                  beam_args: Optional[Sequence[str]] = None) -> PreparedData:
     """Build samples from `raw_dir` into `out_dir/samples` and transform them."""
@@ -126,20 +183,49 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
     Returns:
         The JSON-able summary also written to `out_dir/train_summary.json`: paths,
         eval metrics of the model and of the popularity baseline, the fit history and
-        the training time.
+        the training time; with `train.distribution: multi_worker` also the workers
+        and the files each read (`distribution`). A worker other than the chief
+        writes nothing into `out_dir` and returns its index, fit time and history.
     """
+    strategy = mw.strategy_for(cfg.train)  # multi-worker: before any TensorFlow op
     out = Path(out_dir)
     start = time.time()
-    data = transform_built_samples(samples_dir, str(out), cfg, beam_args)
+    data = _transform_once(strategy, samples_dir, str(out), cfg, beam_args)
     transform_seconds = time.time() - start
     catalog = catalog_for(cfg, raw_dir or data.report.get("raw_dir"))
 
+    chief = mw.is_chief(strategy)
+    checkpoints = str(out / CHECKPOINT_DIR) if chief else tempfile.mkdtemp(
+        prefix="daian_worker_checkpoints_")
     start = time.time()
-    model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
-                               sim_range=data.sim_range, catalog=catalog,
-                               checkpoint_dir=str(out / CHECKPOINT_DIR))
+    try:
+        model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
+                                   sim_range=data.sim_range, catalog=catalog,
+                                   checkpoint_dir=checkpoints)
+    finally:
+        if not chief:
+            shutil.rmtree(checkpoints, ignore_errors=True)
     train_seconds = time.time() - start
+    if not chief:  # the chief evaluates and writes; wait until it has
+        mw.barrier(strategy, ok=True, what="evaluating and writing the run's outputs")
+        return {"worker": mw.worker_index(strategy), "train_seconds": round(train_seconds, 2),
+                "history": jsonable_history(history)}
+    try:
+        summary = _evaluate_and_write(model, history, data, samples_dir, out, cfg,
+                                      transform_seconds, train_seconds, strategy)
+    except BaseException:
+        if strategy is not None:
+            mw.barrier(strategy, ok=False, what="evaluating and writing the run's outputs")
+        raise
+    if strategy is not None:
+        mw.barrier(strategy, ok=True, what="evaluating and writing the run's outputs")
+    return summary
 
+
+def _evaluate_and_write(model, history, data: PreparedData, samples_dir: str, out: Path,
+                        cfg, transform_seconds: float, train_seconds: float,
+                        strategy) -> dict:
+    """`train_from_samples`' eval metrics, export and summary file."""
     metrics = ranking_metrics(*predict_split(model, data.eval, data.tf_transform_output))
     baseline = popularity_metrics(data.train, data.eval, data.tf_transform_output)
     export_dir = out / SERVING_MODEL_DIR / str(int(time.time()))
@@ -160,6 +246,10 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
         "transform_seconds": round(transform_seconds, 2),
         "train_seconds": round(train_seconds, 2),
     }
+    if strategy is not None:
+        summary["distribution"] = {"strategy": "MultiWorkerMirroredStrategy",
+                                   "workers": mw.num_workers(strategy),
+                                   "shards": _shards(strategy, data)}
     with open(out / SUMMARY_FILE, "w") as f:
         json.dump(summary, f, indent=2)
     return summary

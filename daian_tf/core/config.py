@@ -19,9 +19,10 @@ import yaml
 
 from daian_tf import __version__
 from daian_tf.core import features as F
-from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN, MODEL_NAMES,
-                                  OPTIMIZER_NAMES, SHUFFLE_REQUEST, SHUFFLE_UNITS,
-                                  STAGE1, STAGE2_LABELS, STAGE2_LOO, STAGES)
+from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
+                                  DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES,
+                                  SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE, STAGE1,
+                                  STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
 # `daian pipeline compile`'s image: the one the Dockerfile builds (docs/pipeline.md,
@@ -308,8 +309,16 @@ class TrainConfig:
     # eval metric (stage 1: the KL loss; the CTR stages and DIN: AUC); False: the last
     restore_best_epoch: bool = True
     patience: int = 0  # epochs without improvement before a fit stops early; 0: never
+    # "single": one process; "multi_worker": tf.distribute.MultiWorkerMirroredStrategy
+    # across the workers that TF_CONFIG names (each reads its shard of the TFRecords;
+    # batch_size stays the global batch, split evenly across the workers); started by
+    # `daian train ... --workers N` on one machine (docs/multi-worker.md)
+    distribution: str = SINGLE
 
     def __post_init__(self):
+        _check(self.distribution in DISTRIBUTIONS,
+               f"train.distribution must be one of {list(DISTRIBUTIONS)}, got "
+               f"{self.distribution!r}")
         _check(self.cache in CACHE_MODES,
                f"train.cache must be one of {list(CACHE_MODES)}, got {self.cache!r}")
         _check(self.shuffle_unit in SHUFFLE_UNITS,

@@ -162,6 +162,9 @@ CXX_NOISE: List[Noise] = [
     Noise("c++", r"op_level_cost_estimator\.cc.*Error in PredictCost\(\)",
           "grappler's cost model has no estimate for an op of unknown shape "
           "(Softmax); the graph still runs"),
+    Noise("c++", r"coordination_service_agent\.cc.*Coordination agent has successfully "
+          r"connected", "a multi-worker process joined its cluster (I level, once a "
+          "worker; training/multi_worker.py)"),
 ]
 
 _CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -36,6 +36,10 @@ STAGE2_LABELS = (STAGE2_LOO, STAGE2_PLAIN)
 STAGE1, STAGE2, STAGE3 = "stage1", "stage2", "stage3"
 STAGES = (STAGE1, STAGE2, STAGE3)
 JOINT = "joint"  # the one joint stage of the "w/o three-stage" ablation
+# train.distribution: one process, or tf.distribute.MultiWorkerMirroredStrategy across
+# the workers of TF_CONFIG (training/multi_worker.py)
+SINGLE, MULTI_WORKER = "single", "multi_worker"
+DISTRIBUTIONS = (SINGLE, MULTI_WORKER)
 
 # --- evaluation ------------------------------------------------------------------------
 AUC, GAUC, LOGLOSS = "auc", "gauc", "logloss"

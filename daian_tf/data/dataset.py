@@ -24,6 +24,13 @@ groups the rows by request id, wherever they are stored.
 
 Only the features the model reads are parsed (and held). In both modes a seeded
 dataset gives the same batches, in the same order, on every run.
+
+`make_dataset(shard=(num_shards, index))` serves one worker's part of a split, for
+multi-worker training (`training/multi_worker.py`): the sorted file list is dealt out
+file by file (`file_shard`) when there are at least as many files as shards, else every
+worker reads every file and keeps every `num_shards`-th element of the interleaved
+stream (a request run with `shuffle_unit="request"` while streaming, else a record).
+Either way the shards are disjoint and together hold every example once.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ _GROUPS_PER_GATHER = 256  # shuffled groups turned into row indices at a time
 _INT32_MIN, _INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 FilePattern = Union[str, Sequence[str]]
+Shard = Tuple[int, int]  # (number of shards, this shard's index)
 
 logger = logging.getLogger(__name__)
 
@@ -68,23 +76,64 @@ def _parse_spec(tf_transform_output, keys: Sequence[str],
     return {k: spec[k] for k in wanted}
 
 
+def matching_files(file_pattern: FilePattern) -> list:
+    """The files matching `file_pattern` (one glob or several), sorted, each once."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    return sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+
+
+def file_shard(files: Sequence[str], shard: Shard) -> Tuple[list, bool]:
+    """The files that shard `shard = (num_shards, index)` reads, and whether it must
+    also keep only every `num_shards`-th element of them (data-level sharding).
+
+    With at least `num_shards` files, shard `index` reads files `index`,
+    `index + num_shards`, ... of the sorted list (file-level); with fewer, it reads
+    them all and keeps its share of the elements.
+    """
+    num_shards, index = shard
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ValueError(f"make_dataset: shard must be (num_shards >= 1, index in "
+                         f"0..num_shards-1), got {shard}")
+    files = sorted(files)
+    if len(files) >= num_shards:
+        return files[index::num_shards], False
+    return files, num_shards > 1
+
+
 def _records(file_pattern: FilePattern, shuffle: bool, seed: Optional[int],
-             per_file=None) -> tf.data.Dataset:
+             per_file=None, shard: Optional[Shard] = None) -> tf.data.Dataset:
     """Serialized examples of the files matching `file_pattern`.
 
     The files are read interleaved in parallel in a deterministic order (shuffled
     with `seed` when `shuffle`); `per_file` maps each file's records first (its
-    elements are then what is interleaved).
+    elements are then what is interleaved). `shard`: only that shard's part
+    (`file_shard`; data-level sharding keeps every n-th interleaved element).
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    if not any(tf.io.gfile.glob(p) for p in patterns):
+    files = matching_files(patterns)
+    if not files:
         raise FileNotFoundError(f"make_dataset: no file matches {patterns}")
-    files = tf.data.Dataset.list_files(patterns, shuffle=shuffle, seed=seed)
+    by_element, cycle_length = False, tf.data.AUTOTUNE
+    if shard is None:
+        names = tf.data.Dataset.list_files(patterns, shuffle=shuffle, seed=seed)
+    else:
+        files, by_element = file_shard(files, shard)
+        names = tf.data.Dataset.from_tensor_slices(files)
+        if by_element:
+            # every shard must see the same element order before `shard`: the files
+            # in sorted order, all interleaved at once (AUTOTUNE would follow the
+            # machine's core count)
+            cycle_length = len(files)
+        elif shuffle:
+            names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     per_file = per_file or (lambda records: records)
-    return files.interleave(
+    records = names.interleave(
         lambda f: per_file(tf.data.TFRecordDataset(f, compression_type="GZIP")),
-        cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
+        cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)  # seeded runs repeat: same seed, same example order
+    if by_element:
+        records = records.shard(*shard)
+    return records
 
 
 def _to_outputs(parsed: Dict[str, tf.Tensor], keys: Sequence[str],
@@ -98,7 +147,8 @@ def _to_outputs(parsed: Dict[str, tf.Tensor], keys: Sequence[str],
 
 
 def load_split(file_pattern: FilePattern, tf_transform_output,
-               keys: Sequence[str]) -> Dict[str, tf.Tensor]:
+               keys: Sequence[str], shard: Optional[Shard] = None
+               ) -> Dict[str, tf.Tensor]:
     """Read and parse a whole split of transformed examples into memory.
 
     Args:
@@ -106,6 +156,8 @@ def load_split(file_pattern: FilePattern, tf_transform_output,
         tf_transform_output: `tft.TFTransformOutput`; gives the transformed spec.
         keys: the transformed features to load; each must be a `FixedLenFeature`
             of the transformed spec.
+        shard: `(num_shards, index)`: load only that shard (`file_shard`; by record
+            when it is data-level).
 
     Returns:
         One tensor per key, `(N, *shape)` with the spec's shape, rows in the order
@@ -124,7 +176,7 @@ def load_split(file_pattern: FilePattern, tf_transform_output,
         raise ValueError(f"load_split: cache='memory' needs fixed-length features; "
                          f"{not_fixed} are not FixedLenFeature")
     parse_spec = {k: spec[k] for k in keys}
-    batches = (_records(file_pattern, shuffle=False, seed=None)
+    batches = (_records(file_pattern, shuffle=False, seed=None, shard=shard)
                .batch(_LOAD_BATCH)
                .map(lambda s: tf.io.parse_example(s, parse_spec),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -175,13 +227,14 @@ def _shuffled_rows(n: int, groups: Optional[tf.Tensor], seed: int,
 def _memory_dataset(file_pattern: FilePattern, tf_transform_output,
                     parse_spec: dict, keys: Sequence[str], batch_size: int,
                     shuffle: bool, seed: Optional[int], num_epochs: Optional[int],
-                    with_user_key: bool, shuffle_unit: str) -> tf.data.Dataset:
+                    with_user_key: bool, shuffle_unit: str,
+                    shard: Optional[Shard]) -> tf.data.Dataset:
     """`make_dataset(cache="memory")`: batches gathered from the loaded split."""
     grouped = shuffle and shuffle_unit == SHUFFLE_REQUEST
     loaded = list(parse_spec)
     if grouped and F.REQUEST_KEY not in parse_spec:
         loaded.append(F.REQUEST_KEY)
-    tensors = load_split(file_pattern, tf_transform_output, loaded)
+    tensors = load_split(file_pattern, tf_transform_output, loaded, shard)
     requests = tensors[F.REQUEST_KEY] if grouped else None
     if F.REQUEST_KEY not in parse_spec:
         tensors.pop(F.REQUEST_KEY, None)
@@ -227,11 +280,11 @@ def _streaming_dataset(file_pattern: FilePattern, parse_spec: dict,
                        keys: Sequence[str], batch_size: int, shuffle: bool,
                        seed: Optional[int], num_epochs: Optional[int],
                        with_user_key: bool, shuffle_buffer: int,
-                       shuffle_unit: str) -> tf.data.Dataset:
+                       shuffle_unit: str, shard: Optional[Shard]) -> tf.data.Dataset:
     """`make_dataset(cache="none")`: records read and parsed every epoch."""
     grouped = shuffle and shuffle_unit == SHUFFLE_REQUEST
     ds = _records(file_pattern, shuffle, seed,
-                  per_file=request_runs if grouped else None)
+                  per_file=request_runs if grouped else None, shard=shard)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat(num_epochs)
@@ -257,7 +310,8 @@ def make_dataset(file_pattern: FilePattern,
                  with_user_key: bool = False,
                  shuffle_buffer: int = 10_000,
                  cache: str = CACHE_NONE,
-                 shuffle_unit: str = SHUFFLE_EXAMPLE) -> tf.data.Dataset:
+                 shuffle_unit: str = SHUFFLE_EXAMPLE,
+                 shard: Optional[Shard] = None) -> tf.data.Dataset:
     """Batches of transformed examples.
 
     Args:
@@ -282,6 +336,11 @@ def make_dataset(file_pattern: FilePattern,
             `features.REQUEST_KEY`), so that a request's examples share a batch
             (streaming: the runs of a request's consecutive records, `request_runs`;
             `shuffle_buffer` then counts requests).
+        shard: `(num_shards, index)`: serve only that part of the split (one
+            worker's, in multi-worker training): whole files when there are at least
+            `num_shards` files, else every `num_shards`-th request run (streaming
+            with `shuffle_unit="request"`) or record (see `file_shard`). The shards
+            are disjoint and together hold every example once. None: everything.
 
     Returns:
         A dataset of `(inputs, label)`, or `(inputs, label, user_key)` with
@@ -307,7 +366,7 @@ def make_dataset(file_pattern: FilePattern,
     if cache == CACHE_MEMORY:
         return _memory_dataset(file_pattern, tf_transform_output, parse_spec, keys,
                                batch_size, shuffle, seed, num_epochs, with_user_key,
-                               shuffle_unit)
+                               shuffle_unit, shard)
     return _streaming_dataset(file_pattern, parse_spec, keys, batch_size, shuffle,
                               seed, num_epochs, with_user_key, shuffle_buffer,
-                              shuffle_unit)
+                              shuffle_unit, shard)

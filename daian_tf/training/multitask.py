@@ -7,6 +7,10 @@ intent label (`intent_label`, DATA.md), averaged over the labelled samples of th
 (`intent_mask`; a batch without any adds 0). The label is a training target only, never an
 input: the wrapper reads it from the batch beside the model's inputs, and the model (what
 is exported and served) never sees it.
+
+Under a tf.distribute strategy (multi-worker training) the intent term is scaled by
+1 / replicas in sync, as Keras scales its compiled loss: each replica's gradients are
+summed, so the two terms keep their weights whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from daian_tf.core import features as F
@@ -63,8 +68,12 @@ class IntentMultiTaskModel(keras.Model):
                      training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred[OUTPUT_CTR],
                                     sample_weight=sample_weight, training=training)
-        return loss + self.intent_weight * masked_intent_kl(
-            x[INTENT_LABEL_XF], x[INTENT_MASK_XF], y_pred[OUTPUT_INTENT])
+        kl = masked_intent_kl(x[INTENT_LABEL_XF], x[INTENT_MASK_XF],
+                              y_pred[OUTPUT_INTENT])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:  # Keras' compiled loss (`loss`) is scaled so already
+            kl = kl / replicas
+        return loss + self.intent_weight * kl
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred[OUTPUT_CTR], sample_weight)

@@ -25,11 +25,17 @@ given a checkpoint directory; `initial_weights` starts any stage from such a fil
 from a warm-start directory (`training/warm_start.py`: another day's vocabularies).
 The TFX pipeline runs each stage as a Trainer of its own (`STAGE_FUNCTIONS`).
 Each function takes the model and transformed TFRecords, so a notebook can run one stage.
+
+`strategy` (every stage function, `train_daian`): a `MultiWorkerMirroredStrategy`
+(`training/multi_worker.py`) under whose scope the DAIAN model was built: each stage
+model, its optimizers and metrics are built under it too, and each worker fits on its
+shard of the data. None: one process, as before.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -43,6 +49,7 @@ from daian_tf.core.names import (AUC, CTR_FIT, JOINT, STAGE1, STAGE2, STAGE2_LOO
 from daian_tf.data.dataset import FilePattern, make_dataset
 from daian_tf.layers.request_rows import once_per_request
 from daian_tf.models.daian import DAIAN, estimate_intent
+from daian_tf.training import multi_worker as mw
 from daian_tf.training.best_epoch import best_epoch_callbacks
 from daian_tf.training.optimizer import make_optimizer
 from daian_tf.training.warm_start import warm_start
@@ -128,9 +135,12 @@ class TwoOptimizerModel(keras.Model):
         if any(g is not None for g in uim_grads):  # w/o DIE nothing reads the intent
             self.uim_optimizer.apply(uim_grads, uim_vars)
         self.optimizer.apply(grads[len(uim_vars):], other)
+        # under tf.distribute Keras scales the loss by 1 / replicas in sync (the
+        # replicas' gradients are summed); the tracked loss is the unscaled one
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss, sample_weight=keras.ops.shape(y)[0])
+                metric.update_state(loss * replicas, sample_weight=keras.ops.shape(y)[0])
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
@@ -150,10 +160,11 @@ def request_sizes(file_pattern: FilePattern, tf_transform_output,
 
 def intent_dataset(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
                    batch_size: int, shuffle: bool, seed: Optional[int] = None,
-                   cache: str = "none", shuffle_unit: str = "example"
-                   ) -> tf.data.Dataset:
+                   cache: str = "none", shuffle_unit: str = "example",
+                   shard=None) -> tf.data.Dataset:
     """`(inputs, intent_label, weight)` batches for stage 1, `weight =
-    intent_mask / |request|` (I-11): unlabelled requests weigh 0."""
+    intent_mask / |request|` (I-11): unlabelled requests weigh 0. `shard`: one
+    worker's part (`make_dataset`); the request sizes are the whole split's."""
     sizes = request_sizes(file_pattern, tf_transform_output)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
@@ -163,7 +174,8 @@ def intent_dataset(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
     keys = model.input_keys
     ds = make_dataset(file_pattern, tf_transform_output, batch_size, shuffle=shuffle,
                       seed=seed, cache=cache, shuffle_unit=shuffle_unit,
-                      input_keys=keys + [INTENT_LABEL_XF, INTENT_MASK_XF, F.REQUEST_KEY])
+                      input_keys=keys + [INTENT_LABEL_XF, INTENT_MASK_XF, F.REQUEST_KEY],
+                      shard=shard)
 
     def to_intent(inputs, _label):
         weight = (tf.cast(inputs[INTENT_MASK_XF], tf.float32)
@@ -187,22 +199,45 @@ def intent_kl(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
 
 
 def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform_output,
-                  train_cfg):
+                  train_cfg, strategy=None):
     keys = list(keys)
-    train = make_dataset(train_pattern, tf_transform_output, train_cfg.batch_size,
-                         shuffle=True, seed=train_cfg.seed, input_keys=keys,
-                         shuffle_buffer=train_cfg.shuffle_buffer, cache=train_cfg.cache,
-                         shuffle_unit=train_cfg.shuffle_unit)
-    evaluation = make_dataset(eval_pattern, tf_transform_output, train_cfg.batch_size,
-                              shuffle=False, input_keys=keys)
-    return train, evaluation
+
+    def train(shard, batch_size):
+        return make_dataset(train_pattern, tf_transform_output, batch_size,
+                            shuffle=True, seed=train_cfg.seed, input_keys=keys,
+                            shuffle_buffer=train_cfg.shuffle_buffer,
+                            cache=train_cfg.cache, shuffle_unit=train_cfg.shuffle_unit,
+                            shard=shard)
+
+    def evaluation(shard, batch_size):
+        return make_dataset(eval_pattern, tf_transform_output, batch_size,
+                            shuffle=False, input_keys=keys, shard=shard)
+
+    return (mw.distribute_dataset(strategy, train, train_cfg.batch_size),
+            mw.distribute_dataset(strategy, evaluation, train_cfg.batch_size))
 
 
-def compile_ctr(model: keras.Model, train_cfg) -> None:
-    """Binary cross-entropy on the click label, AUC, the optimizer of `train_cfg`."""
+def _scope(strategy):
+    """The strategy's scope (a new one each time), or nothing."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _sample(model: DAIAN, train, strategy, train_pattern, tf_transform_output, train_cfg):
+    """A batch of inputs to create the model's variables with: the first of `train`,
+    or, under a strategy (whose batches are per replica), of the unshuffled split."""
+    if strategy is None:
+        return next(iter(train))[0]
+    return next(iter(make_dataset(train_pattern, tf_transform_output,
+                                  train_cfg.batch_size, shuffle=False,
+                                  input_keys=list(model.input_keys))))[0]
+
+
+def compile_ctr(model: keras.Model, train_cfg, extra_metrics: Sequence = ()) -> None:
+    """Binary cross-entropy on the click label, AUC (and `extra_metrics`), the optimizer
+    of `train_cfg`."""
     model.compile(optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name=AUC)])
+                  metrics=[keras.metrics.AUC(name=AUC)] + list(extra_metrics))
 
 
 def _set_uim_trainable(model: DAIAN, trainable: bool) -> None:
@@ -240,36 +275,51 @@ def _fit(model, train_ds, eval_ds, epochs: int, callbacks, verbose: int, train_c
 
 def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
-                 callbacks=None, verbose: int = 2) -> keras.callbacks.History:
+                 callbacks=None, verbose: int = 2,
+                 strategy=None) -> keras.callbacks.History:
     """Stage 1 (Eq. 19): UIM on the KL loss, `train_cfg.stage1_epochs` epochs."""
-    train = intent_dataset(model, train_pattern, tf_transform_output,
-                           train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
-                           cache=train_cfg.cache,
-                           shuffle_unit=train_cfg.shuffle_unit)
-    evaluation = intent_dataset(model, eval_pattern, tf_transform_output,
-                                train_cfg.batch_size, shuffle=False)
-    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
-    _set_uim_trainable(model, True)
-    intent_model = IntentModel(model)
-    intent_model.compile(
-        optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
-        loss=keras.losses.KLDivergence())
+    def train_data(shard, batch_size):
+        return intent_dataset(model, train_pattern, tf_transform_output, batch_size,
+                              shuffle=True, seed=train_cfg.seed, cache=train_cfg.cache,
+                              shuffle_unit=train_cfg.shuffle_unit, shard=shard)
+
+    def eval_data(shard, batch_size):
+        return intent_dataset(model, eval_pattern, tf_transform_output, batch_size,
+                              shuffle=False, shard=shard)
+
+    train = mw.distribute_dataset(strategy, train_data, train_cfg.batch_size)
+    evaluation = mw.distribute_dataset(strategy, eval_data, train_cfg.batch_size)
+    with _scope(strategy):
+        _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
+                                               tf_transform_output, train_cfg),
+               tf_transform_output)
+        _set_uim_trainable(model, True)
+        intent_model = IntentModel(model)
+        intent_model.compile(
+            optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
+            loss=keras.losses.KLDivergence())
     return _fit(intent_model, train, evaluation, train_cfg.stage1_epochs, callbacks,
                 verbose, train_cfg, kind=STAGE1, trained_start=bool(initial_weights))
 
 
 def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
-                 callbacks=None, verbose: int = 2) -> keras.callbacks.History:
+                 callbacks=None, verbose: int = 2,
+                 strategy=None) -> keras.callbacks.History:
     """Stage 2 (Eq. 20): the CTR network with the ground-truth intent of
     `train_cfg.stage2_label` (I-3); UIM frozen."""
-    stage = LabelIntentModel(model, STAGE2_INTENT_KEYS[train_cfg.stage2_label])
+    with _scope(strategy):
+        stage = LabelIntentModel(model, STAGE2_INTENT_KEYS[train_cfg.stage2_label])
     train, evaluation = _ctr_datasets(stage.input_keys, train_pattern, eval_pattern,
-                                      tf_transform_output, train_cfg)
-    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
+                                      tf_transform_output, train_cfg, strategy)
+    with _scope(strategy):
+        _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
+                                               tf_transform_output, train_cfg),
+               tf_transform_output)
     _set_uim_trainable(model, False)
     try:
-        compile_ctr(stage, train_cfg)
+        with _scope(strategy):
+            compile_ctr(stage, train_cfg)
         return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
                     verbose, train_cfg, trained_start=True)
     finally:
@@ -279,22 +329,26 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
 def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
                  callbacks=None, verbose: int = 2, epochs: Optional[int] = None,
-                 separate_uim_optimizer: bool = True) -> keras.callbacks.History:
+                 separate_uim_optimizer: bool = True,
+                 strategy=None) -> keras.callbacks.History:
     """Stage 3 (Eq. 21): everything on the CTR loss with p̂; UIM's variables updated by
     their own optimizer at `uim_lr_scale` × the learning rate (`TwoOptimizerModel`),
     unless `separate_uim_optimizer=False`: one optimizer for all (the DAIAN model fitted
     as it is, the joint-from-scratch run)."""
     train, evaluation = _ctr_datasets(model.input_keys, train_pattern, eval_pattern,
-                                      tf_transform_output, train_cfg)
-    _start(model, initial_weights, next(iter(train))[0], tf_transform_output)
-    _set_uim_trainable(model, True)
-    stage = model
-    if separate_uim_optimizer:
-        uim_optimizer = make_optimizer(train_cfg.optimizer,
-                                       train_cfg.learning_rate * train_cfg.uim_lr_scale)
-        uim_optimizer.build(model.uim_variables())
-        stage = TwoOptimizerModel(model, uim_optimizer)
-    compile_ctr(stage, train_cfg)
+                                      tf_transform_output, train_cfg, strategy)
+    with _scope(strategy):
+        _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
+                                               tf_transform_output, train_cfg),
+               tf_transform_output)
+        _set_uim_trainable(model, True)
+        stage = model
+        if separate_uim_optimizer:
+            uim_optimizer = make_optimizer(
+                train_cfg.optimizer, train_cfg.learning_rate * train_cfg.uim_lr_scale)
+            uim_optimizer.build(model.uim_variables())
+            stage = TwoOptimizerModel(model, uim_optimizer)
+        compile_ctr(stage, train_cfg)
     return _fit(stage, train, evaluation,
                 train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose,
                 train_cfg, trained_start=separate_uim_optimizer or bool(initial_weights))
@@ -302,7 +356,7 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
 
 def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
                 tf_transform_output, train_cfg, checkpoint_dir: Optional[str] = None,
-                callbacks=None, verbose: int = 2) -> Dict[str, dict]:
+                callbacks=None, verbose: int = 2, strategy=None) -> Dict[str, dict]:
     """The whole schedule of `train_cfg` (three stages, or one joint stage).
 
     Stage 1 is skipped for the "w/o UIM" model (its intent is not a distribution, so
@@ -323,6 +377,8 @@ def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePatt
 
     args = (model, train_pattern, eval_pattern, tf_transform_output, train_cfg)
     kwargs = dict(callbacks=callbacks, verbose=verbose)
+    if strategy is not None:
+        kwargs["strategy"] = strategy
     if not train_cfg.three_stage:
         histories[JOINT] = train_stage3(
             *args, epochs=train_cfg.stage2_epochs + train_cfg.stage3_epochs,

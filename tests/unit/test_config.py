@@ -92,3 +92,12 @@ def test_beam_options_are_the_configs_then_the_command_lines_with_the_image_fill
         "--runner=DataflowRunner", "--sdk_container_image=r.example.com/daian-tf-pipeline:1",
         "--num_workers=2"]
     assert pipeline_beam_args(cfg, image="other:2")[1] == "--sdk_container_image=other:2"
+
+
+def test_distribution_defaults_to_one_process_and_names_bad_values():
+    assert TrainConfig().distribution == "single"
+    assert load_config(DEFAULT_CONFIG_FILE).train.distribution == "single"
+    assert TrainConfig(distribution="multi_worker").distribution == "multi_worker"
+    with pytest.raises(ConfigError, match=r"train.distribution must be one of "
+                       r"\['single', 'multi_worker'\], got 'mirrored'"):
+        TrainConfig(distribution="mirrored")

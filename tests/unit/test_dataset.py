@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from daian_tf.core import features as F
 from daian_tf.core.names import CACHE_MEMORY, CACHE_NONE, SHUFFLE_REQUEST
-from daian_tf.data.dataset import LABEL_XF, load_split, make_dataset, model_input_keys
+from daian_tf.data.dataset import (LABEL_XF, file_shard, load_split, make_dataset,
+                                   matching_files, model_input_keys)
 
 N = 50  # examples, over 3 files of 17, 17, 16
 T = 4  # history length
@@ -267,3 +268,64 @@ def test_each_new_iteration_is_a_new_order(split, tfo, cache, unit):
     again = passes(2)
     np.testing.assert_array_equal(again[0], first)
     np.testing.assert_array_equal(again[1], second)
+
+
+def test_file_shard_deals_whole_files_or_falls_back_to_elements():
+    files = ["c", "a", "b"]
+    assert file_shard(files, (2, 0)) == (["a", "c"], False)
+    assert file_shard(files, (2, 1)) == (["b"], False)
+    assert file_shard(files, (3, 2)) == (["c"], False)
+    assert file_shard(files, (4, 1)) == (["a", "b", "c"], True)  # fewer files: elements
+    assert file_shard(files, (1, 0)) == (["a", "b", "c"], False)
+    for bad in ((0, 0), (2, 2), (2, -1)):
+        with pytest.raises(ValueError, match="shard must be"):
+            file_shard(files, bad)
+
+
+def _shard_rows(split, tfo, shards, cache, unit, shuffle):
+    """Rows of every shard of `shards`, one epoch each, and (streaming, requests) the
+    request runs of each."""
+    out = []
+    for index in range(shards):
+        ds = make_dataset(split, tfo, 5, shuffle=shuffle, seed=7, input_keys=[ROW],
+                          cache=cache, shuffle_buffer=N, shuffle_unit=unit,
+                          shard=(shards, index))
+        out.append(_rows_of(_collect(ds)))
+    return out
+
+
+@pytest.mark.parametrize("cache", [CACHE_NONE, CACHE_MEMORY])
+@pytest.mark.parametrize("unit", ["example", SHUFFLE_REQUEST])
+@pytest.mark.parametrize("shards", [2, 3, 4])  # file-level (2, 3), by element (4)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_shards_are_disjoint_and_hold_every_example_once(split, tfo, cache, unit,
+                                                         shards, shuffle):
+    parts = _shard_rows(split, tfo, shards, cache, unit, shuffle)
+    assert all(len(rows) > 0 for rows in parts)
+    every = np.concatenate(parts)
+    assert sorted(every) == list(range(N))  # no row twice, none missing
+    files = matching_files(split)
+    assert len(files) == 3
+    if shards <= len(files):  # file-level: shard i holds exactly the rows of its files
+        bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(N), 3)])
+        for index, rows in enumerate(parts):
+            mine = file_shard(files, (shards, index))[0]
+            expected = np.concatenate([np.arange(bounds[files.index(f)],
+                                                 bounds[files.index(f) + 1])
+                                       for f in mine])
+            assert sorted(rows) == sorted(expected)
+
+
+def test_request_runs_stay_whole_within_a_data_level_shard(split, tfo):
+    """Streaming with `shuffle_unit="request"` keeps every n-th request run (not every
+    n-th record): a request's rows stored together in a file land in one shard."""
+    parts = _shard_rows(split, tfo, 4, CACHE_NONE, SHUFFLE_REQUEST, shuffle=True)
+    owner = {}
+    for index, rows in enumerate(parts):
+        for i in rows:
+            file_of = int(np.searchsorted(
+                np.cumsum([len(a) for a in np.array_split(np.arange(N), 3)]), i,
+                side="right"))
+            key = (int(i) // REQUEST_SIZE, file_of)  # one run per (request, file)
+            assert owner.setdefault(key, index) == index
+    assert len(owner) == FILE_RUNS

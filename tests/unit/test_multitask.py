@@ -80,3 +80,50 @@ def test_the_wrapper_feeds_the_model_only_its_own_inputs():
     np.testing.assert_allclose(np.asarray(out["intent"]),
                                np.asarray(toy.predict_intent(inputs)), rtol=1e-6)
     assert fitted.input_keys == ["x_xf", INTENT_LABEL_XF, INTENT_MASK_XF]
+
+
+_SPLIT_STEP = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from tests.unit.test_multitask import Toy, _batch
+from daian_tf.training.multitask import IntentMultiTaskModel
+
+def one_step(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        toy = Toy()
+        fitted = IntentMultiTaskModel(toy, 1.0)
+        fitted.compile(optimizer=keras.optimizers.SGD(1.0), loss="binary_crossentropy")
+    inputs, y = _batch(64)
+    ds = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(64)
+    fitted.fit(ds, epochs=1, verbose=0)
+    return [w.tolist() for w in toy.get_weights()]
+
+print(json.dumps({"one": one_step(tf.distribute.get_strategy()),
+                  "two": one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}))
+"""
+
+
+def test_a_step_split_over_two_replicas_equals_the_whole_batch_step():
+    """Under tf.distribute, the summed replica gradients of CTR loss + intent term are
+    the whole batch's (the intent term scaled as Keras scales the compiled loss)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(repo)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", _SPLIT_STEP], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    weights = json.loads(out.stdout.strip().splitlines()[-1])
+    for one, two in zip(weights["one"], weights["two"]):
+        np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)

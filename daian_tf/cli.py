@@ -121,8 +121,7 @@ def cmd_train(args, beam_args) -> int:
     cfg = load_cli_config(args.config)
     if args.workers is not None:
         return _launch_train_workers(args, beam_args, cfg)
-    from daian_tf.training.multi_worker import PeerFailed
-    from daian_tf.workflows import train_from_samples
+    from daian_tf.workflows import PeerFailed, train_from_samples
 
     try:
         result = train_from_samples(args.samples, args.out, cfg, beam_args=beam_args,
@@ -144,8 +143,7 @@ def _launch_train_workers(args, beam_args, cfg) -> int:
     from pathlib import Path
 
     from daian_tf.core.names import MULTI_WORKER
-    from daian_tf.training.multi_worker import (WorkerFailed, check_batch_size,
-                                                launch_local)
+    from daian_tf.workflows import WorkerFailed, check_batch_size, launch_local
 
     if args.workers < 1:
         raise DaianInputError(f"--workers must be >= 1, got {args.workers}")

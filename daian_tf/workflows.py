@@ -40,6 +40,10 @@ from daian_tf.models.factory import needs_catalog
 from daian_tf.training import multi_worker as mw
 from daian_tf.training.fit import fit_model, jsonable_history
 
+# `daian train --workers N`: the cli reaches training through this layer
+PeerFailed, WorkerFailed = mw.PeerFailed, mw.WorkerFailed
+check_batch_size, launch_local = mw.check_batch_size, mw.launch_local
+
 SERVING_MODEL_DIR = "serving_model"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINT_DIR = "checkpoints"

@@ -31,30 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_training import prepare  # this folder: the same cached world
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def prepare(workdir: Path, scale: float) -> dict:
-    """Simulate, build samples and transform once; returns paths and sizes."""
-    from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
-    from daian_tf.data.sample_builder import run_build_samples
-    from daian_tf.data.simulator import simulate
-    from daian_tf.data.transform_beam import transform_samples
-
-    meta = workdir / "data.json"
-    if meta.exists():
-        return json.loads(meta.read_text())
-    cfg = load_config(DEFAULT_CONFIG_FILE)
-    raw, samples = workdir / "raw", workdir / "samples"
-    simulate(str(raw), cfg.simulation.scaled(scale))
-    report = run_build_samples(str(raw), str(samples), cfg.samples)
-    paths = transform_samples(str(samples), str(workdir / "t"), cfg,
-                              report["sim_range"])
-    info = {**paths, "train_samples": report["splits"]["train"]["samples"],
-            "eval_samples": report["splits"]["eval"]["samples"]}
-    meta.write_text(json.dumps(info))
-    return info
 
 
 def worker(job: dict, result_path: str) -> None:

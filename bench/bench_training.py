@@ -71,7 +71,7 @@ def prepare(workdir: Path, scale: float) -> dict:
     meta = workdir / "data.json"
     if meta.exists():
         info = json.loads(meta.read_text())
-        if {"raw", "sim_range"} <= set(info):  # else written by an older version
+        if {"raw", "sim_range", "eval_samples"} <= set(info):  # else: an older version
             return info
     cfg = load_config(DEFAULT_CONFIG_FILE)
     raw, samples = workdir / "raw", workdir / "samples"
@@ -80,6 +80,7 @@ def prepare(workdir: Path, scale: float) -> dict:
     paths = transform_samples(str(samples), str(workdir / "t"), cfg,
                               report["sim_range"])
     info = {**paths, "train_samples": report["splits"]["train"]["samples"],
+            "eval_samples": report["splits"]["eval"]["samples"],
             "raw": str(raw), "sim_range": report["sim_range"]}
     meta.write_text(json.dumps(info))
     return info

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import gzip
 import logging
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -59,16 +57,11 @@ JOB_SERVER_LOGGER = "FlinkJarJobServer"
 
 
 def tfrecords(directory) -> list:
-    """The serialized records of every data-*.tfrecord.gz in `directory`, in file order
-    (TFRecord framing read directly: u64 length, u32 crc, data, u32 crc)."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(directory, "data-*.tfrecord.gz"))):
-        data, i = gzip.open(path).read(), 0
-        while i < len(data):
-            n = struct.unpack("<Q", data[i:i + 8])[0]
-            out.append(data[i + 12:i + 12 + n])
-            i += 16 + n
-    return out
+    """The serialized records of every data-*.tfrecord.gz in `directory`, in file order."""
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(directory, "data-*.tfrecord.gz")))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,11 @@ class IntentMultiTaskModel(keras.Model):
         x = {k: inputs[k] for k in self.model.input_keys}
         both = getattr(self.model, "ctr_and_intent", None)
         if both is not None:
+            if not self.model.built:
+                # the one pass calls the model's layers, not the model: build it once
+                # through its own __call__, else Keras leaves it unbuilt (and the
+                # Trainer cannot save its variables for the warm start)
+                self.model(x, training=training)
             ctr, intent = both(x, training=training)
         else:
             ctr = self.model(x, training=training)

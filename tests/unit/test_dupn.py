@@ -156,6 +156,24 @@ def test_registered_with_an_intent():
              LEVELS)
 
 
+def test_fitted_through_the_intent_loss_its_variables_can_be_described():
+    """What the pipeline's Trainer does after the fit (CI failed on it once: the one-pass
+    forward left DUPN unbuilt, and the warm start refused it)."""
+    from daian_tf.training.multitask import with_intent_loss
+    from daian_tf.training.warm_start import describe_variables
+
+    model = _model()
+    x = make_inputs(KEYS)
+    label = np.full((B, LEVELS), 1.0 / LEVELS, "float32")
+    x[F.xf(F.INTENT_LABEL)], x[F.xf(F.INTENT_MASK)] = label, np.ones((B,), np.int64)
+    fitted = with_intent_loss(model)
+    assert fitted is not model
+    fitted.compile(optimizer="adam", loss="binary_crossentropy")
+    fitted.fit(x, np.zeros((B, 1), "float32"), epochs=1, batch_size=B, verbose=0)
+    assert model.built
+    assert len(describe_variables(model)) == len(model.weights) > 0
+
+
 # --- the transform's time buckets (data/transform.py) ------------------------------
 
 def _brute_force_bucket(delta: int) -> int:

@@ -82,6 +82,29 @@ def test_the_wrapper_feeds_the_model_only_its_own_inputs():
     assert fitted.input_keys == ["x_xf", INTENT_LABEL_XF, INTENT_MASK_XF]
 
 
+class OnePassToy(Toy):
+    """A Toy whose `ctr_and_intent` runs the sublayers without going through its own
+    `__call__` (as IntentRec's and DUPN's do)."""
+
+    def ctr_and_intent(self, inputs, training=None):
+        h = self.shared(inputs["x_xf"])
+        return self.ctr(h), keras.ops.softmax(h)
+
+
+def test_fitting_through_the_one_pass_leaves_the_model_built():
+    """The pipeline's Trainer saves the fitted model's variables (warm start, export):
+    a model fitted only through `ctr_and_intent` must be built like one fitted directly
+    (test_dupn.py saves a fitted DUPN's variables)."""
+    inputs, y = _batch()
+    toy = OnePassToy()
+    fitted = IntentMultiTaskModel(toy, 1.0)
+    fitted.compile(optimizer="adam", loss="binary_crossentropy")
+    fitted.fit(inputs, y, epochs=1, batch_size=64, verbose=0)
+    assert toy.built
+    assert [v.path for v in toy.weights] == [v.path for v in fitted.weights]
+    assert len(toy.weights) == 4
+
+
 _SPLIT_STEP = """
 import json, sys
 import tensorflow as tf

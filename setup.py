@@ -9,7 +9,8 @@ setup(
     "on TensorFlow, with a TFX pipeline and TF Serving export",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["daian_tf*", "tfx_pipeline*", "serving*"]),
-    package_data={"serving": ["config/*.pbtxt", "k8s/*.yaml"], "": ["*.yaml"]},
+    package_data={"serving": ["config/*.pbtxt", "k8s/*.yaml"], "": ["*.yaml"],
+                  "daian_tf.data": ["flink_conf/config.yaml"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "tensorflow==2.16.2",

@@ -59,17 +59,19 @@ def lean_args(beam_args: List[str]) -> List[str]:
 
 
 def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
-    """Run `cmd`; return wall seconds and the peak summed RSS (MiB) of its tree."""
+    """Run `cmd`; return wall seconds, the peak summed RSS (MiB) of its tree, and the
+    peak RSS of the tree's JVMs alone (a Flink job server; 0 without one)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_jvm = 0
     while proc.poll() is None:
         try:
             tree = [root] + root.children(recursive=True)
             peak = max(peak, sum(_rss(p) for p in tree))
+            peak_jvm = max(peak_jvm, sum(_rss(p) for p in tree if _name(p) == "java"))
         except psutil.NoSuchProcess:
             pass
         time.sleep(poll_s)
@@ -78,7 +80,15 @@ def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                            f"{err.decode()[-3000:]}")
-    return {"seconds": wall, "peak_rss_mib": peak / 2**20, "stdout": out.decode()}
+    return {"seconds": wall, "peak_rss_mib": peak / 2**20,
+            "peak_jvm_rss_mib": peak_jvm / 2**20, "stdout": out.decode()}
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
 
 
 def _rss(p: psutil.Process) -> int:

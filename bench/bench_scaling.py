@@ -7,7 +7,8 @@ of the whole process tree, a Flink job server's JVM included):
 
 - `builder/<runner>`: `daian build-samples RAW OUT [runner flags]` for each `--runners`
   (`direct`: the DirectRunner, one worker; `flink`: Beam's FlinkRunner, Flink embedded
-  in the job server, `--parallelism=2`, LOOPBACK workers);
+  in the job server, LOOPBACK workers, the parallelism the builder sizes by the raw
+  logs, `beam_runners.flink_parallelism`; the JVM's own peak RSS in its own column);
 - `transform`: `transform_samples` (tf.Transform on the DirectRunner) over the
   DirectRunner's samples: analyze the train split, transform both;
 - `epoch/<model>`: one epoch of `model.fit` over the transformed train split (the default
@@ -43,7 +44,7 @@ from bench_sample_builder import count_rows, ensure_raw, measure  # noqa: E402
 RUNNERS = {
     "direct": ["--direct_num_workers=1"],
     "flink": ["--runner=FlinkRunner", "--flink_master=[local]",
-              "--environment_type=LOOPBACK", "--parallelism=2"],
+              "--environment_type=LOOPBACK"],
 }
 TARGETS = {"Alimama (26M/day × 8 days)": 26e6 * 8, "1B impressions": 1e9}
 
@@ -113,7 +114,8 @@ def main() -> None:
                   file=sys.stderr, flush=True)
             return {}
         row = {"stage": stage, "impressions": n, "seconds": m["seconds"],
-               "peak_rss_mib": m["peak_rss_mib"]}
+               "peak_rss_mib": m["peak_rss_mib"],
+               "peak_jvm_rss_mib": m["peak_jvm_rss_mib"]}
         if worker:  # this script's worker mode: its last line is a JSON result
             row["result"] = json.loads(m["stdout"].strip().splitlines()[-1])
         rows.append(row)
@@ -144,12 +146,14 @@ def main() -> None:
                 worker=True)
 
     stages = list(dict.fromkeys(r["stage"] for r in rows))
-    print("| stage | impressions | wall s | fit s | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|")
+    print("| stage | impressions | wall s | fit s | peak RSS MiB | of it, JVM MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         fit = r.get("result", {}).get("seconds")
+        jvm = r.get("peak_jvm_rss_mib")
         print(f"| {r['stage']} | {r['impressions']:,} | {r['seconds']:.1f} | "
-              f"{'' if fit is None else f'{fit:.1f}'} | {r['peak_rss_mib']:,.0f} |")
+              f"{'' if fit is None else f'{fit:.1f}'} | {r['peak_rss_mib']:,.0f} | "
+              f"{f'{jvm:,.0f}' if jvm else ''} |")
     print("\n| stage | b seconds (all; last two) | b peak RSS (all; last two) | "
           + " | ".join(f"{k}: one machine" for k in TARGETS) + " |")
     print("|---|---:|---:|" + "---:|" * len(TARGETS))

@@ -16,10 +16,25 @@ published Maven artifacts assembled by Maven (`scripts/flink-job-server/pom.xml`
 Beam's own shaded job server (`beam-runners-flink-<v>-job-server`) is not served by
 the registry this project reaches, at any version. It runs this Beam 2.74 SDK's
 pipelines through the portable Runner API (docs/beam-on-flink.md: what was checked).
+
+Two more defaults, each only when the user does not set it:
+
+- `--flink_conf_dir` for the embedded cluster (`[local]`, `[auto]`): the Flink settings
+  of `flink_conf/config.yaml` (network memory for more than a few subtasks).
+- `--parallelism` from the size of the pipeline's input (`input_bytes`): one subtask per
+  `RAW_BYTES_PER_SUBTASK`. On Flink's batch mode the portable runner sends each
+  subtask's whole partition to the Python worker as ONE bundle and reads the bundle's
+  output only once all of its input is sent; when a stage's output outgrows the buffers
+  between the two before that, both sides wait for each other for ever (measured: the
+  builder at 1M impressions, 95 MB of raw logs, hangs at parallelism 1 and 2 and
+  finishes at 4 and 8). Small enough partitions are the one remedy from outside Beam.
+  A parallelism the user sets below that is kept, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,6 +51,17 @@ FLINK_VERSION = "1.19"
 JAR_ENV = "DAIAN_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DAIAN_FLINK_CACHE"
 SETUP_SCRIPT = "scripts/setup_flink.sh"
+
+# The embedded cluster's Flink settings (package data).
+FLINK_CONF_DIR = Path(__file__).resolve().parent / "flink_conf"
+_EMBEDDED_MASTERS = {"[local]", "[auto]"}
+# Raw-log bytes one Flink subtask may take without the portable runner's bundle
+# deadlock (module docstring): 24 MB per subtask finished and 47 MB hung at 1M
+# impressions; docs/beam-on-flink.md has the runs.
+RAW_BYTES_PER_SUBTASK = 16 << 20
+MIN_FLINK_PARALLELISM = 2
+
+logger = logging.getLogger(__name__)
 
 _FLINK_RUNNER_NAMES = {"flink", "flinkrunner",
                        "apache_beam.runners.portability.flink_runner.flinkrunner"}
@@ -65,9 +91,41 @@ def is_flink_runner(runner) -> bool:
     return isinstance(runner, str) and runner.lower() in _FLINK_RUNNER_NAMES
 
 
-def pipeline_options(beam_args: Optional[Sequence[str]] = None):
+def flink_parallelism(input_bytes: int) -> int:
+    """The parallelism that keeps every Flink subtask's share of `input_bytes` (raw
+    logs) within `RAW_BYTES_PER_SUBTASK`, at least `MIN_FLINK_PARALLELISM`."""
+    return max(MIN_FLINK_PARALLELISM, math.ceil(input_bytes / RAW_BYTES_PER_SUBTASK))
+
+
+def _flink_parallelism_default(options, input_bytes: Optional[int]) -> None:
+    """Sets the parallelism (module docstring) if the user left it unset; warns when
+    the user's is below it."""
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+
+    flink = options.view_as(FlinkRunnerOptions)
+    if input_bytes is None:
+        return
+    needed = flink_parallelism(input_bytes)
+    mb = input_bytes / 2**20
+    if flink.parallelism is None or flink.parallelism < 1:  # Beam's default: -1
+        flink.parallelism = needed
+        logger.info("FlinkRunner: --parallelism=%d (%.0f MB of input, one subtask per "
+                    "%d MB; docs/beam-on-flink.md)", needed, mb,
+                    RAW_BYTES_PER_SUBTASK >> 20)
+    elif flink.parallelism < needed:
+        logger.warning("FlinkRunner: --parallelism=%d gives each subtask %.0f MB of the "
+                       "%.0f MB input, over the %d MB at which Beam's portable Flink "
+                       "runner was seen to hang; %d or more is safe "
+                       "(docs/beam-on-flink.md)", flink.parallelism,
+                       mb / flink.parallelism, mb, RAW_BYTES_PER_SUBTASK >> 20, needed)
+
+
+def pipeline_options(beam_args: Optional[Sequence[str]] = None,
+                     input_bytes: Optional[int] = None):
     """`PipelineOptions` from `beam_args`, with the staged Flink job server when the
-    runner is the FlinkRunner and no `--flink_job_server_jar` is given.
+    runner is the FlinkRunner and no `--flink_job_server_jar` is given, and the Flink
+    defaults of the module docstring (`input_bytes`: the size of the raw logs the
+    pipeline reads, for the parallelism; None leaves the parallelism to the user).
 
     Raises:
       FlinkSetupError: the FlinkRunner without a jar given, and none staged (the message
@@ -76,13 +134,18 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None):
     from apache_beam.options.pipeline_options import (FlinkRunnerOptions,
                                                       PipelineOptions, StandardOptions)
 
-    options = PipelineOptions(list(beam_args or []))
+    args = [str(a) for a in beam_args or ()]
+    options = PipelineOptions(args)
     if not is_flink_runner(options.view_as(StandardOptions).runner):
         return options
+    # not an option of Beam's Python SDK: passed through to the job server as given
+    if (options.view_as(FlinkRunnerOptions).flink_master in _EMBEDDED_MASTERS
+            and not any(a.split("=", 1)[0] == "--flink_conf_dir" for a in args)):
+        options = PipelineOptions(args + [f"--flink_conf_dir={FLINK_CONF_DIR}"])
+    _flink_parallelism_default(options, input_bytes)
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_job_server_jar:
         return options  # the user's own job server (and --flink_version)
-    args = [str(a) for a in beam_args or ()]
     asked = [a.split("=", 1)[1] if "=" in a else args[i + 1]
              for i, a in enumerate(args) if a.split("=", 1)[0] == "--flink_version"
              and ("=" in a or i + 1 < len(args))]

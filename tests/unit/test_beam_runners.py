@@ -99,3 +99,57 @@ def test_another_flink_version_needs_its_own_job_server(cache):
     with pytest.raises(BR.FlinkSetupError, match="--flink_version=1.20"):
         BR.pipeline_options(["--runner", "FlinkRunner", "--flink_version", "1.20"])
     BR.pipeline_options(["--runner=FlinkRunner", f"--flink_version={BR.FLINK_VERSION}"])
+
+
+# --- the embedded cluster's settings and the parallelism by input size -------------
+
+def _all(options) -> dict:
+    return options.get_all_options(retain_unknown_options=True)
+
+
+@pytest.mark.parametrize("master", [None, "[local]", "[auto]"])
+def test_the_embedded_cluster_gets_the_shipped_flink_settings(cache, master):
+    import yaml
+
+    _stage(cache)
+    args = ["--runner=FlinkRunner"] + ([f"--flink_master={master}"] if master else [])
+    assert _all(BR.pipeline_options(args))["flink_conf_dir"] == str(BR.FLINK_CONF_DIR)
+    conf = yaml.safe_load((BR.FLINK_CONF_DIR / "config.yaml").read_text())
+    # the embedded TaskManager refuses network memory that is not one fixed size
+    assert conf["taskmanager.memory.network.min"] == conf["taskmanager.memory.network.max"]
+
+
+def test_a_cluster_or_the_users_own_settings_get_no_conf_dir(cache):
+    _stage(cache)
+    cluster = BR.pipeline_options(["--runner=FlinkRunner", "--flink_master=host:8081"])
+    assert "flink_conf_dir" not in _all(cluster)
+    own = BR.pipeline_options(["--runner=FlinkRunner", "--flink_conf_dir", "/etc/flink"])
+    assert _all(own)["flink_conf_dir"] == "/etc/flink"
+
+
+@pytest.mark.parametrize("mb,expected", [(1, 2), (32, 2), (33, 3), (95, 6), (285, 18),
+                                         (95_000, 5938)])
+def test_the_parallelism_follows_the_input_size(cache, mb, expected):
+    _stage(cache)
+    n = mb * 2**20
+    # brute force: the smallest p >= 2 with every subtask's share within the bound
+    p = 2
+    while n / p > BR.RAW_BYTES_PER_SUBTASK:
+        p += 1
+    assert p == expected == BR.flink_parallelism(n)
+    opts = BR.pipeline_options(["--runner=FlinkRunner"], input_bytes=n)
+    assert opts.view_as(FlinkRunnerOptions).parallelism == expected
+
+
+def test_a_parallelism_the_user_sets_is_kept_with_a_warning_when_too_low(cache, caplog):
+    _stage(cache)
+    n = 95 * 2**20
+    low = BR.pipeline_options(["--runner=FlinkRunner", "--parallelism=2"], input_bytes=n)
+    assert low.view_as(FlinkRunnerOptions).parallelism == 2
+    assert "--parallelism=2" in caplog.text and "6 or more" in caplog.text
+    caplog.clear()
+    ok = BR.pipeline_options(["--runner=FlinkRunner", "--parallelism=8"], input_bytes=n)
+    assert ok.view_as(FlinkRunnerOptions).parallelism == 8 and not caplog.text
+    # without an input size the parallelism stays Beam's (-1: Flink's default)
+    assert BR.pipeline_options(["--runner=FlinkRunner"]).view_as(
+        FlinkRunnerOptions).parallelism == -1

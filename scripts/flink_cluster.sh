@@ -15,9 +15,12 @@
 #
 # conf/config.yaml is written here (Flink's own settings, nothing of Beam's):
 # DAIAN_FLINK_SLOTS task slots (default 2), parallelism.default 2, 1 GiB JobManager,
-# 2 GiB TaskManager with 30 % network memory and 64 sort-shuffle buffers per result
+# 4 GiB TaskManager with 20 % network memory and 64 sort-shuffle buffers per result
 # partition (Flink's default 512 each: a Beam batch job deploys every task at once,
-# and the builder's then asked for more network buffers than 2 GiB holds).
+# and the builder's then asked for more network buffers than 2 GiB holds), and 1 GiB
+# of task off-heap memory: the gRPC buffers of Beam's data plane to the Python workers
+# are direct memory, and at 1M impressions they ran out of Flink's default ("Cannot
+# reserve 2097152 bytes of direct buffer memory").
 set -euo pipefail
 FLINK_VERSION=1.19.0
 DIST="${DAIAN_FLINK_DIST:-${XDG_CACHE_HOME:-$HOME/.cache}/daian-tf/flink-dist}"
@@ -69,8 +72,10 @@ jobmanager.memory.process.size: 1024m
 taskmanager.host: localhost
 taskmanager.bind-host: localhost
 taskmanager.numberOfTaskSlots: $SLOTS
-taskmanager.memory.process.size: 2048m
-taskmanager.memory.network.fraction: 0.3
+taskmanager.memory.process.size: 4096m
+taskmanager.memory.task.off-heap.size: 1024m
+taskmanager.memory.managed.fraction: 0.25
+taskmanager.memory.network.fraction: 0.2
 taskmanager.memory.network.max: 1gb
 taskmanager.network.sort-shuffle.min-buffers: 64
 parallelism.default: 2

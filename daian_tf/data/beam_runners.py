@@ -62,6 +62,7 @@ RAW_BYTES_PER_SUBTASK = 16 << 20
 MIN_FLINK_PARALLELISM = 2
 
 logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)  # the parallelism it chose is progress a run shows
 
 _FLINK_RUNNER_NAMES = {"flink", "flinkrunner",
                        "apache_beam.runners.portability.flink_runner.flinkrunner"}

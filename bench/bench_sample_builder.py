@@ -58,9 +58,12 @@ def lean_args(beam_args: List[str]) -> List[str]:
                               f"--flink_version={beam_runners.FLINK_VERSION}"]
 
 
-def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
+def measure(cmd: Sequence[str], poll_s: float = 0.1,
+            timeout_s: float | None = None) -> Dict[str, float]:
     """Run `cmd`; return wall seconds, the peak summed RSS (MiB) of its tree, and the
-    peak RSS of the tree's JVMs alone (a Flink job server; 0 without one)."""
+    peak RSS of the tree's JVMs alone (a Flink job server; 0 without one). After
+    `timeout_s` the whole tree is killed and RuntimeError raised (a Flink run can hang:
+    docs/beam-on-flink.md)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -72,6 +75,12 @@ def measure(cmd: Sequence[str], poll_s: float = 0.1) -> Dict[str, float]:
             tree = [root] + root.children(recursive=True)
             peak = max(peak, sum(_rss(p) for p in tree))
             peak_jvm = max(peak_jvm, sum(_rss(p) for p in tree if _name(p) == "java"))
+            if timeout_s is not None and time.perf_counter() - start > timeout_s:
+                for p in reversed(tree):
+                    p.kill()
+                proc.wait()
+                raise RuntimeError(f"{' '.join(cmd)}: no result within {timeout_s:.0f} s "
+                                   f"(killed; peak RSS {peak / 2**20:,.0f} MiB)")
         except psutil.NoSuchProcess:
             pass
         time.sleep(poll_s)

@@ -88,6 +88,9 @@ def main() -> None:
                     choices=["builder", "transform", "epoch"],
                     help="the stages to run (epoch needs transform)")
     ap.add_argument("--workdir", default="/tmp/daian_scaling")
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="seconds after which a stage's run is killed and reported as "
+                    "failed (the Flink builder can hang: docs/beam-on-flink.md)")
     ap.add_argument("--previous", help="scaling.json of an earlier run whose rows "
                     "join this run's in the tables (e.g. smaller scales)")
     ap.add_argument("--_transform", nargs=2, help=argparse.SUPPRESS)
@@ -108,7 +111,7 @@ def main() -> None:
 
     def run(stage: str, n: int, cmd, worker: bool = False) -> dict:
         try:
-            m = measure(cmd)
+            m = measure(cmd, timeout_s=args.timeout)
         except RuntimeError as e:  # one failed stage: say so, go on with the others
             print(f"FAILED: {stage} at {n:,} impressions: {str(e)[-1500:]}",
                   file=sys.stderr, flush=True)

@@ -27,7 +27,9 @@ Two more defaults, each only when the user does not set it:
   output only once all of its input is sent; when a stage's output outgrows the buffers
   between the two before that, both sides wait for each other for ever (measured: the
   builder at 1M impressions, 95 MB of raw logs, hangs at parallelism 1 and 2 and
-  finishes at 4 and 8). Small enough partitions are the one remedy from outside Beam.
+  finishes at 4, 6 and 8). Smaller partitions are the one lever from outside Beam, and
+  not a cure: at 3M impressions the builder hung at parallelism 18 too, with all 18
+  subtasks sharing the one Python worker's data stream (docs/beam-on-flink.md).
   A parallelism the user sets below that is kept, with a warning.
 """
 
@@ -115,9 +117,9 @@ def _flink_parallelism_default(options, input_bytes: Optional[int]) -> None:
                     RAW_BYTES_PER_SUBTASK >> 20)
     elif flink.parallelism < needed:
         logger.warning("FlinkRunner: --parallelism=%d gives each subtask %.0f MB of the "
-                       "%.0f MB input, over the %d MB at which Beam's portable Flink "
-                       "runner was seen to hang; %d or more is safe "
-                       "(docs/beam-on-flink.md)", flink.parallelism,
+                       "%.0f MB input, over the %d MB per subtask this project sizes "
+                       "by (larger partitions made Beam's portable Flink runner hang); "
+                       "the default here would be %d (docs/beam-on-flink.md)", flink.parallelism,
                        mb / flink.parallelism, mb, RAW_BYTES_PER_SUBTASK >> 20, needed)
 
 

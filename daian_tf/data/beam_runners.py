@@ -31,6 +31,11 @@ Two more defaults, each only when the user does not set it:
   not a cure: at 3M impressions the builder hung at parallelism 18 too, with all 18
   subtasks sharing the one Python worker's data stream (docs/beam-on-flink.md).
   A parallelism the user sets below that is kept, with a warning.
+- With `--streaming` (Flink's streaming mode, which bounds bundles by
+  `--max_bundle_size`, so the deadlock above cannot form): the Java 17 module opens
+  its serialization needs, on the job server's JVM (`STREAMING_JVM_OPENS`). Measured:
+  the builder at 1M impressions finished in streaming mode at parallelism 2, where
+  batch mode hung (docs/beam-on-flink.md).
 """
 
 from __future__ import annotations
@@ -62,6 +67,13 @@ _EMBEDDED_MASTERS = {"[local]", "[auto]"}
 # impressions; docs/beam-on-flink.md has the runs.
 RAW_BYTES_PER_SUBTASK = 16 << 20
 MIN_FLINK_PARALLELISM = 2
+
+# Flink's streaming mode serializes JDK collections with Kryo, which Java 17 refuses
+# without these (`InaccessibleObjectException: ... does not "opens java.util"`); the
+# job server's JVM gets them with --streaming (docs/beam-on-flink.md).
+STREAMING_JVM_OPENS = tuple(f"--add-opens=java.base/{m}=ALL-UNNAMED" for m in (
+    "java.util", "java.lang", "java.util.concurrent", "java.lang.reflect", "java.io",
+    "java.nio"))
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)  # the parallelism it chose is progress a run shows
@@ -135,7 +147,8 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None,
         says how to stage it).
     """
     from apache_beam.options.pipeline_options import (FlinkRunnerOptions,
-                                                      PipelineOptions, StandardOptions)
+                                                      JobServerOptions, PipelineOptions,
+                                                      StandardOptions)
 
     args = [str(a) for a in beam_args or ()]
     options = PipelineOptions(args)
@@ -145,6 +158,12 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None,
     if (options.view_as(FlinkRunnerOptions).flink_master in _EMBEDDED_MASTERS
             and not any(a.split("=", 1)[0] == "--flink_conf_dir" for a in args)):
         options = PipelineOptions(args + [f"--flink_conf_dir={FLINK_CONF_DIR}"])
+    if options.view_as(StandardOptions).streaming:
+        jvm = options.view_as(JobServerOptions)
+        jvm.job_server_jvm_properties = (list(jvm.job_server_jvm_properties or [])
+                                         + [o for o in STREAMING_JVM_OPENS
+                                            if o not in (jvm.job_server_jvm_properties
+                                                         or [])])
     _flink_parallelism_default(options, input_bytes)
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_job_server_jar:

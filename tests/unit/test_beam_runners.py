@@ -153,3 +153,18 @@ def test_a_parallelism_the_user_sets_is_kept_with_a_warning_when_too_low(cache, 
     # without an input size the parallelism stays Beam's (-1: Flink's default)
     assert BR.pipeline_options(["--runner=FlinkRunner"]).view_as(
         FlinkRunnerOptions).parallelism == -1
+
+
+def test_streaming_gets_the_java_module_opens_once(cache):
+    from apache_beam.options.pipeline_options import JobServerOptions
+
+    _stage(cache)
+    own = "--add-opens=java.base/java.util=ALL-UNNAMED"
+    opts = BR.pipeline_options(["--runner=FlinkRunner", "--streaming",
+                                "--job_server_jvm_properties=-Xmx4g",
+                                f"--job_server_jvm_properties={own}"])
+    props = opts.view_as(JobServerOptions).job_server_jvm_properties
+    assert props[:2] == ["-Xmx4g", own]  # the user's first, as given
+    assert sorted(props[2:]) == sorted(set(BR.STREAMING_JVM_OPENS) - {own})
+    batch = BR.pipeline_options(["--runner=FlinkRunner"])
+    assert batch.view_as(JobServerOptions).job_server_jvm_properties == []

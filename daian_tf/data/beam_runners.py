@@ -117,9 +117,9 @@ def _flink_parallelism_default(options, input_bytes: Optional[int]) -> None:
     the user's is below it."""
     from apache_beam.options.pipeline_options import FlinkRunnerOptions
 
-    flink = options.view_as(FlinkRunnerOptions)
     if input_bytes is None:
         return
+    flink = options.view_as(FlinkRunnerOptions)
     needed = flink_parallelism(input_bytes)
     mb = input_bytes / 2**20
     if flink.parallelism is None or flink.parallelism < 1:  # Beam's default: -1
@@ -131,8 +131,16 @@ def _flink_parallelism_default(options, input_bytes: Optional[int]) -> None:
         logger.warning("FlinkRunner: --parallelism=%d gives each subtask %.0f MB of the "
                        "%.0f MB input, over the %d MB per subtask this project sizes "
                        "by (larger partitions made Beam's portable Flink runner hang); "
-                       "the default here would be %d (docs/beam-on-flink.md)", flink.parallelism,
-                       mb / flink.parallelism, mb, RAW_BYTES_PER_SUBTASK >> 20, needed)
+                       "the default here would be %d (docs/beam-on-flink.md)",
+                       flink.parallelism, mb / flink.parallelism, mb,
+                       RAW_BYTES_PER_SUBTASK >> 20, needed)
+
+
+def _flag_values(args: Sequence[str], flag: str) -> list:
+    """The values `args` gives `flag`, as `--flag=V` or `--flag V`, in order."""
+    return [a.split("=", 1)[1] if "=" in a else args[i + 1]
+            for i, a in enumerate(args) if a.split("=", 1)[0] == flag
+            and ("=" in a or i + 1 < len(args))]
 
 
 def pipeline_options(beam_args: Optional[Sequence[str]] = None,
@@ -156,21 +164,18 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None,
         return options
     # not an option of Beam's Python SDK: passed through to the job server as given
     if (options.view_as(FlinkRunnerOptions).flink_master in _EMBEDDED_MASTERS
-            and not any(a.split("=", 1)[0] == "--flink_conf_dir" for a in args)):
+            and not _flag_values(args, "--flink_conf_dir")):
         options = PipelineOptions(args + [f"--flink_conf_dir={FLINK_CONF_DIR}"])
     if options.view_as(StandardOptions).streaming:
         jvm = options.view_as(JobServerOptions)
-        jvm.job_server_jvm_properties = (list(jvm.job_server_jvm_properties or [])
-                                         + [o for o in STREAMING_JVM_OPENS
-                                            if o not in (jvm.job_server_jvm_properties
-                                                         or [])])
+        props = list(jvm.job_server_jvm_properties or [])
+        jvm.job_server_jvm_properties = props + [o for o in STREAMING_JVM_OPENS
+                                                 if o not in props]
     _flink_parallelism_default(options, input_bytes)
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_job_server_jar:
         return options  # the user's own job server (and --flink_version)
-    asked = [a.split("=", 1)[1] if "=" in a else args[i + 1]
-             for i, a in enumerate(args) if a.split("=", 1)[0] == "--flink_version"
-             and ("=" in a or i + 1 < len(args))]
+    asked = _flag_values(args, "--flink_version")
     if asked and asked[-1] != FLINK_VERSION:
         raise FlinkSetupError(
             f"--flink_version={asked[-1]}: the staged Flink job server is Flink "

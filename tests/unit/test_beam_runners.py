@@ -116,7 +116,8 @@ def test_the_embedded_cluster_gets_the_shipped_flink_settings(cache, master):
     assert _all(BR.pipeline_options(args))["flink_conf_dir"] == str(BR.FLINK_CONF_DIR)
     conf = yaml.safe_load((BR.FLINK_CONF_DIR / "config.yaml").read_text())
     # the embedded TaskManager refuses network memory that is not one fixed size
-    assert conf["taskmanager.memory.network.min"] == conf["taskmanager.memory.network.max"]
+    network = "taskmanager.memory.network"
+    assert conf[f"{network}.min"] == conf[f"{network}.max"]
 
 
 def test_a_cluster_or_the_users_own_settings_get_no_conf_dir(cache):

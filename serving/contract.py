@@ -17,6 +17,8 @@ from daian_tf.core.signatures import (  # noqa: F401
     SIGNATURE_INTENT,
     SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT,
+    WARMUP_DIR,
+    WARMUP_FILE,
 )
 
 # The only metadata field TF Serving's GetModelMetadata knows.

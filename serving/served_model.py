@@ -1,13 +1,13 @@
 """One version of a SavedModel as TF Serving serves it, without the gRPC around it.
 
-`find_latest_version` picks, as TF Serving does, the highest numeric version directory
-`<model_base_path>/<version>/saved_model.pb`; `ServedModel` loads it with the `serve`
+`ServedModel` loads one version directory `<model_base_path>/<version>` with the `serve`
 tag, keeps the `SignatureDef`s of its `serve` meta graph (for `GetModelMetadata`), and
 runs a signature on request `TensorProto`s, checking inputs, dtypes, shapes and the
 output filter as TF Serving does, and answering `TensorProto`s. A request it refuses
 is a `ServingError` carrying the gRPC status code to answer with; `serving/server.py`
-puts the gRPC services around it. Nothing here knows the DAIAN model: any SavedModel
-with signatures is served.
+puts the gRPC services around it, and `serving/model_manager.py` decides which
+versions are loaded. Nothing here knows the DAIAN model: any SavedModel with
+signatures is served.
 """
 
 from __future__ import annotations
@@ -30,31 +30,6 @@ class ServingError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
-
-
-def find_latest_version(model_base_path: str | Path) -> tuple[int, Path]:
-    """The highest numeric version directory under `model_base_path`.
-
-    Non-numeric entries (e.g. a `tmp-...` directory a pusher is writing) are
-    skipped, as TF Serving skips them.
-
-    Raises:
-        FileNotFoundError: `model_base_path` is missing, holds no numeric version
-            directory, or the latest one has no `saved_model.pb`.
-    """
-    base = Path(model_base_path)
-    if not base.is_dir():
-        raise FileNotFoundError(f"model_base_path {str(base)!r} is not a directory")
-    versions = [(int(p.name), p) for p in base.iterdir()
-                if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(
-            f"no numeric version directory (e.g. {base / '1'}) under {str(base)!r}")
-    version, path = max(versions)
-    if not (path / SAVED_MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"latest version directory {str(path)!r} has no {SAVED_MODEL_FILE}")
-    return version, path
 
 
 def _read_signature_defs(

@@ -2,24 +2,27 @@
 
 TF Serving itself (`tensorflow_model_server`) cannot be installed on our machines
 (DESIGN.md "Serving contract"). This server implements the same gRPC services from
-the official `tensorflow-serving-api` stubs on top of one SavedModel, so that the
-same client code runs against both:
+the official `tensorflow-serving-api` stubs on top of SavedModels, so that the same
+client code runs against both:
 
 - `PredictionService.Predict`: the request's `TensorProto`s go to the signature's
   concrete function; its outputs come back as `TensorProto`s (`output_filter`
-  honoured).
+  honoured). A request whose gRPC deadline has passed is dropped before it is
+  computed (`DEADLINE_EXCEEDED`).
 - `PredictionService.GetModelMetadata`: the `SignatureDefMap` of the `serve`
   meta graph, packed in an `Any` under key `signature_def`, as TF Serving does.
-- `ModelService.GetModelStatus`: the loaded version, `AVAILABLE`.
+- `ModelService.GetModelStatus`: every known version with its state and, for a
+  version that failed to load, its error.
+- `ModelService.HandleReloadConfigRequest`: swaps the model config at run time.
 
-As TF Serving does, it loads the highest numeric version directory
-`<model_base_path>/<version>/saved_model.pb`. It serves one version loaded at
-start: no polling for new versions, no batching, no warmup (serving/README.md says
-how real TF Serving does those). The loaded version, its signatures and the
-TensorProto checks and conversions of `Predict` are `serving/served_model.py`'s; this
-module resolves model specs, counts requests, turns errors into gRPC statuses and
-runs the server. Nothing here knows the DAIAN model: any SavedModel with signatures
-is served.
+What it serves is a TF Serving model config (`--model_config_file`, several models,
+version policies, version labels; serving/model_config.py), or one `base_path` and
+name as `--model_base_path`/`--model_name`. serving/model_manager.py polls the base
+paths, loads and warms up new versions beside the served ones and unloads the
+versions the policy drops, as TF Serving does. The TensorProto checks and
+conversions are `serving/served_model.py`'s; this module resolves model specs,
+counts requests, turns errors into gRPC statuses and runs the server. Nothing here
+knows the DAIAN model: any SavedModel with signatures is served.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -47,7 +51,14 @@ from serving.contract import (
     METADATA_SIGNATURE_DEF,
     SIGNATURE_SERVING_DEFAULT,
 )
-from serving.served_model import ServedModel, ServingError, find_latest_version
+from serving.model_config import (
+    ModelConfigError,
+    ModelServerConfig,
+    read_model_config,
+    single_model_config,
+)
+from serving.model_manager import Loader, ModelManager
+from serving.served_model import ServedModel, ServingError
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,42 +95,22 @@ class _RequestCounter:
 class _Handler:
     """Resolves model specs and turns errors into gRPC statuses for both services."""
 
-    def __init__(self, model: ServedModel, model_name: str,
-                 version_labels: Mapping[str, int]):
-        self.model = model
-        self.model_name = model_name
-        self.version_labels = dict(version_labels)
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
         self.counter = _RequestCounter()
 
-    def check_spec(self, spec: model_pb2.ModelSpec) -> None:
-        """Raises NOT_FOUND / INVALID_ARGUMENT unless `spec` names the loaded model."""
-        served = (f"this server serves model {self.model_name!r} version "
-                  f"{self.model.version}")
-        if spec.name != self.model_name:
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND,
-                f"Servable not found for request: Latest({spec.name}); {served}")
-        if spec.HasField("version") and spec.version.value != self.model.version:
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND,
-                f"Servable not found for request: Specific({spec.name}, "
-                f"{spec.version.value}); {served}")
-        if spec.HasField("version_label"):
-            label = spec.version_label
-            if label not in self.version_labels:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Unrecognized servable version label: {label}; known labels: "
-                    f"{sorted(self.version_labels)}")
-            if self.version_labels[label] != self.model.version:
-                raise ServingError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"Servable not found for request: Specific({spec.name}, "
-                    f"{self.version_labels[label]}) (label {label!r}); {served}")
+    def resolve(self, spec: model_pb2.ModelSpec) -> ServedModel:
+        """The loaded version `spec` names (NOT_FOUND / INVALID_ARGUMENT if none)."""
+        return self.manager.resolve(
+            spec.name,
+            version=spec.version.value if spec.HasField("version") else None,
+            label=spec.version_label if spec.HasField("version_label") else None)
 
-    def fill_spec(self, spec: model_pb2.ModelSpec, signature_name: str = "") -> None:
-        spec.name = self.model_name
-        spec.version.value = self.model.version
+    @staticmethod
+    def fill_spec(spec: model_pb2.ModelSpec, name: str, model: ServedModel,
+                  signature_name: str = "") -> None:
+        spec.name = name
+        spec.version.value = model.version
         if signature_name:
             spec.signature_name = signature_name
 
@@ -127,8 +118,15 @@ class _Handler:
                run: Callable[[object], _Response]) -> _Response:
         """Counts and logs the request, runs it, and aborts with the right status."""
         count = self.counter.increment(method)
-        _LOG.info("%s request #%d", method, count)
+        _LOG.debug("%s request #%d", method, count)
         try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                self.counter.increment(f"{method}:deadline_exceeded")
+                raise ServingError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{method} request #{count} reached the server after its "
+                    "deadline; dropped before it was computed")
             return run(request)
         except ServingError as e:
             code, message = e.code, str(e)
@@ -150,12 +148,13 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _predict(self, request: predict_pb2.PredictRequest
                  ) -> predict_pb2.PredictResponse:
-        self._h.check_spec(request.model_spec)
+        model = self._h.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT
-        outputs = self._h.model.predict(signature_name, dict(request.inputs),
-                                        list(request.output_filter))
+        outputs = model.predict(signature_name, dict(request.inputs),
+                                list(request.output_filter))
         response = predict_pb2.PredictResponse()
-        self._h.fill_spec(response.model_spec, signature_name)
+        self._h.fill_spec(response.model_spec, request.model_spec.name, model,
+                          signature_name)
         for name, proto in outputs.items():
             response.outputs[name].CopyFrom(proto)
         return response
@@ -165,7 +164,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                   ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        self._h.check_spec(request.model_spec)
+        model = self._h.resolve(request.model_spec)
         fields = list(request.metadata_field)
         if not fields:
             raise ServingError(
@@ -179,9 +178,9 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"Metadata field {', '.join(unsupported)} is not supported; the only "
                 f"one is {METADATA_SIGNATURE_DEF!r}")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        self._h.fill_spec(response.model_spec)
+        self._h.fill_spec(response.model_spec, request.model_spec.name, model)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in self._h.model.signature_defs.items():
+        for name, signature_def in model.signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
         response.metadata[METADATA_SIGNATURE_DEF].Pack(signature_map)
         return response
@@ -211,24 +210,32 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def _status(self, request: get_model_status_pb2.GetModelStatusRequest
                 ) -> get_model_status_pb2.GetModelStatusResponse:
-        self._h.check_spec(request.model_spec)
+        spec = request.model_spec
+        if spec.HasField("version_label"):
+            version = self._h.resolve(spec).version
+        else:
+            version = spec.version.value if spec.HasField("version") else None
         response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add()
-        status.version = self._h.model.version
-        status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        response.model_version_status.extend(self._h.manager.status(spec.name, version))
         return response
 
     def HandleReloadConfigRequest(self, request, context):
-        def refuse(_request):
-            raise ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "HandleReloadConfigRequest is not served: this development server "
-                "serves one version loaded at start; restart it to load a new one")
-        return self._h.handle("HandleReloadConfigRequest", request, context, refuse)
+        return self._h.handle("HandleReloadConfigRequest", request, context,
+                              self._reload)
+
+    def _reload(self, request: model_management_pb2.ReloadConfigRequest
+                ) -> model_management_pb2.ReloadConfigResponse:
+        try:
+            self._h.manager.reload(request.config)
+        except ModelConfigError as e:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = grpc.StatusCode.OK.value[0]
+        return response
 
 
 class LocalModelServer:
-    """Handle on a running server: `.port`, `.version`, `.model_name`, `.stop()`.
+    """Handle on a running server: `.port`, `.target`, `.manager`, `.stop()`.
 
     Use as a context manager to stop it on exit.
     """
@@ -240,13 +247,20 @@ class LocalModelServer:
         self.port = port
 
     @property
+    def manager(self) -> ModelManager:
+        """The versions served (`available_versions`, `status`, `reload`, `poll`)."""
+        return self._handler.manager
+
+    @property
     def model_name(self) -> str:
-        return self._handler.model_name
+        """The first model of the config (the only one with `model_base_path`)."""
+        return self.manager.model_names()[0]
 
     @property
     def version(self) -> int:
-        """The version served (the highest numeric directory at start)."""
-        return self._handler.model.version
+        """The highest available version of `model_name` (what a request without a
+        version gets)."""
+        return self.manager.resolve(self.model_name).version
 
     @property
     def target(self) -> str:
@@ -254,14 +268,16 @@ class LocalModelServer:
         return f"{self.host}:{self.port}"
 
     def request_counts(self) -> dict[str, int]:
-        """Requests received so far, per gRPC method."""
+        """Requests received so far, per gRPC method (and `<method>:deadline_exceeded`
+        for those dropped unanswered)."""
         return self._handler.counter.snapshot()
 
     def stop(self, grace_s: Optional[float] = None) -> None:
         """Stops serving; in-flight requests get `grace_s` seconds to finish."""
+        self.manager.stop()
         self._server.stop(grace_s).wait()
-        _LOG.info("stopped serving %r on %s after %s", self.model_name, self.target,
-                  self.request_counts())
+        _LOG.info("stopped serving %s on %s after %s", self.manager.model_names(),
+                  self.target, self.request_counts())
 
     def wait(self) -> None:
         """Blocks until the server stops."""
@@ -274,11 +290,18 @@ class LocalModelServer:
         self.stop()
 
 
-def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME,
+def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL_NAME,
           port: int = 8500, wait: bool = False, host: str = "127.0.0.1",
           max_workers: int = 4,
-          version_labels: Optional[Mapping[str, int]] = None) -> LocalModelServer:
-    """Loads the latest version under `model_base_path` and serves it over gRPC.
+          version_labels: Optional[Mapping[str, int]] = None,
+          model_config: "str | ModelServerConfig | None" = None,
+          poll_wait_s: float = 1.0, enable_warmup: bool = True,
+          loader: Loader = ServedModel) -> LocalModelServer:
+    """Loads the configured models and serves them over gRPC.
+
+    Give either `model_base_path` (with `model_name`, `version_labels`: one model,
+    latest version, as `tensorflow_model_server --model_base_path --model_name`)
+    or `model_config` (a `--model_config_file` path or a `ModelServerConfig`).
 
     Args:
         model_base_path: directory of numeric version directories, each a SavedModel
@@ -289,27 +312,54 @@ def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME,
         wait: block until SIGINT/SIGTERM, then stop (the CLI's `daian serve`);
             logs to stderr at INFO if logging is not configured yet.
         host: interface to bind; "0.0.0.0" to accept remote clients.
-        max_workers: request threads (concurrent calls of the SavedModel).
-        version_labels: label → version, as `version_labels` in a TF Serving model
-            config; requests may name a label mapping to the served version.
+        max_workers: request threads (concurrent calls of the SavedModels).
+        version_labels: label → version for `model_base_path`, as `version_labels`
+            in a TF Serving model config.
+        model_config: the models, policies and labels to serve.
+        poll_wait_s: seconds between polls of the base paths for new versions
+            (TF Serving's `--file_system_poll_wait_seconds`); 0: load at start only.
+        enable_warmup: replay `assets.extra/tf_serving_warmup_requests` before a
+            version is served (TF Serving's `--enable_model_warmup`).
+        loader: builds the `ServedModel` of (version directory, version), e.g. a
+            subclass that records or delays calls.
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
 
     Raises:
-        FileNotFoundError: no loadable version under `model_base_path`.
+        FileNotFoundError: a model has no version directory, or the config file is
+            missing.
+        RuntimeError: a model's versions all failed to load (the errors named).
+        ModelConfigError: the config is not one TF Serving accepts.
         OSError: the port could not be bound.
     """
     if wait and _LOG.getEffectiveLevel() > logging.INFO:
-        # Run as a program (`daian serve`): show the load and per-request log.
+        # Run as a program (`daian serve`): show the loads and unloads.
         logging.getLogger("serving").setLevel(logging.INFO)
         if not logging.getLogger().handlers:  # (the `daian` CLI has set up its own)
             logging.basicConfig(
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    version, version_dir = find_latest_version(model_base_path)
-    _LOG.info("loading %r version %d from %s", model_name, version, version_dir)
-    model = ServedModel(version_dir, version)
-    handler = _Handler(model, model_name, version_labels or {})
+    if (model_base_path is None) == (model_config is None):
+        raise ValueError("serve needs exactly one of model_base_path and model_config")
+    if model_config is None:
+        config = single_model_config(model_base_path, model_name)
+        for label, version in (version_labels or {}).items():
+            config.model_config_list.config[0].version_labels[label] = version
+    elif isinstance(model_config, ModelServerConfig):
+        config = model_config
+    else:
+        config = read_model_config(model_config)
+    manager = ModelManager(config, poll_wait_s=poll_wait_s,
+                           enable_warmup=enable_warmup, loader=loader)
+    manager.start()
+    unavailable = manager.unavailable()
+    if unavailable:
+        manager.stop()
+        reasons = "; ".join(f"model {n!r}: {r}" for n, r in unavailable.items())
+        if all(not manager.status(n) for n in unavailable):
+            raise FileNotFoundError(reasons)
+        raise RuntimeError(f"no version could be served: {reasons}")
+    handler = _Handler(manager)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(handler), server)
@@ -323,8 +373,9 @@ def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME,
         raise OSError(f"cannot bind gRPC port {host}:{port}")
     server.start()
     running = LocalModelServer(server, handler, host, bound)
-    _LOG.info("serving %r version %d (signatures %s) on %s", model_name, version,
-              model.signature_names, running.target)
+    for name in manager.model_names():
+        _LOG.info("serving %r versions %s on %s", name,
+                  manager.available_versions(name), running.target)
     if wait:
         stopped = threading.Event()
 

@@ -20,3 +20,7 @@ INPUT_CANDIDATES = "candidates"  # tf.string [None]: examples with target featur
 OUTPUT_CTR = "ctr"  # float32 [None]: click probability per example
 OUTPUT_INTENT = "intent"  # float32 [None, n]: UIM's intent distribution p̂
 OUTPUT_USER_REPRESENTATION = "user_representation"  # float32 [None, d] (DUPN)
+# TF Serving replays <version>/assets.extra/tf_serving_warmup_requests (a TFRecord of
+# PredictionLog) before it serves a version (--enable_model_warmup).
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"

@@ -38,14 +38,12 @@ import tensorflow as tf
 from daian_tf.core.signatures import (
     DEFAULT_MODEL_NAME, INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES, OUTPUT_CTR,
     OUTPUT_INTENT, OUTPUT_USER_REPRESENTATION, SIGNATURE_CTR, SIGNATURE_INTENT,
-    SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT, SIGNATURE_USER_REPRESENTATION)
+    SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT, SIGNATURE_USER_REPRESENTATION, WARMUP_DIR,
+    WARMUP_FILE)
 from daian_tf.data.transform import serving_feature_spec
 from daian_tf.models import serving_input_keys
 # the features a rank candidate carries (the rest come from the request context)
 from daian_tf.models.daian import CANDIDATE_KEYS
-
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 class ServingModule(tf.Module):

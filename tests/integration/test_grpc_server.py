@@ -1,10 +1,7 @@
 """The local TF Serving-compatible server, driven through the official gRPC stubs.
 
-A small real SavedModel is built here (a tf.Module, not the DAIAN model, so the
-server is shown to know nothing about DAIAN): `serving_default` parses serialized
-tf.Examples with a float feature and an int feature (both with defaults) and
-returns ctr = sigmoid(W_X * x + W_N * n + BIAS) and the logit; a second signature
-`score` takes the two features as dense tensors.
+The model served is the toy SavedModel of tests/_toy_servable.py (not DAIAN: the
+server is shown to know nothing about it).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.client import PredictClient, make_example
+from serving.client import PredictClient
 from serving.contract import (
     INPUT_EXAMPLES,
     METADATA_SIGNATURE_DEF,
@@ -33,74 +30,26 @@ from serving.contract import (
 )
 from serving.load_test import run_load_test
 from serving.server import serve
-
-MODEL_NAME = "toy"
-# Toy model features and outputs (not DAIAN's: see the module docstring).
-FEATURE_X, FEATURE_N = "x", "n"
-OUTPUT_LOGIT = "logit"
-SIGNATURE_SCORE = "score"
-W_X, W_N, BIAS = 0.7, -0.3, 0.1
-DEFAULT_X, DEFAULT_N = 0.5, 2
-
-
-class _ToyModel(tf.Module):
-    def __init__(self, bias: float):
-        super().__init__()
-        self.w_x = tf.Variable(W_X, dtype=tf.float32)
-        self.w_n = tf.Variable(W_N, dtype=tf.float32)
-        self.bias = tf.Variable(bias, dtype=tf.float32)
-
-    def _logit(self, x: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
-        return self.w_x * x + self.w_n * tf.cast(n, tf.float32) + self.bias
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name=INPUT_EXAMPLES)])
-    def serving_default(self, examples):
-        parsed = tf.io.parse_example(examples, {
-            FEATURE_X: tf.io.FixedLenFeature([], tf.float32, DEFAULT_X),
-            FEATURE_N: tf.io.FixedLenFeature([], tf.int64, DEFAULT_N),
-        })
-        logit = self._logit(parsed[FEATURE_X], parsed[FEATURE_N])
-        return {OUTPUT_CTR: tf.sigmoid(logit), OUTPUT_LOGIT: logit}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=FEATURE_X),
-                                  tf.TensorSpec([None], tf.int64, name=FEATURE_N)])
-    def score(self, x, n):
-        return {OUTPUT_LOGIT: self._logit(x, n)}
-
-
-def _save_toy_model(version_dir: Path, bias: float = BIAS) -> None:
-    model = _ToyModel(bias)
-    tf.saved_model.save(model, str(version_dir), signatures={
-        SIGNATURE_SERVING_DEFAULT: model.serving_default,
-        SIGNATURE_SCORE: model.score,
-    })
-
-
-def _expected_ctr(x: np.ndarray, n: np.ndarray, bias: float = BIAS) -> np.ndarray:
-    """The toy model's CTR, re-derived in numpy from its weights."""
-    return 1.0 / (1.0 + np.exp(-(W_X * x + W_N * n + bias)))
-
-
-# x, n per example; None leaves the feature out so the parse default applies.
-ROWS = [(1.0, 0), (-2.0, 3), (None, 1), (0.25, None)]
-
-
-def _examples() -> list[bytes]:
-    return [make_example({k: v for k, v in ((FEATURE_X, x), (FEATURE_N, n))
-                          if v is not None}) for x, n in ROWS]
-
-
-def _rows_with_defaults() -> tuple[np.ndarray, np.ndarray]:
-    x = np.array([DEFAULT_X if x is None else x for x, _ in ROWS], np.float64)
-    n = np.array([DEFAULT_N if n is None else n for _, n in ROWS], np.float64)
-    return x, n
+from tests._toy_servable import (
+    MODEL_NAME,
+    FEATURE_X,
+    FEATURE_N,
+    OUTPUT_LOGIT,
+    SIGNATURE_SCORE,
+    W_X,
+    W_N,
+    BIAS,
+    save_toy_model,
+    expected_ctr,
+    examples,
+    rows_with_defaults,
+)
 
 
 @pytest.fixture(scope="module")
 def base_path(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("models") / MODEL_NAME
-    _save_toy_model(base / "1")
+    save_toy_model(base / "1")
     return base
 
 
@@ -137,7 +86,7 @@ def _request(**spec) -> predict_pb2.PredictRequest:
 def _examples_request(**spec) -> predict_pb2.PredictRequest:
     request = _request(**spec)
     request.inputs[INPUT_EXAMPLES].CopyFrom(
-        tf.make_tensor_proto(_examples(), dtype=tf.string))
+        tf.make_tensor_proto(examples(), dtype=tf.string))
     return request
 
 
@@ -153,11 +102,11 @@ def test_predict_with_official_stub_matches_model(stub, server, base_path):
     response = stub.Predict(_examples_request(), timeout=10)
 
     ctr = tf.make_ndarray(response.outputs[OUTPUT_CTR])
-    np.testing.assert_allclose(ctr, _expected_ctr(*_rows_with_defaults()),
+    np.testing.assert_allclose(ctr, expected_ctr(*rows_with_defaults()),
                                rtol=0, atol=1e-6)
     loaded = tf.saved_model.load(str(base_path / "1"))
     in_process = loaded.signatures[SIGNATURE_SERVING_DEFAULT](
-        examples=tf.constant(_examples()))
+        examples=tf.constant(examples()))
     np.testing.assert_allclose(ctr, in_process[OUTPUT_CTR].numpy(), rtol=0,
                                atol=1e-6)
     assert set(response.outputs) == {OUTPUT_CTR, OUTPUT_LOGIT}
@@ -167,16 +116,16 @@ def test_predict_with_official_stub_matches_model(stub, server, base_path):
 
 
 def test_predict_examples_via_client(client):
-    ctr = client.predict_examples(_examples())
-    np.testing.assert_allclose(ctr, _expected_ctr(*_rows_with_defaults()),
+    ctr = client.predict_examples(examples())
+    np.testing.assert_allclose(ctr, expected_ctr(*rows_with_defaults()),
                                rtol=0, atol=1e-6)
 
 
 def test_output_filter_returns_only_the_named_output(client):
-    outputs = client.predict({INPUT_EXAMPLES: np.array(_examples(), dtype=object)},
+    outputs = client.predict({INPUT_EXAMPLES: np.array(examples(), dtype=object)},
                              output_filter=[OUTPUT_LOGIT])
     assert set(outputs) == {OUTPUT_LOGIT}
-    x, n = _rows_with_defaults()
+    x, n = rows_with_defaults()
     np.testing.assert_allclose(outputs[OUTPUT_LOGIT], W_X * x + W_N * n + BIAS,
                                rtol=0, atol=1e-6)
 
@@ -199,10 +148,10 @@ def test_explicit_version_and_label_are_accepted(stub):
 def test_concurrent_requests_are_all_answered_and_counted(client, server):
     before = server.request_counts().get("Predict", 0)
     with futures.ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: client.predict_examples(_examples()),
+        results = list(pool.map(lambda _: client.predict_examples(examples()),
                                 range(8)))
     for ctr in results:
-        np.testing.assert_allclose(ctr, _expected_ctr(*_rows_with_defaults()),
+        np.testing.assert_allclose(ctr, expected_ctr(*rows_with_defaults()),
                                    rtol=0, atol=1e-6)
     assert server.request_counts()["Predict"] == before + 8
 
@@ -211,13 +160,13 @@ def test_concurrent_requests_are_all_answered_and_counted(client, server):
 
 def test_load_test_counts_requests_and_errors(server):
     before = server.request_counts().get("Predict", 0)
-    result = run_load_test(server.target, _examples(), num_requests=12,
+    result = run_load_test(server.target, examples(), num_requests=12,
                            concurrency=3, batch_size=5, model_name=MODEL_NAME)
     assert (result.num_requests, result.num_errors) == (12, 0)
     assert server.request_counts()["Predict"] == before + 12
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
 
-    failing = run_load_test(server.target, _examples(), num_requests=2,
+    failing = run_load_test(server.target, examples(), num_requests=2,
                             concurrency=1, batch_size=1, model_name="nope")
     assert failing.num_errors == 2
     assert failing.first_error.startswith("NOT_FOUND")
@@ -249,15 +198,15 @@ def test_get_model_metadata_lists_signatures(stub):
 def test_latest_numeric_version_is_served(tmp_path, base_path):
     base = tmp_path / MODEL_NAME
     shutil.copytree(base_path / "1", base / "9")
-    _save_toy_model(base / "10", bias=-1.0)  # 10 > 9 numerically, not as text
+    save_toy_model(base / "10", bias=-1.0)  # 10 > 9 numerically, not as text
     (base / "tmp-11").mkdir()  # a half-written push is not a version
 
     with serve(str(base), model_name=MODEL_NAME, port=0) as running, \
             PredictClient(running.target, model_name=MODEL_NAME) as client:
         assert running.version == 10
         assert client.model_status() == {10: "AVAILABLE"}
-        np.testing.assert_allclose(client.predict_examples(_examples()),
-                                   _expected_ctr(*_rows_with_defaults(), bias=-1.0),
+        np.testing.assert_allclose(client.predict_examples(examples()),
+                                   expected_ctr(*rows_with_defaults(), bias=-1.0),
                                    rtol=0, atol=1e-6)
 
 
@@ -306,7 +255,7 @@ def test_missing_input_is_invalid_argument(client):
 
 def test_extra_input_is_invalid_argument(client):
     with pytest.raises(grpc.RpcError) as info:
-        client.predict({INPUT_EXAMPLES: np.array(_examples(), dtype=object),
+        client.predict({INPUT_EXAMPLES: np.array(examples(), dtype=object),
                         "extra": np.array([1.0], np.float32)})
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Sent extra: {extra}" in info.value.details()
@@ -334,14 +283,14 @@ def test_malformed_tensor_proto_is_invalid_argument(stub):
 
 def test_wrong_rank_is_invalid_argument(client):
     with pytest.raises(grpc.RpcError) as info:
-        client.predict({INPUT_EXAMPLES: np.array([_examples()], dtype=object)})
+        client.predict({INPUT_EXAMPLES: np.array([examples()], dtype=object)})
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "shape [1, 4]" in info.value.details()
 
 
 def test_unknown_output_filter_is_invalid_argument(client):
     with pytest.raises(grpc.RpcError) as info:
-        client.predict({INPUT_EXAMPLES: np.array(_examples(), dtype=object)},
+        client.predict({INPUT_EXAMPLES: np.array(examples(), dtype=object)},
                        output_filter=["intent"])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "intent" in info.value.details()
@@ -373,6 +322,6 @@ def test_classify_is_unimplemented_with_reason(stub):
 def test_server_keeps_serving_after_errors(client):
     with pytest.raises(grpc.RpcError):
         client.predict_examples([b"garbage"])
-    np.testing.assert_allclose(client.predict_examples(_examples()),
-                               _expected_ctr(*_rows_with_defaults()),
+    np.testing.assert_allclose(client.predict_examples(examples()),
+                               expected_ctr(*rows_with_defaults()),
                                rtol=0, atol=1e-6)

@@ -3,8 +3,9 @@
 For each scale (the simulator's `num_users` multiplier: 1 gives about 100k impressions,
 10 about 1M) and each runner setting (`--settings`; default all: the DirectRunner with 1
 worker and with 2 workers, multi_processing; Beam's FlinkRunner with Flink embedded in
-the job server's JVM, `--flink_master=[local]`, LOOPBACK workers, parallelism 1 and 2,
-on the job server scripts/setup_flink.sh stages), run
+the job server's JVM, `--flink_master=[local]`, LOOPBACK workers, at the builder's
+defaults and at parallelism 1 and 2, on the job server scripts/setup_flink.sh stages),
+run
 
 - the builder: `python -m daian_tf.cli build-samples RAW OUT [beam args]` (base config);
 - the reference: `../shared/bench/lean_beam_join.py RAW [beam args]` (join + history
@@ -13,8 +14,9 @@ on the job server scripts/setup_flink.sh stages), run
 each in its own subprocess, measuring wall time, impressions/s and peak RSS of the whole
 process tree (psutil, polled every 0.1 s, summed over the process and its children, so
 multi-processing workers and the Flink job server's JVM count). Prints a markdown table
-with builder/lean ratios. The lean probe knows nothing of the staged job server, so on
-Flink it gets `--flink_job_server_jar` and `--flink_version` explicitly.
+with builder/lean ratios (the JVM's own peak in brackets). The lean probe knows nothing
+of the staged job server or of the builder's Flink defaults, so on Flink it gets the
+options the builder runs with spelled out (`lean_args`).
 
 usage: python bench/bench_sample_builder.py [--scales 1 10] [--workdir /tmp/daian_bench]
        [--lean ../shared/bench/lean_beam_join.py] [--settings direct1 flink2 ...]
@@ -39,23 +41,30 @@ RUNNER_SETTINGS = {
     "direct1": ("Direct, 1 worker", ["--direct_num_workers=1"]),
     "direct2": ("Direct, 2 workers (multi_processing)",
                 ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]),
+    "flink": ("Flink [local], the builder's defaults", _FLINK),
     "flink1": ("Flink [local], parallelism 1", _FLINK + ["--parallelism=1"]),
     "flink2": ("Flink [local], parallelism 2", _FLINK + ["--parallelism=2"]),
 }
 
 
-def lean_args(beam_args: List[str]) -> List[str]:
-    """The lean probe's arguments: on Flink, the staged job server named explicitly."""
+def lean_args(beam_args: List[str], raw: str) -> List[str]:
+    """The lean probe's arguments: on Flink, the options the builder runs with (the
+    staged job server, and the parallelism, workers and Flink settings that
+    `beam_runners.pipeline_options` adds for these raw logs), spelled out."""
     if "--runner=FlinkRunner" not in beam_args:
         return list(beam_args)
     from daian_tf.data import beam_runners
 
-    jar = beam_runners.flink_job_server_jar()
-    if jar is None:
-        raise SystemExit("the Flink rows need the staged job server: "
-                         f"bash {beam_runners.SETUP_SCRIPT}")
-    return list(beam_args) + [f"--flink_job_server_jar={jar}",
-                              f"--flink_version={beam_runners.FLINK_VERSION}"]
+    try:
+        options = beam_runners.pipeline_options(beam_args, raw_bytes(raw))
+    except beam_runners.FlinkSetupError as e:
+        raise SystemExit(f"the Flink rows need the staged job server: {e}")
+    given = options.get_all_options(drop_default=True, retain_unknown_options=True)
+    return [f"--{k}={v}" for k, v in given.items()]
+
+
+def raw_bytes(raw: str) -> int:
+    return sum(os.path.getsize(os.path.join(raw, f)) for f in os.listdir(raw))
 
 
 def measure(cmd: Sequence[str], poll_s: float = 0.1,
@@ -132,6 +141,9 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--lean", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench",
         "lean_beam_join.py"), help="the reference probe (default: ../shared/bench/)")
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="seconds after which a run is killed and its row marked "
+                    "failed (the Flink builder could hang: docs/beam-on-flink.md)")
     ap.add_argument("--settings", nargs="+", choices=sorted(RUNNER_SETTINGS),
                     default=list(RUNNER_SETTINGS), help="runner settings to measure "
                     "(default: all)")
@@ -144,25 +156,54 @@ def main(argv: List[str] | None = None) -> None:
         for name in args.settings:
             label, beam_args = RUNNER_SETTINGS[name]
             out = os.path.join(args.workdir, f"samples_scale{scale:g}_{len(rows)}")
-            builder = measure([sys.executable, "-m", "daian_tf.cli", "build-samples",
-                               raw, out, *beam_args])
-            lean = measure([sys.executable, args.lean, raw, *lean_args(beam_args)])
-            report = json.load(open(os.path.join(out, "report.json")))
-            samples = sum(s["samples"] for s in report["splits"].values())
+            builder = _try(measure, [sys.executable, "-m", "daian_tf.cli",
+                                     "build-samples", raw, out, *beam_args],
+                           timeout_s=args.timeout)
+            lean = _try(measure, [sys.executable, args.lean, raw,
+                                  *lean_args(beam_args, raw)], timeout_s=args.timeout)
+            samples = 0
+            if builder is not None:
+                report = json.load(open(os.path.join(out, "report.json")))
+                samples = sum(s["samples"] for s in report["splits"].values())
             rows.append((scale, n_imp, samples, label, builder, lean))
-            print(f"done: scale {scale:g}, {label}: builder {builder['seconds']:.1f} s, "
-                  f"lean {lean['seconds']:.1f} s", file=sys.stderr, flush=True)
+            print(f"done: scale {scale:g}, {label}: builder {_s(builder)} s, "
+                  f"lean {_s(lean)} s", file=sys.stderr, flush=True)
 
     print("| impressions | runner | builder s | lean s | ratio | builder imp/s | "
-          "lean imp/s | builder peak RSS MiB | lean peak RSS MiB | RSS ratio |")
+          "lean imp/s | builder peak RSS MiB (JVM) | lean peak RSS MiB (JVM) | "
+          "RSS ratio |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scale, n_imp, samples, label, b, l in rows:
-        print(f"| {n_imp:,} | {label} | {b['seconds']:.1f} | {l['seconds']:.1f} | "
-              f"{b['seconds'] / l['seconds']:.2f} | {n_imp / b['seconds']:,.0f} | "
-              f"{n_imp / l['seconds']:,.0f} | {b['peak_rss_mib']:,.0f} | "
-              f"{l['peak_rss_mib']:,.0f} | {b['peak_rss_mib'] / l['peak_rss_mib']:.2f} |")
+        both = b is not None and l is not None
+        print(f"| {n_imp:,} | {label} | {_s(b)} | {_s(l)} | "
+              f"{b['seconds'] / l['seconds'] if both else float('nan'):.2f} | "
+              f"{_rate(n_imp, b)} | {_rate(n_imp, l)} | {_mem(b)} | {_mem(l)} | "
+              f"{b['peak_rss_mib'] / l['peak_rss_mib'] if both else float('nan'):.2f} |")
     print(f"\n(builder samples written: {', '.join(str(r[2]) for r in rows)}; machine: "
-          f"{os.cpu_count()} CPUs)")
+          f"{os.cpu_count()} CPUs; 'failed' = error or no result within --timeout)")
+
+
+def _try(run, cmd, **kwargs):
+    try:
+        return run(cmd, **kwargs)
+    except RuntimeError as e:
+        print(f"failed: {str(e)[-2000:]}", file=sys.stderr, flush=True)
+        return None
+
+
+def _s(m) -> str:
+    return "failed" if m is None else f"{m['seconds']:.1f}"
+
+
+def _rate(n: int, m) -> str:
+    return "" if m is None else f"{n / m['seconds']:,.0f}"
+
+
+def _mem(m) -> str:
+    if m is None:
+        return ""
+    jvm = f" ({m['peak_jvm_rss_mib']:,.0f})" if m["peak_jvm_rss_mib"] else ""
+    return f"{m['peak_rss_mib']:,.0f}{jvm}"
 
 
 if __name__ == "__main__":

@@ -139,6 +139,10 @@ NOISE: List[Noise] = [
           r"is not a valid name of Beam type|"
           r"Using provided Python SDK container image",
           "Beam's DirectRunner start-up and type-hint notices"),
+    Noise("apache_beam", r"Unparseable argument: --flink_conf_dir=",
+          "Beam's Python SDK about a Flink job-server option it does not know itself; "
+          "it passes the option on to the job server, which applies it "
+          "(daian_tf/data/beam_runners.py sets it for the embedded cluster)"),
     Noise("root", r"Waiting for grpc channel to be ready at ",
           "Beam's portable runners (--runner=FlinkRunner) poll the job server's port "
           "while its JVM starts (5-10 s); a JVM that fails to start is an error of its "

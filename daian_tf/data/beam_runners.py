@@ -27,10 +27,18 @@ Two more defaults, each only when the user does not set it:
   output only once all of its input is sent; when a stage's output outgrows the buffers
   between the two before that, both sides wait for each other for ever (measured: the
   builder at 1M impressions, 95 MB of raw logs, hangs at parallelism 1 and 2 and
-  finishes at 4, 6 and 8). Smaller partitions are the one lever from outside Beam, and
-  not a cure: at 3M impressions the builder hung at parallelism 18 too, with all 18
-  subtasks sharing the one Python worker's data stream (docs/beam-on-flink.md).
-  A parallelism the user sets below that is kept, with a warning.
+  finishes at 4, 6 and 8). A parallelism the user sets below that is kept, with a
+  warning.
+- With `LOOPBACK` workers (the embedded cluster's default): one Python worker per
+  subtask (`--sdk_worker_parallelism` = the parallelism) and workers kept for the
+  whole job (`--environment_cache_millis=ENVIRONMENT_CACHE_MILLIS`). With one worker,
+  every subtask's bundles share that worker's single data stream, and one bundle
+  whose output backs up stalls them all: at 3M impressions the builder hung at
+  parallelism 18 with one worker, and with the cache alone. More workers without the
+  cache fail instead: each time a stage's last subtask ends, the runner tears down
+  the LOOPBACK workers (`IllegalStateException: call already closed`, then
+  `Channel closed prematurely`). With both, 3M impressions finish
+  (docs/beam-on-flink.md has the runs). Values the user gives are kept.
 - With `--streaming` (Flink's streaming mode, which bounds bundles by
   `--max_bundle_size`, so the deadlock above cannot form): the Java 17 module opens
   its serialization needs, on the job server's JVM (`STREAMING_JVM_OPENS`). Measured:
@@ -67,6 +75,11 @@ _EMBEDDED_MASTERS = {"[local]", "[auto]"}
 # impressions; docs/beam-on-flink.md has the runs.
 RAW_BYTES_PER_SUBTASK = 16 << 20
 MIN_FLINK_PARALLELISM = 2
+
+# How long the portable runner keeps an SDK worker (environment) after its stages
+# release it; Beam's default 0 tears LOOPBACK workers down between stages. A day:
+# longer than any job here, and LOOPBACK workers end with the submitting process.
+ENVIRONMENT_CACHE_MILLIS = 24 * 3600 * 1000
 
 # Flink's streaming mode serializes JDK collections with Kryo, which Java 17 refuses
 # without these (`InaccessibleObjectException: ... does not "opens java.util"`); the
@@ -136,6 +149,27 @@ def _flink_parallelism_default(options, input_bytes: Optional[int]) -> None:
                        RAW_BYTES_PER_SUBTASK >> 20, needed)
 
 
+def _loopback_worker_defaults(options, args: Sequence[str]) -> None:
+    """One LOOPBACK worker per subtask, kept for the job (module docstring), where the
+    user set neither."""
+    from apache_beam.options.pipeline_options import (FlinkRunnerOptions,
+                                                      PortableOptions)
+
+    portable = options.view_as(PortableOptions)
+    flink = options.view_as(FlinkRunnerOptions)
+    loopback = (portable.environment_type or "").upper() == "LOOPBACK" or (
+        not portable.environment_type and flink.flink_master in _EMBEDDED_MASTERS)
+    if not loopback:
+        return
+    if not _flag_values(args, "--environment_cache_millis"):
+        portable.environment_cache_millis = ENVIRONMENT_CACHE_MILLIS
+    if not _flag_values(args, "--sdk_worker_parallelism") \
+            and (flink.parallelism or 0) > 1:
+        portable.sdk_worker_parallelism = flink.parallelism
+        logger.info("FlinkRunner: --sdk_worker_parallelism=%d (one LOOPBACK worker "
+                    "per subtask; docs/beam-on-flink.md)", flink.parallelism)
+
+
 def _flag_values(args: Sequence[str], flag: str) -> list:
     """The values `args` gives `flag`, as `--flag=V` or `--flag V`, in order."""
     return [a.split("=", 1)[1] if "=" in a else args[i + 1]
@@ -172,6 +206,7 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None,
         jvm.job_server_jvm_properties = props + [o for o in STREAMING_JVM_OPENS
                                                  if o not in props]
     _flink_parallelism_default(options, input_bytes)
+    _loopback_worker_defaults(options, args)
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_job_server_jar:
         return options  # the user's own job server (and --flink_version)

@@ -4,6 +4,7 @@ runs the pipelines on Flink)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -150,7 +151,8 @@ def test_a_parallelism_the_user_sets_is_kept_with_a_warning_when_too_low(cache, 
     assert "--parallelism=2" in caplog.text and "would be 6" in caplog.text
     caplog.clear()
     ok = BR.pipeline_options(["--runner=FlinkRunner", "--parallelism=8"], input_bytes=n)
-    assert ok.view_as(FlinkRunnerOptions).parallelism == 8 and not caplog.text
+    assert ok.view_as(FlinkRunnerOptions).parallelism == 8
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     # without an input size the parallelism stays Beam's (-1: Flink's default)
     assert BR.pipeline_options(["--runner=FlinkRunner"]).view_as(
         FlinkRunnerOptions).parallelism == -1
@@ -169,3 +171,40 @@ def test_streaming_gets_the_java_module_opens_once(cache):
     assert sorted(props[2:]) == sorted(set(BR.STREAMING_JVM_OPENS) - {own})
     batch = BR.pipeline_options(["--runner=FlinkRunner"])
     assert batch.view_as(JobServerOptions).job_server_jvm_properties == []
+
+
+def _workers(options) -> tuple:
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    portable = options.view_as(PortableOptions)
+    return (int(portable.sdk_worker_parallelism),
+            int(portable.environment_cache_millis))
+
+
+@pytest.mark.parametrize("args", [
+    [],                                                        # [local] by default
+    ["--flink_master=[local]", "--environment_type=LOOPBACK"],
+    ["--flink_master=localhost:8081", "--environment_type=LOOPBACK"],
+])
+def test_loopback_gets_one_worker_per_subtask_kept_for_the_job(cache, args):
+    _stage(cache)
+    opts = BR.pipeline_options(["--runner=FlinkRunner", *args], input_bytes=285 << 20)
+    assert _workers(opts) == (18, BR.ENVIRONMENT_CACHE_MILLIS)
+    # the cache outlives any job measured here (3M impressions: minutes)
+    assert BR.ENVIRONMENT_CACHE_MILLIS >= 3600 * 1000
+
+
+def test_worker_settings_the_user_gives_or_other_environments_are_left_alone(cache):
+    _stage(cache)
+    n = 285 << 20
+    own = BR.pipeline_options(["--runner=FlinkRunner", "--sdk_worker_parallelism=3",
+                               "--environment_cache_millis", "5"], input_bytes=n)
+    assert _workers(own) == (3, 5)
+    process = BR.pipeline_options(["--runner=FlinkRunner", "--flink_master=host:8081",
+                                   "--environment_type=PROCESS"], input_bytes=n)
+    assert _workers(process) == (1, 0)  # Beam's defaults
+    # no parallelism known (Transform): one worker, still kept for the job
+    assert _workers(BR.pipeline_options(["--runner=FlinkRunner"])) == \
+        (1, BR.ENVIRONMENT_CACHE_MILLIS)
+    direct = BR.pipeline_options(["--direct_num_workers=1"], input_bytes=n)
+    assert _workers(direct) == (1, 0)

@@ -32,6 +32,9 @@ def test_the_filter_drops_known_noise_and_library_info_and_keeps_the_rest():
                 "You are using a non-supported Python version (3.10.13)."),
         _record("root", logging.WARNING, "Waiting for grpc channel to be ready at %s.",
                 "localhost:41737"),  # the FlinkRunner's job server starting
+        _record("apache_beam.options.pipeline_options", logging.WARNING,
+                "Unparseable argument: %s. Did you mean '--flink_version'?'",
+                "--flink_conf_dir=/x/flink_conf"),  # ours, for the job server
     ]
     keep = [
         _record("absl", logging.WARNING, "something nobody has seen before"),
@@ -41,6 +44,8 @@ def test_the_filter_drops_known_noise_and_library_info_and_keeps_the_rest():
         _record("__main__", logging.WARNING, "ours"),
         _record("py.warnings", logging.WARNING, "%s", "/x.py:1: UserWarning: new"),
         _record("root", logging.WARNING, "a warning through logging.warning()"),
+        _record("apache_beam.options.pipeline_options", logging.WARNING,
+                "Unparseable argument: %s", "--num_wrokers=2"),  # a user's typo
     ]
     assert [f.filter(r) for r in drop] == [False] * len(drop)
     assert [f.filter(r) for r in keep] == [True] * len(keep)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+import random
 import time
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -122,19 +123,35 @@ def make_example(features: Mapping[str, FeatureValue]) -> bytes:
 
 
 class PredictClient:
-    """TF Serving gRPC client (PredictionService + ModelService) with a timeout.
+    """TF Serving gRPC client (PredictionService + ModelService) with deadlines and
+    retries.
+
+    Every call has a deadline of `timeout_s` seconds, retries included. A call
+    answered `UNAVAILABLE` (a full batching queue, a server starting or going away)
+    is retried up to `retries` times after an exponential backoff with jitter
+    (`backoff_s`, doubled each time), within that deadline; other errors are raised
+    at once.
 
     Args:
         target: `host:port` of the gRPC endpoint (TF Serving's `--port`, 8500).
         model_name: `model_spec.name` of every request.
-        timeout_s: deadline of each RPC, in seconds.
+        timeout_s: deadline of each call, in seconds.
+        retries: retries of an `UNAVAILABLE` call (0: none).
+        backoff_s: the first retry's pause, in seconds.
     """
 
     def __init__(self, target: str, model_name: str = DEFAULT_MODEL_NAME,
-                 timeout_s: float = 5.0):
+                 timeout_s: float = 5.0, retries: int = 3, backoff_s: float = 0.05):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.target = target
         self.model_name = model_name
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.retried = 0  # UNAVAILABLE answers retried so far
         self._channel = grpc.insecure_channel(target)
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
@@ -161,7 +178,7 @@ class PredictClient:
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         request.output_filter.extend(output_filter or ())
-        response = self._prediction.Predict(request, timeout=self.timeout_s)
+        response = self._call(self._prediction.Predict, request)
         return {name: tf.make_ndarray(proto)
                 for name, proto in response.outputs.items()}
 
@@ -201,7 +218,7 @@ class PredictClient:
         """Version → state name (e.g. {1: "AVAILABLE"}) from `GetModelStatus`."""
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
-        response = self._models.GetModelStatus(request, timeout=self.timeout_s)
+        response = self._call(self._models.GetModelStatus, request)
         return {status.version: _STATE_NAME(status.state)
                 for status in response.model_version_status}
 
@@ -240,6 +257,24 @@ class PredictClient:
                     f"model {self.model_name!r} not AVAILABLE at {self.target} "
                     f"after {deadline_s} s (last: {last})")
             time.sleep(poll_interval_s)
+
+    def _call(self, method, request):
+        """`method(request)` within the deadline, retrying UNAVAILABLE (class doc)."""
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(request, timeout=max(remaining, 1e-3))
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+                    raise
+                pause = self.backoff_s * 2 ** attempt * (0.5 + random.random())
+                if time.monotonic() + pause >= deadline:
+                    raise
+                attempt += 1
+                self.retried += 1
+                time.sleep(pause)
 
     def close(self) -> None:
         """Closes the channel."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -98,6 +99,19 @@ class ServedModel:
                 extra input, a wrong dtype or shape, or an unknown output name.
             tf.errors.OpError: the graph failed (e.g. an example does not parse).
         """
+        arrays, output_names = self.prepare(signature_name, inputs, output_filter)
+        outputs = self.run(signature_name, arrays, output_names)
+        return {n: tf.make_tensor_proto(v) for n, v in outputs.items()}
+
+    def prepare(self, signature_name: str,
+                inputs: Mapping[str, tensor_pb2.TensorProto],
+                output_filter: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Checks a request against signature `signature_name` (the checks of
+        `predict`) and converts its tensors.
+
+        Returns:
+            (input name → array, the output names to return).
+        """
         function = self.signature(signature_name)
         specs: Mapping[str, tf.TensorSpec] = function.structured_input_signature[1]
         sent, expected = set(inputs), set(specs)
@@ -109,7 +123,7 @@ class ServedModel:
                 f"len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
-        arguments = {}
+        arrays = {}
         for name, spec in specs.items():
             proto = inputs[name]
             if proto.dtype != spec.dtype.as_datatype_enum:
@@ -129,7 +143,7 @@ class ServedModel:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f'input tensor "{name}" of signature "{signature_name}" has '
                     f"shape {list(value.shape)}, expected {spec.shape}")
-            arguments[name] = tf.constant(value, dtype=spec.dtype)
+            arrays[name] = value
         output_names = sorted(function.structured_outputs)
         unknown = [n for n in output_filter if n not in output_names]
         if unknown:
@@ -137,6 +151,20 @@ class ServedModel:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"output tensor alias not found in signature: {', '.join(unknown)} "
                 f"Outputs expected to be in the set {{{','.join(output_names)}}}.")
+        return arrays, list(output_filter) or output_names
+
+    def batchable(self, signature_name: str) -> bool:
+        """Whether every input of the signature has a free batch dimension (what
+        server-side batching concatenates along)."""
+        specs = self.signature(signature_name).structured_input_signature[1]
+        return all(spec.shape.rank and spec.shape[0] is None for spec in specs.values())
+
+    def run(self, signature_name: str, arrays: Mapping[str, np.ndarray],
+            output_names: list[str]) -> dict[str, np.ndarray]:
+        """Runs the signature on arrays `prepare` checked; returns the named outputs."""
+        function = self.signature(signature_name)
+        specs = function.structured_input_signature[1]
+        arguments = {n: tf.constant(v, dtype=specs[n].dtype) for n, v in arrays.items()}
         try:
             outputs = function(**arguments)
         except UnicodeDecodeError as e:
@@ -149,5 +177,4 @@ class ServedModel:
                 f"TensorFlow's error message, which quotes non-UTF-8 input bytes, "
                 f"could not be decoded ({e}); e.g. a string input that is not a "
                 "serialized tf.train.Example") from e
-        return {n: tf.make_tensor_proto(outputs[n].numpy())
-                for n in output_filter or output_names}
+        return {n: outputs[n].numpy() for n in output_names}

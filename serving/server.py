@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from collections import Counter
 from concurrent import futures
 from typing import Callable, Mapping, Optional, TypeVar
@@ -51,6 +52,7 @@ from serving.contract import (
     METADATA_SIGNATURE_DEF,
     SIGNATURE_SERVING_DEFAULT,
 )
+from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
 from serving.model_config import (
     ModelConfigError,
     ModelServerConfig,
@@ -74,6 +76,10 @@ _NOT_PREDICT = (
 
 _Response = TypeVar("_Response")
 
+# Request threads with batching: each waits while its request sits in a batch, so
+# they bound how many requests can join batches at once.
+BATCHING_REQUEST_THREADS = 64
+
 
 class _RequestCounter:
     """Thread-safe count of requests per gRPC method."""
@@ -95,8 +101,10 @@ class _RequestCounter:
 class _Handler:
     """Resolves model specs and turns errors into gRPC statuses for both services."""
 
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager,
+                 batcher: Optional[BatchScheduler] = None):
         self.manager = manager
+        self.batcher = batcher
         self.counter = _RequestCounter()
 
     def resolve(self, spec: model_pb2.ModelSpec) -> ServedModel:
@@ -144,14 +152,24 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._h = handler
 
     def Predict(self, request: predict_pb2.PredictRequest, context):
-        return self._h.handle("Predict", request, context, self._predict)
+        return self._h.handle("Predict", request, context,
+                              lambda r: self._predict(r, context))
 
-    def _predict(self, request: predict_pb2.PredictRequest
-                 ) -> predict_pb2.PredictResponse:
+    def _predict(self, request: predict_pb2.PredictRequest,
+                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         model = self._h.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT
-        outputs = model.predict(signature_name, dict(request.inputs),
-                                list(request.output_filter))
+        arrays, names = model.prepare(signature_name, dict(request.inputs),
+                                      list(request.output_filter))
+        batcher = self._h.batcher
+        size = (batcher.task_size(model, signature_name, arrays)
+                if batcher is not None else None)
+        if size is None:
+            values = model.run(signature_name, arrays, names)
+        else:
+            values = batcher.run(model, signature_name, arrays, names, size,
+                                 context.time_remaining())
+        outputs = {n: tf.make_tensor_proto(v) for n, v in values.items()}
         response = predict_pb2.PredictResponse()
         self._h.fill_spec(response.model_spec, request.model_spec.name, model,
                           signature_name)
@@ -272,10 +290,17 @@ class LocalModelServer:
         for those dropped unanswered)."""
         return self._handler.counter.snapshot()
 
+    @property
+    def batcher(self) -> Optional[BatchScheduler]:
+        """The batch scheduler (`batches_run`, `tasks_run`), None without batching."""
+        return self._handler.batcher
+
     def stop(self, grace_s: Optional[float] = None) -> None:
         """Stops serving; in-flight requests get `grace_s` seconds to finish."""
         self.manager.stop()
         self._server.stop(grace_s).wait()
+        if self.batcher is not None:
+            self.batcher.stop()
         _LOG.info("stopped serving %s on %s after %s", self.manager.model_names(),
                   self.target, self.request_counts())
 
@@ -292,11 +317,12 @@ class LocalModelServer:
 
 def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL_NAME,
           port: int = 8500, wait: bool = False, host: str = "127.0.0.1",
-          max_workers: int = 4,
+          max_workers: Optional[int] = None,
           version_labels: Optional[Mapping[str, int]] = None,
           model_config: "str | ModelServerConfig | None" = None,
           poll_wait_s: float = 1.0, enable_warmup: bool = True,
-          loader: Loader = ServedModel) -> LocalModelServer:
+          loader: Loader = ServedModel,
+          batching: "str | BatchingParameters | None" = None) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -312,7 +338,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         wait: block until SIGINT/SIGTERM, then stop (the CLI's `daian serve`);
             logs to stderr at INFO if logging is not configured yet.
         host: interface to bind; "0.0.0.0" to accept remote clients.
-        max_workers: request threads (concurrent calls of the SavedModels).
+        max_workers: request threads: the requests served at once (default 4, or
+            `BATCHING_REQUEST_THREADS` with batching, where a thread waits while its
+            request sits in a batch).
         version_labels: label → version for `model_base_path`, as `version_labels`
             in a TF Serving model config.
         model_config: the models, policies and labels to serve.
@@ -322,6 +350,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             version is served (TF Serving's `--enable_model_warmup`).
         loader: builds the `ServedModel` of (version directory, version), e.g. a
             subclass that records or delays calls.
+        batching: batch concurrent requests (TF Serving's `--enable_batching`) with
+            these parameters, or those of this `--batching_parameters_file`
+            (serving/batching.py); None: no batching.
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -359,7 +390,12 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         if all(not manager.status(n) for n in unavailable):
             raise FileNotFoundError(reasons)
         raise RuntimeError(f"no version could be served: {reasons}")
-    handler = _Handler(manager)
+    if isinstance(batching, (str, Path)):
+        batching = read_batching_parameters(batching)
+    batcher = BatchScheduler(batching) if batching is not None else None
+    if max_workers is None:
+        max_workers = BATCHING_REQUEST_THREADS if batcher is not None else 4
+    handler = _Handler(manager, batcher)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(handler), server)

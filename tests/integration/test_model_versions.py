@@ -269,9 +269,9 @@ class _Recording(ServedModel):
 
     calls: dict[int, list[str]] = {}
 
-    def predict(self, signature_name, inputs, output_filter):
+    def run(self, signature_name, arrays, output_names):
         _Recording.calls.setdefault(self.version, []).append(signature_name)
-        return super().predict(signature_name, inputs, output_filter)
+        return super().run(signature_name, arrays, output_names)
 
 
 def _write_warmup(version_dir: Path, requests: list[predict_pb2.PredictRequest]) -> None:
@@ -329,10 +329,10 @@ class _Slow(ServedModel):
 
     computed = 0
 
-    def predict(self, signature_name, inputs, output_filter):
+    def run(self, signature_name, arrays, output_names):
         _Slow.computed += 1
         time.sleep(0.5)
-        return super().predict(signature_name, inputs, output_filter)
+        return super().run(signature_name, arrays, output_names)
 
 
 def test_a_request_past_its_deadline_is_dropped_before_it_is_computed(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -113,13 +115,6 @@ def test_model_config_parses_as_tf_serving_model_server_config():
     assert model.model_version_policy.latest.num_versions == 1
 
 
-def test_batching_config_pads_variable_length_inputs():
-    text = (SERVING_DIR / "config" / "batching_parameters.pbtxt").read_text()
-    settings = [line for line in text.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-    assert "pad_variable_length_inputs: true" in settings
-
-
 def test_k8s_deployment_uses_the_shipped_config_files():
     documents = list(yaml.safe_load_all(
         (SERVING_DIR / "k8s" / "deployment.yaml").read_text()))
@@ -134,3 +129,58 @@ def test_k8s_deployment_uses_the_shipped_config_files():
     assert flags["enable_batching"] == flags["enable_model_warmup"] == "true"
     assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
     assert DEFAULT_MODEL_NAME in container["readinessProbe"]["httpGet"]["path"]
+
+
+class _Refused(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._code.name
+
+
+def _flaky(codes):
+    """A stub call answering the given error codes in turn, then "ok"; records the
+    timeout each attempt got."""
+    timeouts = []
+
+    def call(request, timeout):
+        timeouts.append(timeout)
+        if len(timeouts) <= len(codes):
+            raise _Refused(codes[len(timeouts) - 1])
+        return "ok"
+    return call, timeouts
+
+
+def test_unavailable_is_retried_with_growing_pauses_within_the_deadline():
+    client = PredictClient("127.0.0.1:1", timeout_s=5.0, retries=3, backoff_s=0.01)
+    call, timeouts = _flaky([grpc.StatusCode.UNAVAILABLE] * 3)
+    assert client._call(call, None) == "ok"
+    assert len(timeouts) == 4 and client.retried == 3
+    assert timeouts == sorted(timeouts, reverse=True)  # one deadline, shrinking
+    assert timeouts[0] <= 5.0
+    client.close()
+
+
+def test_other_errors_and_exhausted_retries_are_raised():
+    client = PredictClient("127.0.0.1:1", timeout_s=5.0, retries=2, backoff_s=0.001)
+    call, timeouts = _flaky([grpc.StatusCode.INVALID_ARGUMENT])
+    with pytest.raises(grpc.RpcError) as info:
+        client._call(call, None)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(timeouts) == 1
+    call, timeouts = _flaky([grpc.StatusCode.UNAVAILABLE] * 5)
+    with pytest.raises(grpc.RpcError) as info:
+        client._call(call, None)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(timeouts) == 3
+    # a pause that would pass the deadline is not taken
+    slow = PredictClient("127.0.0.1:1", timeout_s=0.05, retries=5, backoff_s=1.0)
+    call, timeouts = _flaky([grpc.StatusCode.UNAVAILABLE] * 5)
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError):
+        slow._call(call, None)
+    assert len(timeouts) == 1 and time.monotonic() - start < 0.5
+    client.close()
+    slow.close()

@@ -37,6 +37,7 @@ setup(
             "pipeline = tfx_pipeline.cli:add_pipeline_command",
             "quickstart = tfx_pipeline.cli:add_quickstart_command",
             "serve = serving.cli:add_serve_command",
+            "score = serving.cli:add_score_command",
         ],
     },
 )

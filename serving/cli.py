@@ -1,9 +1,12 @@
-"""`daian serve`: the local TF Serving-compatible gRPC server, from the command line.
+"""`daian serve` and `daian score`: the local TF Serving-compatible gRPC server, and a
+client of any TF Serving endpoint, from the command line.
 
-Its flags are `tensorflow_model_server`'s, so a command line moves between the two:
-`--model_base_path`/`--model_name` (one model) or `--model_config_file` (several,
-with version policies and labels), `--file_system_poll_wait_seconds`,
-`--enable_model_warmup`. Registered with the library's CLI through the
+`daian serve` takes `tensorflow_model_server`'s flags, so a command line moves between
+the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
+(several, with version policies and labels), `--file_system_poll_wait_seconds`,
+`--enable_model_warmup`, `--enable_batching`/`--batching_parameters_file`.
+`daian score` sends the serialized examples of a TFRecord file to a server and prints
+one JSON line per example. Registered with the library's CLI through the
 `daian_tf.commands` entry points (setup.py).
 """
 
@@ -19,10 +22,44 @@ def cmd_serve(args, _rest) -> int:
     if bool(base_path) == bool(args.model_config_file):
         raise SystemExit("daian serve: error: give a model base path or "
                          "--model_config_file (not both)")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise SystemExit("daian serve: error: --batching_parameters_file needs "
+                         "--enable_batching=true (as tensorflow_model_server)")
+    batching = None
+    if args.enable_batching:
+        from serving.batching import BatchingParameters
+
+        batching = args.batching_parameters_file or BatchingParameters()
     serve(base_path or None, model_name=args.model_name, port=args.port,
           host=args.host, wait=True, model_config=args.model_config_file or None,
           poll_wait_s=args.file_system_poll_wait_seconds,
-          enable_warmup=args.enable_model_warmup)
+          enable_warmup=args.enable_model_warmup, batching=batching)
+    return 0
+
+
+def cmd_score(args, _rest) -> int:
+    import json
+
+    import grpc
+
+    from serving.client import PredictClient
+    from serving.load_test import read_examples
+
+    examples = read_examples(args.examples, limit=args.limit)
+    if not examples:
+        raise SystemExit(f"daian score: error: no examples in {args.examples}")
+    with PredictClient(args.target, model_name=args.model_name,
+                       timeout_s=args.timeout_s, retries=args.retries) as client:
+        for start in range(0, len(examples), args.batch_size):
+            batch = examples[start:start + args.batch_size]
+            try:
+                scores = client.predict_examples(batch, args.signature, args.output)
+            except grpc.RpcError as e:
+                raise SystemExit(f"daian score: error: {args.target} answered "
+                                 f"{e.code().name}: {e.details()} (examples "
+                                 f"{start}-{start + len(batch) - 1})")
+            for i, value in enumerate(scores.tolist()):
+                print(json.dumps({"index": start + i, args.output: value}))
     return 0
 
 
@@ -53,7 +90,35 @@ def add_serve_command(sub) -> None:
                    metavar="true|false",
                    help="replay assets.extra/tf_serving_warmup_requests before a "
                         "version is served (default true)")
+    p.add_argument("--enable_batching", type=_flag_bool, default=False,
+                   metavar="true|false",
+                   help="batch concurrent requests of a signature (default false)")
+    p.add_argument("--batching_parameters_file", default="",
+                   help="a TF Serving BatchingParameters in text format "
+                        "(serving/config/batching_parameters.pbtxt)")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 to accept remote clients")
     p.set_defaults(func=cmd_serve, beam_args=False)
+
+
+def add_score_command(sub) -> None:
+    from daian_tf.core.signatures import OUTPUT_CTR, SIGNATURE_SERVING_DEFAULT
+
+    p = sub.add_parser("score", help="score the examples of a TFRecord file on a "
+                       "TF Serving endpoint (gRPC)")
+    p.add_argument("target", help="host:port of the gRPC endpoint")
+    p.add_argument("examples", help="TFRecord file of serialized tf.Examples "
+                   "(.gz: GZIP)")
+    p.add_argument("--model_name", "--model-name", dest="model_name",
+                   default=DEFAULT_MODEL_NAME)
+    p.add_argument("--signature", default=SIGNATURE_SERVING_DEFAULT)
+    p.add_argument("--output", default=OUTPUT_CTR, help="output to print")
+    p.add_argument("--batch_size", type=int, default=64,
+                   help="examples per request")
+    p.add_argument("--limit", type=int, default=100_000, help="examples read at most")
+    p.add_argument("--timeout_s", type=float, default=5.0,
+                   help="deadline of each request, retries included")
+    p.add_argument("--retries", type=int, default=3,
+                   help="retries of a request answered UNAVAILABLE")
+    p.set_defaults(func=cmd_score, beam_args=False)

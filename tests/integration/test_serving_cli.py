@@ -1,0 +1,95 @@
+"""`daian serve` (tensorflow_model_server's flags) and `daian score`, as processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving.client import PredictClient
+from tests._toy_servable import (
+    MODEL_NAME,
+    examples,
+    expected_ctr,
+    rows_with_defaults,
+    save_toy_model,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "serving" / "config"
+
+
+def _daian_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "daian"
+    return ([sys.executable, str(script)] if script.exists()
+            else [sys.executable, "-m", "daian_tf.cli"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`daian serve --model_config_file=... --enable_batching=true
+    --batching_parameters_file=...` on the packaged files, as a process."""
+    tmp = tmp_path_factory.mktemp("cli")
+    base = tmp / MODEL_NAME
+    save_toy_model(base / "3")
+    config = tmp / "models.config.pbtxt"
+    config.write_text((CONFIG / "models.config.pbtxt").read_text().replace(
+        '"/models/daian"', f'"{base}"').replace('name: "daian"', f'name: "{MODEL_NAME}"'))
+    port = _free_port()
+    proc = subprocess.Popen(
+        _daian_cmd() + ["serve", f"--model_config_file={config}", f"--port={port}",
+                        "--enable_batching=true",
+                        f"--batching_parameters_file={CONFIG / 'batching_parameters.pbtxt'}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = f"127.0.0.1:{port}"
+    try:
+        with PredictClient(target, model_name=MODEL_NAME) as client:
+            client.wait_until_available(deadline_s=120)
+        yield target, tmp
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "serving 'toy' versions [3]" in stderr
+
+
+def test_daian_score_prints_the_served_scores(served):
+    target, tmp = served
+    path = tmp / "examples.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for e in examples():
+            writer.write(e)
+    out = subprocess.run(_daian_cmd() + ["score", target, str(path),
+                                         f"--model_name={MODEL_NAME}",
+                                         "--batch_size=3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["index"] for line in lines] == list(range(len(examples())))
+    np.testing.assert_allclose([line["ctr"] for line in lines],
+                               expected_ctr(*rows_with_defaults()), rtol=0, atol=1e-6)
+
+
+def test_daian_score_names_what_the_server_refused(served):
+    target, tmp = served
+    path = tmp / "one.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(examples()[0])
+    out = subprocess.run(_daian_cmd() + ["score", target, str(path),
+                                         "--model_name=nope"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "NOT_FOUND" in out.stderr and "nope" in out.stderr

@@ -7,6 +7,7 @@ server is shown to know nothing about it).
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -170,6 +171,18 @@ def test_load_test_counts_requests_and_errors(server):
                             concurrency=1, batch_size=1, model_name="nope")
     assert failing.num_errors == 2
     assert failing.first_error.startswith("NOT_FOUND")
+
+
+def test_load_test_is_bounded_in_time_and_loopback_only(server):
+    start = time.monotonic()
+    result = run_load_test(server.target, examples(), num_requests=10**9,
+                           concurrency=2, batch_size=2, model_name=MODEL_NAME,
+                           duration_s=1.0)
+    assert time.monotonic() - start < 5
+    assert 0 < result.num_requests < 10**9 and result.num_errors == 0
+    assert result.p50_ms <= result.p95_ms <= result.p99_ms
+    with pytest.raises(ValueError, match="not a loopback address"):
+        run_load_test("8.8.8.8:8500", examples(), num_requests=1)
 
 
 def test_model_status_is_available_version_1(client):

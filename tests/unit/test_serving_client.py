@@ -184,3 +184,23 @@ def test_other_errors_and_exhausted_retries_are_raised():
     assert len(timeouts) == 1 and time.monotonic() - start < 0.5
     client.close()
     slow.close()
+
+
+def test_rank_pairs_are_the_context_with_each_candidates_target_features():
+    from serving.load_test import rank_pairs
+
+    context = make_example({F.USER_ID: "u1", F.TRIGGER_ITEM_ID: "i9",
+                            F.HIST_ITEM_ID: ["i1", "i2"], F.TARGET_ITEM_ID: "i0",
+                            F.TARGET_PRICE: 1.0})
+    candidates = [make_example({F.TARGET_ITEM_ID: f"c{i}", F.TARGET_CATEGORY_ID: "k",
+                                F.USER_ID: "someone else"}) for i in range(3)]
+    pairs = [tf.train.Example.FromString(p) for p in rank_pairs(context, candidates)]
+    target_keys = set(F.TARGET_ITEM_KEYS) | {F.TARGET_PRICE}
+    for i, pair in enumerate(pairs):
+        got = {k: v for k, v in pair.features.feature.items()}
+        candidate = tf.train.Example.FromString(candidates[i]).features.feature
+        ctx = tf.train.Example.FromString(context).features.feature
+        # brute force: every key from where it must come
+        expected = {k: ctx[k] for k in ctx if k not in target_keys}
+        expected.update({k: candidate[k] for k in candidate if k in target_keys})
+        assert got == expected

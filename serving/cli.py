@@ -33,7 +33,8 @@ def cmd_serve(args, _rest) -> int:
     serve(base_path or None, model_name=args.model_name, port=args.port,
           host=args.host, wait=True, model_config=args.model_config_file or None,
           poll_wait_s=args.file_system_poll_wait_seconds,
-          enable_warmup=args.enable_model_warmup, batching=batching)
+          enable_warmup=args.enable_model_warmup, batching=batching,
+          rest_api_port=args.rest_api_port or None)
     return 0
 
 
@@ -96,7 +97,10 @@ def add_serve_command(sub) -> None:
     p.add_argument("--batching_parameters_file", default="",
                    help="a TF Serving BatchingParameters in text format "
                         "(serving/config/batching_parameters.pbtxt)")
-    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--port", type=int, default=8500, help="gRPC port")
+    p.add_argument("--rest_api_port", type=int, default=0,
+                   help="also serve TF Serving's REST API on this port (0: off, "
+                        "as tensorflow_model_server)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 to accept remote clients")
     p.set_defaults(func=cmd_serve, beam_args=False)

@@ -122,29 +122,63 @@ class _Handler:
         if signature_name:
             spec.signature_name = signature_name
 
-    def handle(self, method: str, request, context: grpc.ServicerContext,
-               run: Callable[[object], _Response]) -> _Response:
-        """Counts and logs the request, runs it, and aborts with the right status."""
+    def call(self, method: str, request, time_remaining: Optional[float],
+             run: Callable[[object, Optional[float]], _Response]) -> _Response:
+        """Counts and logs the request and runs it; every failure is a ServingError
+        with the status to answer (TensorFlow's errors mapped to their codes).
+
+        `time_remaining`: seconds to the request's deadline (None: none); a request
+        already past it is dropped unrun."""
         count = self.counter.increment(method)
         _LOG.debug("%s request #%d", method, count)
         try:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
+            if time_remaining is not None and time_remaining <= 0:
                 self.counter.increment(f"{method}:deadline_exceeded")
                 raise ServingError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"{method} request #{count} reached the server after its "
                     "deadline; dropped before it was computed")
-            return run(request)
+            return run(request, time_remaining)
         except ServingError as e:
-            code, message = e.code, str(e)
+            error = e
         except tf.errors.OpError as e:
-            code = _GRPC_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.INTERNAL)
-            message = e.message
-        _LOG.warning("%s request #%d failed: %s: %s", method, count, code.name,
-                     message)
-        context.abort(code, message)
+            error = ServingError(
+                _GRPC_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.INTERNAL),
+                e.message)
+        _LOG.warning("%s request #%d failed: %s: %s", method, count, error.code.name,
+                     error)
+        raise error
+
+    def handle(self, method: str, request, context: grpc.ServicerContext,
+               run: Callable[[object, Optional[float]], _Response]) -> _Response:
+        """`call` for a gRPC method: a failure aborts the call with its status."""
+        try:
+            return self.call(method, request, context.time_remaining(), run)
+        except ServingError as e:
+            context.abort(e.code, str(e))
         raise AssertionError("context.abort returned")  # abort always raises
+
+    def predict(self, request: predict_pb2.PredictRequest,
+                time_remaining: Optional[float]) -> predict_pb2.PredictResponse:
+        """`Predict` on the version the request names, batched when the server
+        batches and the request can be (serving/batching.py)."""
+        model = self.resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT
+        arrays, names = model.prepare(signature_name, dict(request.inputs),
+                                      list(request.output_filter))
+        size = (self.batcher.task_size(model, signature_name, arrays)
+                if self.batcher is not None else None)
+        if size is None:
+            values = model.run(signature_name, arrays, names)
+        else:
+            values = self.batcher.run(model, signature_name, arrays, names, size,
+                                      time_remaining)
+        response = predict_pb2.PredictResponse()
+        self.fill_spec(response.model_spec, request.model_spec.name, model,
+                       signature_name)
+        for name, value in values.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
 
 
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -152,36 +186,13 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._h = handler
 
     def Predict(self, request: predict_pb2.PredictRequest, context):
-        return self._h.handle("Predict", request, context,
-                              lambda r: self._predict(r, context))
-
-    def _predict(self, request: predict_pb2.PredictRequest,
-                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
-        model = self._h.resolve(request.model_spec)
-        signature_name = request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT
-        arrays, names = model.prepare(signature_name, dict(request.inputs),
-                                      list(request.output_filter))
-        batcher = self._h.batcher
-        size = (batcher.task_size(model, signature_name, arrays)
-                if batcher is not None else None)
-        if size is None:
-            values = model.run(signature_name, arrays, names)
-        else:
-            values = batcher.run(model, signature_name, arrays, names, size,
-                                 context.time_remaining())
-        outputs = {n: tf.make_tensor_proto(v) for n, v in values.items()}
-        response = predict_pb2.PredictResponse()
-        self._h.fill_spec(response.model_spec, request.model_spec.name, model,
-                          signature_name)
-        for name, proto in outputs.items():
-            response.outputs[name].CopyFrom(proto)
-        return response
+        return self._h.handle("Predict", request, context, self._h.predict)
 
     def GetModelMetadata(self, request, context):
         return self._h.handle("GetModelMetadata", request, context, self._metadata)
 
-    def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
-                  ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+                  _time_remaining=None) -> get_model_metadata_pb2.GetModelMetadataResponse:
         model = self._h.resolve(request.model_spec)
         fields = list(request.metadata_field)
         if not fields:
@@ -204,7 +215,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def _unimplemented(self, method: str, request, context):
-        def refuse(_request):
+        def refuse(_request, _time_remaining):
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                _NOT_PREDICT.format(method=method))
         return self._h.handle(method, request, context, refuse)
@@ -226,8 +237,8 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):
         return self._h.handle("GetModelStatus", request, context, self._status)
 
-    def _status(self, request: get_model_status_pb2.GetModelStatusRequest
-                ) -> get_model_status_pb2.GetModelStatusResponse:
+    def _status(self, request: get_model_status_pb2.GetModelStatusRequest,
+                _time_remaining=None) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         if spec.HasField("version_label"):
             version = self._h.resolve(spec).version
@@ -241,8 +252,8 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self._h.handle("HandleReloadConfigRequest", request, context,
                               self._reload)
 
-    def _reload(self, request: model_management_pb2.ReloadConfigRequest
-                ) -> model_management_pb2.ReloadConfigResponse:
+    def _reload(self, request: model_management_pb2.ReloadConfigRequest,
+                _time_remaining=None) -> model_management_pb2.ReloadConfigResponse:
         try:
             self._h.manager.reload(request.config)
         except ModelConfigError as e:
@@ -258,11 +269,14 @@ class LocalModelServer:
     Use as a context manager to stop it on exit.
     """
 
-    def __init__(self, server: grpc.Server, handler: _Handler, host: str, port: int):
+    def __init__(self, server: grpc.Server, handler: _Handler, host: str, port: int,
+                 rest=None):
         self._server = server
         self._handler = handler
+        self._rest = rest
         self.host = host
         self.port = port
+        self.rest_port = rest.port if rest is not None else None
 
     @property
     def manager(self) -> ModelManager:
@@ -298,6 +312,8 @@ class LocalModelServer:
     def stop(self, grace_s: Optional[float] = None) -> None:
         """Stops serving; in-flight requests get `grace_s` seconds to finish."""
         self.manager.stop()
+        if self._rest is not None:
+            self._rest.stop()
         self._server.stop(grace_s).wait()
         if self.batcher is not None:
             self.batcher.stop()
@@ -322,7 +338,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           model_config: "str | ModelServerConfig | None" = None,
           poll_wait_s: float = 1.0, enable_warmup: bool = True,
           loader: Loader = ServedModel,
-          batching: "str | BatchingParameters | None" = None) -> LocalModelServer:
+          batching: "str | BatchingParameters | None" = None,
+          rest_api_port: Optional[int] = None) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -353,6 +370,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         batching: batch concurrent requests (TF Serving's `--enable_batching`) with
             these parameters, or those of this `--batching_parameters_file`
             (serving/batching.py); None: no batching.
+        rest_api_port: also serve TF Serving's REST API on this port (0: a free
+            one, read `.rest_port`; serving/rest.py); None: gRPC only.
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -408,10 +427,16 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
     server.start()
-    running = LocalModelServer(server, handler, host, bound)
+    rest = None
+    if rest_api_port is not None:
+        from serving.rest import start_rest
+
+        rest = start_rest(handler, host, rest_api_port)
+    running = LocalModelServer(server, handler, host, bound, rest)
     for name in manager.model_names():
-        _LOG.info("serving %r versions %s on %s", name,
-                  manager.available_versions(name), running.target)
+        _LOG.info("serving %r versions %s on %s%s", name,
+                  manager.available_versions(name), running.target,
+                  f" (REST on port {rest.port})" if rest is not None else "")
     if wait:
         stopped = threading.Event()
 

@@ -84,7 +84,7 @@ def test_status_and_metadata(server):
 
 
 @pytest.mark.parametrize("path, body, code, words", [
-    (f"/v1/models/nope:predict", {"instances": []}, 404, "nope"),
+    ("/v1/models/nope:predict", {"instances": []}, 404, "nope"),
     (f"/v1/models/{MODEL_NAME}/versions/9:predict", {"instances": [{"b64": ""}]}, 404,
      "Specific(toy, 9)"),
     (f"/v1/models/{MODEL_NAME}:predict", {"instances": [{"b64": "%%%"}]}, 400,

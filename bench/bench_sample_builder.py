@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Sequence
 
@@ -74,9 +75,11 @@ def measure(cmd: Sequence[str], poll_s: float = 0.1,
     `timeout_s` the whole tree is killed and RuntimeError raised (a Flink run can hang:
     docs/beam-on-flink.md)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+    # Output goes to files, read at the end: a pipe nobody reads while the command
+    # runs blocks the command once it has written 64 KiB (a long Flink run does).
+    out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
+    proc = subprocess.Popen(list(cmd), stdout=out_file, stderr=err_file, env=env)
     root = psutil.Process(proc.pid)
     peak = peak_jvm = 0
     while proc.poll() is None:
@@ -93,13 +96,17 @@ def measure(cmd: Sequence[str], poll_s: float = 0.1,
         except psutil.NoSuchProcess:
             pass
         time.sleep(poll_s)
-    out, err = proc.communicate()
+    proc.wait()
     wall = time.perf_counter() - start
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                            f"{err.decode()[-3000:]}")
     return {"seconds": wall, "peak_rss_mib": peak / 2**20,
-            "peak_jvm_rss_mib": peak_jvm / 2**20, "stdout": out.decode()}
+            "peak_jvm_rss_mib": peak_jvm / 2**20, "stdout": out.decode(),
+            "stderr_lines": err.decode(errors="replace").splitlines()}
 
 
 def _name(p: psutil.Process) -> str:
@@ -166,8 +173,9 @@ def main(argv: List[str] | None = None) -> None:
                 report = json.load(open(os.path.join(out, "report.json")))
                 samples = sum(s["samples"] for s in report["splits"].values())
             rows.append((scale, n_imp, samples, label, builder, lean))
-            print(f"done: scale {scale:g}, {label}: builder {_s(builder)} s, "
-                  f"lean {_s(lean)} s", file=sys.stderr, flush=True)
+            print(f"done: scale {scale:g}, {label}: builder {_s(builder)} s "
+                  f"({_lines(builder)} lines on stderr), lean {_s(lean)} s",
+                  file=sys.stderr, flush=True)
 
     print("| impressions | runner | builder s | lean s | ratio | builder imp/s | "
           "lean imp/s | builder peak RSS MiB (JVM) | lean peak RSS MiB (JVM) | "
@@ -189,6 +197,10 @@ def _try(run, cmd, **kwargs):
     except RuntimeError as e:
         print(f"failed: {str(e)[-2000:]}", file=sys.stderr, flush=True)
         return None
+
+
+def _lines(m) -> str:
+    return "-" if m is None else str(len(m["stderr_lines"]))
 
 
 def _s(m) -> str:

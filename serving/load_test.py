@@ -226,20 +226,25 @@ print(2 * {size}**3 * n / (time.perf_counter() - start) / 1e9)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def rank_flops(model_dir: str, context: bytes, candidates: Sequence[bytes]) -> float:
-    """Forward FLOPs of one `rank` call on these inputs (TensorFlow's profiler on the
-    signature's graph: the float operations of the ops it has statistics for,
-    MatMul, Conv, element-wise, ...)."""
-    loaded = tf.saved_model.load(model_dir)
-    function = loaded.signatures["rank"]
+def rank_flops(model_dir: str, num_candidates: int) -> float:
+    """Forward FLOPs of one `rank` call with `num_candidates` candidates: TensorFlow's
+    profiler on the signature's graph, frozen (functions inlined) with the candidates'
+    count fixed, counting the float operations of the ops it has statistics for
+    (MatMul, element-wise, reductions, ...)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    function = tf.saved_model.load(model_dir).signatures["rank"]
     concrete = tf.function(function).get_concrete_function(
         context=tf.TensorSpec([1], tf.string),
-        candidates=tf.TensorSpec([len(candidates)], tf.string))
-    graph = concrete.graph
+        candidates=tf.TensorSpec([num_candidates], tf.string))
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph, options=options)
-    return float(profile.total_float_ops)
+    return float(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
 
 
 def _benchmark(args) -> int:
@@ -280,8 +285,8 @@ def _benchmark(args) -> int:
                     print(f"done: {signature} batching {batching_name} n={n}: "
                           f"p50 {result.p50_ms:.1f} ms", flush=True)
     gflops_limit = matmul_gflops(threads=2)
-    flops = {n: rank_flops(f"{args.model_dir}/{_latest(args.model_dir)}",
-                           context, pool[1:n + 1]) for n in args.candidates}
+    flops = {n: rank_flops(f"{args.model_dir}/{_latest(args.model_dir)}", n)
+             for n in args.candidates}
     print("\n| signature | batching | candidates | threads | requests | errors | "
           "QPS | candidates/s | p50 ms | p95 ms | p99 ms | p99/p50 | "
           "rank MFLOP/candidate | GFLOP/s | % of matmul |")

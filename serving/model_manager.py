@@ -255,8 +255,8 @@ class ModelManager:
     def _unload(self, name: str, version: int) -> None:
         with self._lock:
             state = self._versions[name][version]
-            state.state = State.UNLOADING
-            # requests that resolved it keep their reference until they return
+            # Requests that resolved it keep their reference until they return; the
+            # version is freed with the last one (TF Serving's UNLOADING is that wait).
             state.model = None
             state.state, state.since = State.END, time.monotonic()
             self._forget_ended(name)

@@ -116,13 +116,18 @@ class _DropMarkedWrites:
         return getattr(self._stream, name)
 
 
-def is_hang_up(exc: Optional[BaseException]) -> bool:
-    """Whether `exc` is a gRPC stream closed by the other side (status CANCELLED)."""
+def _grpc_status(exc: Optional[BaseException]) -> Optional[str]:
+    """The status name of a gRPC error (e.g. "CANCELLED"); None for anything else."""
     code = getattr(exc, "code", None)
     try:
-        return callable(code) and getattr(code(), "name", None) == "CANCELLED"
+        return getattr(code(), "name", None) if callable(code) else None
     except Exception:  # noqa: BLE001 - not a gRPC error after all
-        return False
+        return None
+
+
+def is_hang_up(exc: Optional[BaseException]) -> bool:
+    """Whether `exc` is a gRPC stream closed by the other side (status CANCELLED)."""
+    return _grpc_status(exc) == "CANCELLED"
 
 
 @contextlib.contextmanager
@@ -151,6 +156,50 @@ def quiet_runner_noise():
         threading.excepthook = previous
         for log in loggers:
             log.removeFilter(quiet)
+    quiet_worker_teardown()  # reached only when the pipeline ran to its end
+
+
+_TEARDOWN_CODES = ("CANCELLED", "UNAVAILABLE")
+_teardown_quiet = False
+
+
+def _is_teardown(exc: Optional[BaseException]) -> bool:
+    """A gRPC stream closed or torn down under the worker (CANCELLED, UNAVAILABLE)."""
+    return _grpc_status(exc) in _TEARDOWN_CODES
+
+
+class _TeardownFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_teardown(record.exc_info[1] if record.exc_info else None)
+
+
+def quiet_worker_teardown() -> None:
+    """After a pipeline has run to its end, for the rest of the process: the portable
+    SDK workers' errors and thread deaths for streams that went away stay off the
+    console.
+
+    With the FlinkRunner's LOOPBACK workers kept for the whole job
+    (`beam_runners.ENVIRONMENT_CACHE_MILLIS`), the workers are still connected when
+    Beam stops the job server at exit; each then logs "Failed to read inputs in the
+    data plane" and its threads die with `UNAVAILABLE: Stream removed (Socket closed)`
+    (a hundred lines for two workers). The job is done and its outputs written by
+    then: these are the teardown, not news. Other records and thread deaths pass."""
+    global _teardown_quiet
+    if _teardown_quiet:
+        return
+    _teardown_quiet = True
+    teardown = _TeardownFilter()
+    for name in ("apache_beam.runners.worker.sdk_worker",
+                 "apache_beam.runners.worker.data_plane",
+                 "apache_beam.runners.worker.worker_pool_main"):
+        logging.getLogger(name).addFilter(teardown)
+    previous = threading.excepthook
+
+    def excepthook(args):
+        if not _is_teardown(args.exc_value):
+            previous(args)
+
+    threading.excepthook = excepthook
 
 
 def _rebuild(d: dict) -> RawLogError:

@@ -77,4 +77,41 @@ def test_while_a_pipeline_runs_the_workers_prints_and_thread_deaths_are_quiet(
     assert out.getvalue() == ("Traceback (most recent call last):\n  ...\nKeyError: 1\n"
                               "progress line\n")
     assert [a.exc_value.args for a in seen] == [(2,)]
-    assert sys.stderr is out and threading.excepthook is hook  # both given back
+    assert sys.stderr is out  # given back
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+
+def test_after_a_pipeline_ran_the_workers_teardown_stays_quiet(monkeypatch):
+    import daian_tf.data.raw_log_errors as R
+
+    monkeypatch.setattr(R, "_teardown_quiet", False)
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", seen.append)
+    logger = logging.getLogger("apache_beam.runners.worker.data_plane")
+    monkeypatch.setattr(logger, "filters", [])
+
+    def thread_dies_of(exc):
+        t = threading.Thread(target=lambda: (_ for _ in ()).throw(exc))
+        t.start()
+        t.join()
+
+    thread_dies_of(_Unavailable())  # before: shows
+    try:
+        with quiet_runner_noise():
+            raise KeyError("the pipeline failed")
+    except KeyError:
+        pass
+    thread_dies_of(_Unavailable())  # a failed pipeline leaves nothing quiet
+    with quiet_runner_noise():
+        pass  # ran to its end
+    thread_dies_of(_Unavailable())  # the job server went away under the worker: quiet
+    thread_dies_of(KeyError(5))  # anything else: shows
+    assert [type(a.exc_value).__name__ for a in seen] == \
+        ["_Unavailable", "_Unavailable", "KeyError"]
+    assert not logger.filters[0].filter(
+        _record(logger.name, "Failed to read inputs in the data plane.", _Unavailable()))
+    assert logger.filters[0].filter(_record(logger.name, "Failed", ValueError("x")))

@@ -234,8 +234,8 @@ def rank_flops(model_dir: str, num_candidates: int) -> float:
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    function = tf.saved_model.load(model_dir).signatures["rank"]
-    concrete = tf.function(function).get_concrete_function(
+    loaded = tf.saved_model.load(model_dir)  # (the signature needs it alive)
+    concrete = tf.function(loaded.signatures["rank"]).get_concrete_function(
         context=tf.TensorSpec([1], tf.string),
         candidates=tf.TensorSpec([num_candidates], tf.string))
     frozen = convert_variables_to_constants_v2(concrete)

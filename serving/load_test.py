@@ -19,8 +19,8 @@ Two ways to run it:
     python -m serving.load_test --model-dir runs/quickstart/serving/daian \\
         --examples eval.tfrecord.gz --candidates 50 200 500
 
-`rank` takes one context example and N candidate examples; `serving_default` gets the
-same N pairs as full examples (the context's features with each candidate's target
+`rank` takes one context example and N candidate examples holding only the target
+features (`candidate_example`); `serving_default` gets the same N pairs as full examples (the context's features with each candidate's target
 features, `rank_pairs`), so both compute the same N scores.
 """
 
@@ -174,17 +174,29 @@ def run_load_test(target: str, examples: Sequence[bytes], num_requests: int = 20
                      model_name=model_name, timeout_s=timeout_s)
 
 
+_TARGET_KEYS = F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)
+
+
+def candidate_example(serialized: bytes) -> bytes:
+    """An example reduced to its target features: what a `rank` caller sends as a
+    candidate (the rest of a full example would be parsed for nothing)."""
+    example = tf.train.Example.FromString(serialized)
+    for key in list(example.features.feature):
+        if key not in _TARGET_KEYS:
+            del example.features.feature[key]
+    return example.SerializeToString()
+
+
 def rank_pairs(context: bytes, candidates: Sequence[bytes]) -> list[bytes]:
     """The full examples `serving_default` scores for one `rank` request: the
     context's features with each candidate's target features."""
     base = tf.train.Example.FromString(context)
-    target_keys = F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)
     pairs = []
     for serialized in candidates:
         candidate = tf.train.Example.FromString(serialized)
         example = tf.train.Example()
         example.CopyFrom(base)
-        for key in target_keys:
+        for key in _TARGET_KEYS:
             if key in candidate.features.feature:
                 example.features.feature[key].CopyFrom(candidate.features.feature[key])
             elif key in example.features.feature:
@@ -265,7 +277,7 @@ def _benchmark(args) -> int:
         with serve(args.model_dir, model_name=args.model_name, port=0,
                    host=args.host, poll_wait_s=0, batching=batching) as server:
             for n in args.candidates:
-                candidates = pool[1:n + 1]
+                candidates = [candidate_example(c) for c in pool[1:n + 1]]
                 pairs = rank_pairs(context, candidates)
                 for signature, call in (
                         ("rank", lambda c: c.rank(context, candidates)),

@@ -187,7 +187,7 @@ def test_other_errors_and_exhausted_retries_are_raised():
 
 
 def test_rank_pairs_are_the_context_with_each_candidates_target_features():
-    from serving.load_test import rank_pairs
+    from serving.load_test import candidate_example, rank_pairs
 
     context = make_example({F.USER_ID: "u1", F.TRIGGER_ITEM_ID: "i9",
                             F.HIST_ITEM_ID: ["i1", "i2"], F.TARGET_ITEM_ID: "i0",
@@ -204,3 +204,6 @@ def test_rank_pairs_are_the_context_with_each_candidates_target_features():
         expected = {k: ctx[k] for k in ctx if k not in target_keys}
         expected.update({k: candidate[k] for k in candidate if k in target_keys})
         assert got == expected
+        thin = tf.train.Example.FromString(candidate_example(candidates[i]))
+        assert dict(thin.features.feature) == {k: candidate[k] for k in candidate
+                                                if k in target_keys}

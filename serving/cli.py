@@ -12,6 +12,9 @@ one JSON line per example. Registered with the library's CLI through the
 
 from __future__ import annotations
 
+import os
+
+from daian_tf.core.errors import DaianInputError
 from daian_tf.core.signatures import DEFAULT_MODEL_NAME
 
 
@@ -30,11 +33,16 @@ def cmd_serve(args, _rest) -> int:
         from serving.batching import BatchingParameters
 
         batching = args.batching_parameters_file or BatchingParameters()
-    serve(base_path or None, model_name=args.model_name, port=args.port,
-          host=args.host, wait=True, model_config=args.model_config_file or None,
-          poll_wait_s=args.file_system_poll_wait_seconds,
-          enable_warmup=args.enable_model_warmup, batching=batching,
-          rest_api_port=args.rest_api_port or None)
+    try:
+        serve(base_path or None, model_name=args.model_name, port=args.port,
+              host=args.host, wait=True, model_config=args.model_config_file or None,
+              poll_wait_s=args.file_system_poll_wait_seconds,
+              enable_warmup=args.enable_model_warmup, batching=batching,
+              rest_api_port=args.rest_api_port or None)
+    except (OSError, RuntimeError, ValueError) as e:
+        # a missing model or file, no servable version, a refused config, a port in
+        # use: one line naming it (the `daian` command prints DaianInputError so)
+        raise DaianInputError(str(e)) from e
     return 0
 
 
@@ -46,6 +54,8 @@ def cmd_score(args, _rest) -> int:
     from serving.client import PredictClient
     from serving.load_test import read_examples
 
+    if not os.path.isfile(args.examples):
+        raise DaianInputError(f"no such examples file: {args.examples}")
     examples = read_examples(args.examples, limit=args.limit)
     if not examples:
         raise SystemExit(f"daian score: error: no examples in {args.examples}")

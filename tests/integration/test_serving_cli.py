@@ -93,3 +93,15 @@ def test_daian_score_names_what_the_server_refused(served):
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "NOT_FOUND" in out.stderr and "nope" in out.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["serve", "/nonexistent/models"], "no numeric version directory"),
+    (["serve", "--model_config_file=/nonexistent.pbtxt"], "does not exist"),
+    (["score", "127.0.0.1:1", "/nonexistent.tfrecord"], "no such examples file"),
+])
+def test_bad_input_is_one_line_naming_it(args, words):
+    out = subprocess.run(_daian_cmd() + args, cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2
+    assert words in out.stderr and "Traceback" not in out.stderr

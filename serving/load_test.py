@@ -20,8 +20,9 @@ Two ways to run it:
         --examples eval.tfrecord.gz --candidates 50 200 500
 
 `rank` takes one context example and N candidate examples holding only the target
-features (`candidate_example`); `serving_default` gets the same N pairs as full examples (the context's features with each candidate's target
-features, `rank_pairs`), so both compute the same N scores.
+features (`candidate_example`); `serving_default` gets the same N pairs as full
+examples (the context's features with each candidate's target features,
+`rank_pairs`), so both compute the same N scores.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import ipaddress
 import itertools
 import json
+import os
 import socket
 import threading
 import time
@@ -233,8 +235,7 @@ while time.perf_counter() - start < {seconds}:
 print(2 * {size}**3 * n / (time.perf_counter() - start) / 1e9)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**__import__("os").environ,
-                                          "TF_CPP_MIN_LOG_LEVEL": "3"})
+                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return float(out.stdout.strip().splitlines()[-1])
 
 

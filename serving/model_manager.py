@@ -202,8 +202,7 @@ class ModelManager:
         for version in to_load:
             self._load(name, version, on_disk[version])
         with self._lock:
-            states = self._versions[name]
-            available = {v for v, s in states.items() if s.state == State.AVAILABLE}
+            available = set(self._available(name))
             if available & aspired:
                 to_unload = sorted(available - aspired)
             else:  # keep serving what we have until an aspired version is up
@@ -264,8 +263,7 @@ class ModelManager:
 
     def _unload_model(self, name: str) -> None:
         with self._lock:
-            versions = [v for v, s in self._versions.get(name, {}).items()
-                        if s.state == State.AVAILABLE]
+            versions = list(self._available(name))
         for version in versions:
             self._unload(name, version)
         with self._lock:
@@ -330,9 +328,7 @@ class ModelManager:
                         f"Unrecognized servable version label: {label}; model "
                         f"{name!r} has labels {sorted(labels)}")
                 version = labels[label]
-            states = self._versions.get(name, {})
-            available = {v: s.model for v, s in states.items()
-                         if s.state == State.AVAILABLE and s.model is not None}
+            available = self._available(name)
             if version is None:
                 if not available:
                     raise ServingError(
@@ -383,10 +379,10 @@ class ModelManager:
             models = model_configs(self._config)
             reasons = {}
             for name, model in models.items():
-                states = self._versions.get(name, {})
-                if any(s.state == State.AVAILABLE for s in states.values()):
+                if self._available(name):
                     continue
-                errors = [s.error_message for s in states.values() if s.error_message]
+                errors = [s.error_message for s in self._versions.get(name, {}).values()
+                          if s.error_message]
                 reasons[name] = "; ".join(errors) if errors else (
                     f"no numeric version directory (e.g. "
                     f"{Path(model.base_path) / '1'}) under {model.base_path!r}")
@@ -395,5 +391,10 @@ class ModelManager:
     def available_versions(self, name: str) -> list[int]:
         """The AVAILABLE versions of `name`, ascending."""
         with self._lock:
-            return sorted(v for v, s in self._versions.get(name, {}).items()
-                          if s.state == State.AVAILABLE)
+            return sorted(self._available(name))
+
+    def _available(self, name: str) -> dict[int, ServedModel]:
+        """Version → loaded model, for the AVAILABLE versions of `name` (the caller
+        holds the lock; an AVAILABLE version always has its model)."""
+        return {v: s.model for v, s in self._versions.get(name, {}).items()
+                if s.state == State.AVAILABLE}

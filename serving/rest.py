@@ -235,27 +235,21 @@ class RestServer:
                 return predict_json(h.predict(grpc_request, time_remaining), rows)
             return h.call("REST:predict", None, None, run)
         if verb == "GET" and tail is None:
-            def status(_, _time_remaining):
-                version = (h.resolve(spec).version if match["label"] else
-                           int(match["version"]) if match["version"] else None)
-                statuses = h.manager.status(spec.name, version)
-                answer = get_model_status_pb2.GetModelStatusResponse(
-                    model_version_status=statuses)
-                return json_format.MessageToDict(
-                    answer, preserving_proto_field_name=True,
-                    including_default_value_fields=True)
-            return h.call("REST:status", None, None, status)
+            status = h.call("REST:status",
+                            get_model_status_pb2.GetModelStatusRequest(model_spec=spec),
+                            None, h.status)
+            return json_format.MessageToDict(status, preserving_proto_field_name=True,
+                                             including_default_value_fields=True)
         if verb == "GET" and tail == "/metadata":
-            def metadata(_, _time_remaining):
-                model = h.resolve(spec)
-                signature_map = get_model_metadata_pb2.SignatureDefMap()
-                for name, signature_def in model.signature_defs.items():
-                    signature_map.signature_def[name].CopyFrom(signature_def)
-                return {"model_spec": {"name": spec.name,
-                                       "version": str(model.version)},
-                        "metadata": {METADATA_SIGNATURE_DEF: json_format.MessageToDict(
-                            signature_map, preserving_proto_field_name=True)}}
-            return h.call("REST:metadata", None, None, metadata)
+            ask = get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec=spec, metadata_field=[METADATA_SIGNATURE_DEF])
+            answer = h.call("REST:metadata", ask, None, h.metadata)
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            answer.metadata[METADATA_SIGNATURE_DEF].Unpack(signature_map)
+            return {"model_spec": {"name": answer.model_spec.name,
+                                   "version": str(answer.model_spec.version.value)},
+                    "metadata": {METADATA_SIGNATURE_DEF: json_format.MessageToDict(
+                        signature_map, preserving_proto_field_name=True)}}
         raise ServingError(grpc.StatusCode.NOT_FOUND,
                            f"Malformed request: {verb} {request.path}")
 

@@ -180,20 +180,10 @@ class _Handler:
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
 
-
-class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, handler: _Handler):
-        self._h = handler
-
-    def Predict(self, request: predict_pb2.PredictRequest, context):
-        return self._h.handle("Predict", request, context, self._h.predict)
-
-    def GetModelMetadata(self, request, context):
-        return self._h.handle("GetModelMetadata", request, context, self._metadata)
-
-    def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
-                  _time_remaining=None) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        model = self._h.resolve(request.model_spec)
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+                 _time_remaining=None) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """`GetModelMetadata`: the signature defs of the version the request names."""
+        model = self.resolve(request.model_spec)
         fields = list(request.metadata_field)
         if not fields:
             raise ServingError(
@@ -207,12 +197,35 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"Metadata field {', '.join(unsupported)} is not supported; the only "
                 f"one is {METADATA_SIGNATURE_DEF!r}")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        self._h.fill_spec(response.model_spec, request.model_spec.name, model)
+        self.fill_spec(response.model_spec, request.model_spec.name, model)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in model.signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
         response.metadata[METADATA_SIGNATURE_DEF].Pack(signature_map)
         return response
+
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest,
+               _time_remaining=None) -> get_model_status_pb2.GetModelStatusResponse:
+        """`GetModelStatus`: the known versions of the model (or the one named)."""
+        spec = request.model_spec
+        if spec.HasField("version_label"):
+            version = self.resolve(spec).version
+        else:
+            version = spec.version.value if spec.HasField("version") else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        response.model_version_status.extend(self.manager.status(spec.name, version))
+        return response
+
+
+class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, handler: _Handler):
+        self._h = handler
+
+    def Predict(self, request: predict_pb2.PredictRequest, context):
+        return self._h.handle("Predict", request, context, self._h.predict)
+
+    def GetModelMetadata(self, request, context):
+        return self._h.handle("GetModelMetadata", request, context, self._h.metadata)
 
     def _unimplemented(self, method: str, request, context):
         def refuse(_request, _time_remaining):
@@ -235,18 +248,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self._h = handler
 
     def GetModelStatus(self, request, context):
-        return self._h.handle("GetModelStatus", request, context, self._status)
-
-    def _status(self, request: get_model_status_pb2.GetModelStatusRequest,
-                _time_remaining=None) -> get_model_status_pb2.GetModelStatusResponse:
-        spec = request.model_spec
-        if spec.HasField("version_label"):
-            version = self._h.resolve(spec).version
-        else:
-            version = spec.version.value if spec.HasField("version") else None
-        response = get_model_status_pb2.GetModelStatusResponse()
-        response.model_version_status.extend(self._h.manager.status(spec.name, version))
-        return response
+        return self._h.handle("GetModelStatus", request, context, self._h.status)
 
     def HandleReloadConfigRequest(self, request, context):
         return self._h.handle("HandleReloadConfigRequest", request, context,

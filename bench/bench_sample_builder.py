@@ -55,6 +55,7 @@ def lean_args(beam_args: List[str], raw: str) -> List[str]:
     if "--runner=FlinkRunner" not in beam_args:
         return list(beam_args)
     from daian_tf.data import beam_runners
+    from daian_tf.data.sample_builder import raw_bytes
 
     try:
         options = beam_runners.pipeline_options(beam_args, raw_bytes(raw))
@@ -63,9 +64,6 @@ def lean_args(beam_args: List[str], raw: str) -> List[str]:
     given = options.get_all_options(drop_default=True, retain_unknown_options=True)
     return [f"--{k}={v}" for k, v in given.items()]
 
-
-def raw_bytes(raw: str) -> int:
-    return sum(os.path.getsize(os.path.join(raw, f)) for f in os.listdir(raw))
 
 
 def measure(cmd: Sequence[str], poll_s: float = 0.1,

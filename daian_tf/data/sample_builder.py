@@ -194,12 +194,12 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
     output_dirs = {s: FileSystems.join(out_dir, s) for s in SPLITS}
     for d in output_dirs.values():
         _remove_old_shards(d)
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args, _raw_bytes(raw_dir)))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args, raw_bytes(raw_dir)))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
     return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir)
 
 
-def _raw_bytes(raw_dir: str) -> int:
+def raw_bytes(raw_dir: str) -> int:
     """The size of the files in `raw_dir` (what the FlinkRunner's default parallelism
     is sized by: data/beam_runners.py)."""
     matched = FileSystems.match([FileSystems.join(raw_dir, "*")])

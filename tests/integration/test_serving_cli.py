@@ -49,11 +49,14 @@ def served(tmp_path_factory):
     config.write_text((CONFIG / "models.config.pbtxt").read_text().replace(
         '"/models/daian"', f'"{base}"').replace('name: "daian"', f'name: "{MODEL_NAME}"'))
     port = _free_port()
-    proc = subprocess.Popen(
-        _daian_cmd() + ["serve", f"--model_config_file={config}", f"--port={port}",
-                        "--enable_batching=true",
-                        f"--batching_parameters_file={CONFIG / 'batching_parameters.pbtxt'}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    batching = CONFIG / "batching_parameters.pbtxt"
+    log = tmp / "serve.log"  # a file, not a pipe nobody reads while the server runs
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            _daian_cmd() + ["serve", f"--model_config_file={config}", f"--port={port}",
+                            "--enable_batching=true",
+                            f"--batching_parameters_file={batching}"],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     target = f"127.0.0.1:{port}"
     try:
         with PredictClient(target, model_name=MODEL_NAME) as client:
@@ -61,9 +64,10 @@ def served(tmp_path_factory):
         yield target, tmp
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "serving 'toy' versions [3]" in stderr
+        proc.wait(timeout=60)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert "serving 'toy' versions [3]" in output
 
 
 def test_daian_score_prints_the_served_scores(served):

@@ -17,8 +17,12 @@ Signatures:
   the shared user vector, for reuse by other tasks;
 - `rank`: `context` (tf.string `[1]`: one example with the user, trigger and history)
   and `candidates` (tf.string `[None]`: examples with the target features) → `{ctr}`;
-  the request side (the user/trigger/history features, and DAIAN's UIM and implicit
-  intent) is computed once and broadcast to the N candidates.
+  for DAIAN (`DAIAN.score_candidates`) the request side (the user/trigger/history
+  embeddings, UIM, I2E, the explicit self-attention) runs once and the N candidates are
+  scored against the one history (DIN's pooling and the explicit read-out as single
+  matrix products), equal to `serving_default` on the N (context, candidate) pairs.
+  `serving_default` of DAIAN computes the request side once per distinct request of
+  its batch, the intent output included (`DAIAN.call_with_intent`).
 
 A DAIAN export also holds the I-2 range it was trained with, `[lo, hi]`, as the variable
 `sim_range` (`tf.saved_model.load(export_dir).sim_range`): the sample builder's range,
@@ -52,8 +56,9 @@ class ServingModule(tf.Module):
     Args:
         model: the Keras 3 model; takes a dict of transformed features named by
             `models.serving_input_keys` and returns click probabilities `(B, 1)`. A model
-            with `predict_intent` and `request_side` (DAIAN) also gets the intent
-            output and a rank signature that reuses its request side.
+            with `predict_intent` (DAIAN, ...) also gets the intent output, and one
+            with `score_candidates` (DAIAN) a rank signature that computes the
+            request once.
         tft_layer: `tf_transform_output.transform_features_layer()`.
         raw_spec: the serving parse spec (`serving_feature_spec`).
     """
@@ -103,6 +108,10 @@ class ServingModule(tf.Module):
     def _score_and_intent(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Serialized examples `(N,)` → `{ctr: (N,), intent: (N, n)}` (DAIAN)."""
         inputs = self.transformed_inputs(examples)
+        if hasattr(self.model, "call_with_intent"):  # DAIAN: the request side once
+            probs, intent = self.model.call_with_intent(inputs, training=False)
+            return {OUTPUT_CTR: tf.reshape(tf.cast(probs, tf.float32), [-1]),
+                    OUTPUT_INTENT: tf.cast(intent, tf.float32)}
         return {OUTPUT_CTR: self._ctr(inputs), OUTPUT_INTENT: self._intent(inputs)}
 
     def _intent_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -121,22 +130,22 @@ class ServingModule(tf.Module):
     def rank(self, context: tf.Tensor, candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
         """One request's context `(1,)` and its N candidates `(N,)` → `{ctr: (N,)}`.
 
-        The context's request features are transformed once and broadcast; the
-        candidates contribute only the target features (`CANDIDATE_KEYS`).
+        The candidates contribute only the target features (`CANDIDATE_KEYS`). A
+        model with `score_candidates` (DAIAN) scores them against the context's one
+        row; any other model gets the context's features repeated for each
+        candidate.
         """
-        ctx = self.transformed_inputs(context)
-        cand = self.transformed_inputs(candidates)
+        # two transforms, not one over [context; candidates]: the request side
+        # then starts on its one row while the candidates are transformed
+        ctx = {k: v for k, v in self.transformed_inputs(context).items()
+               if k not in CANDIDATE_KEYS}
+        cand = {k: v for k, v in self.transformed_inputs(candidates).items()
+                if k in CANDIDATE_KEYS}
+        if hasattr(self.model, "score_candidates"):
+            probs = self.model.score_candidates(ctx, cand)
+            return {OUTPUT_CTR: tf.reshape(tf.cast(probs, tf.float32), [-1])}
         n = tf.shape(candidates)[0]
-
-        def broadcast(x):
-            return tf.repeat(x, n, axis=0)
-
-        inputs = {k: cand[k] if k in CANDIDATE_KEYS else broadcast(ctx[k])
-                  for k in self._input_keys}
-        if hasattr(self.model, "request_side"):
-            request = tf.nest.map_structure(
-                broadcast, self.model.request_side(ctx, training=False))
-            return {OUTPUT_CTR: self._ctr(inputs, request=request)}
+        inputs = {**cand, **{k: tf.repeat(v, n, axis=0) for k, v in ctx.items()}}
         return {OUTPUT_CTR: self._ctr(inputs)}
 
 

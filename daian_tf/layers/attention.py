@@ -95,22 +95,56 @@ class DinAttentionPooling(keras.layers.Layer):
         self.built = True
 
     def call(self, query, keys, mask=None, training=None):
-        layers = self.hidden_layers + [self.score_layer]
-        x = self._first_layer(layers[0], query, keys)
-        for layer in layers[1:]:
+        first = self._first_layer(self.hidden_layers[0] if self.hidden_layers
+                                  else self.score_layer, query, keys)
+        weights = self._weights(first, mask)  # (B, T)
+        return ops.sum(ops.expand_dims(weights, -1) * keys, axis=1)
+
+    def pool_shared(self, query, keys, mask=None):
+        """The same pooling for `N` queries over ONE sequence (a ranking request: one
+        user's history, N candidates): `query` `(N, E)`, `keys` `(T, E)`, `mask`
+        `(T,)` → `(N, E)`, equal to `call(query, tile(keys), tile(mask))`.
+
+        The first layer's key-only term `k_j (W_k − W_d)` is computed once for the
+        sequence, the product term `(q ⊙ k_j) W_p = q · (diag(k_j) W_p)` as one
+        `(N, E) × (E, T·U)` matrix product, and the pooling as one `(N, T) × (T, E)`
+        product, instead of N small per-row products.
+        """
+        layer = self.hidden_layers[0] if self.hidden_layers else self.score_layer
+        width = keys.shape[-1]
+        steps, units = ops.shape(keys)[0], layer.kernel.shape[-1]
+        w_q, w_k, w_d, w_p = (layer.kernel[i * width:(i + 1) * width] for i in range(4))
+        per_row = ops.matmul(query, w_q + w_d)  # (N, U)
+        if layer.use_bias:
+            per_row = per_row + layer.bias
+        per_step = ops.matmul(keys, w_k - w_d)  # (T, U)
+        step_kernels = ops.reshape(  # (E, T·U): [e, (j, u)] = k_je W_p[e, u]
+            ops.expand_dims(ops.transpose(keys), -1) * ops.expand_dims(w_p, 1),
+            (width, steps * units))
+        product = ops.reshape(ops.matmul(query, step_kernels), (-1, steps, units))
+        first = layer.activation(product + ops.expand_dims(per_step, 0)
+                                 + ops.expand_dims(per_row, 1))  # (N, T, U)
+        weights = self._weights(first, None if mask is None else
+                                ops.expand_dims(mask, 0))  # (N, T)
+        return ops.matmul(weights, keys)
+
+    def _weights(self, first, mask):
+        """The attention weights `(B, T)` from the first layer's output `(B, T, U)`;
+        `mask` `(B, T)` or `(1, T)` (None: every step is real)."""
+        x = first
+        for layer in (self.hidden_layers + [self.score_layer])[1:]:
             x = layer(x)
         scores = ops.squeeze(x, axis=-1)  # (B, T)
         if mask is None:
             valid = ops.ones_like(scores)
         else:
-            valid = ops.cast(mask, scores.dtype)
+            valid = ops.cast(mask, scores.dtype) * ops.ones_like(scores)
         if self.use_softmax:
             # Padded steps get a large negative score, then weight 0 after the product;
             # an all-padded row gets a uniform softmax times zeros: all weights 0.
             scores = ops.where(valid > 0, scores, ops.full_like(scores, -1e9))
             scores = ops.softmax(scores, axis=-1)
-        weights = scores * valid
-        return ops.sum(ops.expand_dims(weights, -1) * keys, axis=1)
+        return scores * valid
 
     @staticmethod
     def _first_layer(layer, query, keys):

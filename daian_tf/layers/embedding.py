@@ -140,8 +140,8 @@ def is_table(layer) -> bool:
 
 
 def embed_features(tables: Mapping[str, keras.layers.Layer], inputs: Mapping,
-                   user_columns: Sequence[str],
-                   request_only: bool = False) -> Dict[str, object]:
+                   user_columns: Sequence[str], request_only: bool = False,
+                   candidate: bool = True) -> Dict[str, object]:
     """The embedded features of a batch (see the module docstring for the keys).
 
     Args:
@@ -150,6 +150,8 @@ def embed_features(tables: Mapping[str, keras.layers.Layer], inputs: Mapping,
             ids int64 `(B,)`, history ids `(B, T)`.
         user_columns: the user profile columns.
         request_only: only `user`, `trigger_query`, `history` and `mask`.
+        candidate: False: without the target's keys (`embed_candidates`); `inputs`
+            then needs only `request_input_keys(user_columns)`.
     """
     cache: Dict[str, object] = {}
 
@@ -173,14 +175,32 @@ def embed_features(tables: Mapping[str, keras.layers.Layer], inputs: Mapping,
     }
     if request_only:
         return request
-    return {
-        **request,
+    request.update({
         TRIGGER: ops.concatenate(items(F.TRIGGER_ITEM_KEYS)
                                  + [embed(F.TRIGGER_PRICE, PRICE_VOCAB)], axis=-1),
+        TRIGGER_ID: embed(F.TRIGGER_ITEM_ID, vocab_of(F.TRIGGER_ITEM_ID)),
+    })
+    if not candidate:
+        return request
+    return {**request, **embed_candidates(tables, inputs, embed)}
+
+
+def embed_candidates(tables: Mapping[str, keras.layers.Layer], inputs: Mapping,
+                     embed=None) -> Dict[str, object]:
+    """The candidate's (target's) part of `embed_features`: `target`, `target_query`
+    and `target_id`, from the target features of `inputs` alone (a ranking request's
+    candidates carry nothing else). `embed(key, vocab)`: `embed_features`' cache."""
+    if embed is None:
+        def embed(key, vocab):
+            return tables[vocab](inputs[F.xf(key)])
+
+    def items(keys):
+        return [embed(k, vocab_of(k)) for k in keys]
+
+    return {
         TARGET: ops.concatenate(items(F.TARGET_ITEM_KEYS)
                                 + [embed(F.TARGET_PRICE, PRICE_VOCAB)], axis=-1),
         TARGET_QUERY: ops.concatenate(items([t for t, _ in F.DIN_PAIRS]), axis=-1),
-        TRIGGER_ID: embed(F.TRIGGER_ITEM_ID, vocab_of(F.TRIGGER_ITEM_ID)),
         TARGET_ID: embed(F.TARGET_ITEM_ID, vocab_of(F.TARGET_ITEM_ID)),
     }
 
@@ -226,6 +246,16 @@ class FeatureEmbedding(keras.layers.Layer):
     def call(self, inputs):
         return embed_features(self.tables, inputs, self.user_columns,
                               self.request_only)
+
+    def request(self, inputs):
+        """`call` without the target's keys: the request's embeddings from the
+        request's features (`request_input_keys`)."""
+        return embed_features(self.tables, inputs, self.user_columns,
+                              self.request_only, candidate=False)
+
+    def candidates(self, inputs):
+        """`embed_candidates`: the target's embeddings from the target features."""
+        return embed_candidates(self.tables, inputs)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -54,32 +54,62 @@ def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, ma
         attention: a built `keras.layers.MultiHeadAttention` (key = value, one
             attention axis).
         query: `(B, Dq)`.
-        keys: `(B, T, E)`, the keys and the values.
-        mask: boolean `(B, T)`, True on the steps that may be attended to.
-        training: Keras' flag.
+        keys: `(B, T, E)`, the keys and the values; or `(T, E)`, ONE sequence that
+            every query attends to (a ranking request's candidates), whose scores and
+            pooling are then single matrix products.
+        mask: boolean `(B, T)`, True on the steps that may be attended to; `(T,)`
+            with shared keys.
+        training: Keras' flag (with shared keys: inference only).
 
     Returns:
         `(B, output)` the attention's output. A row with no True step gets a uniform
         average of its steps (multiply by `any_step(mask)` to zero it).
     """
+    shared = len(keys.shape) == 2
     if attention.dropout > 0 and training:
+        if shared:
+            raise ValueError("target_attention with shared keys is inference-only")
         return ops.squeeze(attention(ops.expand_dims(query, 1), keys, keys,
                                      attention_mask=ops.expand_dims(mask, 1),
                                      training=training), axis=1)
     q_dense, k_dense = attention._query_dense, attention._key_dense
     v_dense, o_dense = attention._value_dense, attention._output_dense
-    q = ops.einsum("bd,dhk->bhk", query, q_dense.kernel) + _bias(q_dense)  # (B, H, dh)
-    q = q * (1.0 / float(attention.key_dim) ** 0.5)
-    q_in_keys = ops.einsum("bhk,ehk->bhe", q, k_dense.kernel)  # (B, H, E)
-    scores = ops.einsum("bte,bhe->bht", keys, q_in_keys)
+    heads, head_dim = attention.num_heads, attention.key_dim
+    width = keys.shape[-1]
+    steps = ops.shape(keys)[-2]
+    # matrix products, not einsums: oneDNN's Einsum costs ~15 µs more a call and runs
+    # slower than MatMul on these shapes (serving/README.md, "rank")
+    q = ops.matmul(query, ops.reshape(q_dense.kernel, (-1, heads * head_dim)))
+    q = (ops.reshape(q, (-1, heads, head_dim)) + _bias(q_dense)) * (
+        1.0 / float(head_dim) ** 0.5)  # (B, H, dh)
+    q_in_keys = _per_head(q, ops.transpose(k_dense.kernel, (1, 2, 0)))  # (B, H, E)
+    if shared:
+        scores = ops.reshape(ops.matmul(ops.reshape(q_in_keys, (-1, width)),
+                                        ops.transpose(keys)), (-1, heads, steps))
+    else:
+        scores = ops.matmul(q_in_keys, ops.transpose(keys, (0, 2, 1)))  # (B, H, T)
     if k_dense.bias is not None:  # the same for every step (kept: it is Keras' score)
-        scores = scores + ops.expand_dims(ops.einsum("bhk,hk->bh", q, k_dense.bias), -1)
-    mask = ops.expand_dims(ops.cast(mask, "bool"), 1)  # (B, 1, T)
+        scores = scores + ops.sum(q * k_dense.bias, axis=-1, keepdims=True)
+    mask = ops.cast(mask, "bool")
+    mask = ops.expand_dims(mask, 0) if shared else ops.expand_dims(mask, 1)  # (·, 1, T)
     scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
     weights = ops.softmax(scores, axis=-1)  # (B, H, T)
-    pooled = ops.einsum("bht,bte->bhe", weights, keys)
-    values = ops.einsum("bhe,ehk->bhk", pooled, v_dense.kernel) + _bias(v_dense)
-    return ops.einsum("bhk,hko->bo", values, o_dense.kernel) + _bias(o_dense)
+    if shared:
+        pooled = ops.reshape(ops.matmul(ops.reshape(weights, (-1, steps)), keys),
+                             (-1, heads, width))
+    else:
+        pooled = ops.matmul(weights, keys)  # (B, H, E)
+    values = _per_head(pooled, ops.transpose(v_dense.kernel, (1, 0, 2)))  # (B, H, dh)
+    values = values + _bias(v_dense)
+    out = ops.matmul(ops.reshape(values, (-1, heads * head_dim)),
+                     ops.reshape(o_dense.kernel, (heads * head_dim, -1)))
+    return out + _bias(o_dense)
+
+
+def _per_head(x, kernel):
+    """`einsum("bhi,hio->bho", x, kernel)` as one batched product over the heads."""
+    out = ops.matmul(ops.transpose(x, (1, 0, 2)), kernel)  # (H, B, O)
+    return ops.transpose(out, (1, 0, 2))
 
 
 def _bias(layer):

@@ -17,6 +17,9 @@ UIM, I2E and the explicit block's self-attention read only the request (user, tr
 history); `call` computes them once per distinct request of its batch and gathers the
 results back to the samples (`request_side`, `per_sample_request`,
 `layers.request_rows`; `model.request_dedup`), the same function and gradients.
+`score_candidates` (the `rank` signature) scores N candidates of one request: the
+request side and the history's embeddings on the one row, and DIN's pooling and the
+explicit read-out against the one history, not N copies of it.
 
 Switches (`ModelConfig`): `use_uim=False` is "w/o UIM" (the intent vector is not a
 distribution: UIM's raw scores times the level table), `use_die=False` drops o_imp/o_exp
@@ -203,7 +206,7 @@ class DAIAN(keras.Model):
         v_int = self.intent_embedding(intent)
         out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
         if self.cfg.use_die:
-            e = self.embedding(inputs)
+            e = self.embedding.request(inputs)
             out[_REQ_IMP] = self.implicit(e[emb.TRIGGER], v_int, e[emb.HISTORY],
                                           mask=e[emb.MASK], training=training)
             m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
@@ -235,6 +238,12 @@ class DAIAN(keras.Model):
         return once_per_request(side, inputs,
                                 self.request_keys + list(intent_keys or ()))
 
+    def call_with_intent(self, inputs: Mapping, training=None):
+        """`(call(inputs), p̂)`: the click probabilities `(B, 1)` and UIM's intent of
+        each row `(B, n)`, from one computation of the request side."""
+        request = self.per_sample_request(inputs, training=training)
+        return self(inputs, training=training, request=request), request[_REQ_INTENT]
+
     def call(self, inputs, training=None, request: Optional[Dict] = None):
         """Click probabilities `(B, 1)`; `request` (from `request_side`, one row per
         sample) skips recomputing the request side."""
@@ -242,13 +251,62 @@ class DAIAN(keras.Model):
         if request is None:
             request = self.per_sample_request(inputs, training=training)
         pooled = self.din_pooling(e[emb.TARGET_QUERY], e[emb.HISTORY], mask=e[emb.MASK])
-        parts = [e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled]
-        if self.cfg.use_sein:
-            m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
-            m_tg = self.catalog(inputs[F.raw(F.TARGET_ITEM_ID)])
+        o_exp = None
         if self.cfg.use_die:
             o_exp = self.explicit.read_out(e[emb.TARGET], request[_REQ_EXP],
                                            request[_REQ_EXP_MASK], training=training)
+        m_tr = m_tg = None
+        if self.cfg.use_sein:
+            m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
+            m_tg = self.catalog(inputs[F.raw(F.TARGET_ITEM_ID)])
+        return self._click_probability(e, pooled, o_exp, request, m_tr, m_tg,
+                                       training=training)
+
+    def score_candidates(self, context: Mapping, candidates: Mapping):
+        """Click probabilities `(N, 1)` of N candidates for ONE request, the same as
+        `call` on N rows that repeat the request (inference only).
+
+        Args:
+            context: the request's inputs, one row (`request_keys`; other keys are
+                ignored).
+            candidates: the candidates' target inputs (`CANDIDATE_KEYS`), N rows.
+
+        The request side, the user's, trigger's and history's embeddings run on the
+        one row; DIN's pooling and the explicit read-out score the N candidates
+        against the one history (`DinAttentionPooling.pool_shared`, shared keys in
+        `target_attention`) instead of against N copies of it.
+        """
+        request = self.request_side(context, training=False)
+        e_ctx = self.embedding.request(context)
+        e_cand = self.embedding.candidates(candidates)
+        n = ops.shape(e_cand[emb.TARGET])[0]
+
+        def rows(x):  # the request's row, for each candidate
+            return ops.broadcast_to(x, (n,) + tuple(x.shape[1:]))
+
+        pooled = self.din_pooling.pool_shared(e_cand[emb.TARGET_QUERY],
+                                              e_ctx[emb.HISTORY][0], e_ctx[emb.MASK][0])
+        o_exp = None
+        if self.cfg.use_die:
+            o_exp = self.explicit.read_out(e_cand[emb.TARGET], request[_REQ_EXP][0],
+                                           request[_REQ_EXP_MASK][0], training=False)
+        m_tr = m_tg = None
+        if self.cfg.use_sein:
+            m_tr = rows(self.catalog(context[F.raw(F.TRIGGER_ITEM_ID)]))
+            m_tg = self.catalog(candidates[F.raw(F.TARGET_ITEM_ID)])
+        e = {emb.USER: rows(e_ctx[emb.USER]), emb.TRIGGER: rows(e_ctx[emb.TRIGGER]),
+             emb.TRIGGER_ID: rows(e_ctx[emb.TRIGGER_ID]), **e_cand}
+        per_row = {k: rows(request[k]) for k in (_REQ_VINT, _REQ_IMP) if k in request}
+        return self._click_probability(e, pooled, o_exp, per_row, m_tr, m_tg,
+                                       training=False)
+
+    def _click_probability(self, e: Mapping, pooled, o_exp, request: Mapping, m_tr,
+                           m_tg, training=None):
+        """The blocks after the attentions (SEIN, IA2N, the head), one row a sample:
+        `e` the embeddings, `pooled` DIN's pooling, `o_exp` the explicit read-out,
+        `request` v_int and o_imp, `m_tr`/`m_tg` the multimodal vectors."""
+        parts = [e[emb.USER], e[emb.TRIGGER], e[emb.TARGET], pooled]
+        if self.cfg.use_die:
             o_imp = request[_REQ_IMP]
         if self.cfg.use_sein:
             e_sim, s_sem = self.similarity(e[emb.TRIGGER_ID], e[emb.TARGET_ID], m_tr, m_tg,

@@ -235,3 +235,40 @@ def test_request_side_runs_on_the_distinct_requests_only():
     assert seen and set(seen) == {B}
     LabelIntentModel(model, LOO_KEYS)(_with_label_intent(x))
     assert seen[-1] > B  # the leave-one-out labels split requests
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"use_uim": False}, {"use_die": False}, {"use_sein": False},
+    {"use_die": False, "use_sein": False}, {"attention_softmax": True}])
+@pytest.mark.parametrize("row", [0, 2])  # a full history; none
+def test_score_candidates_is_call_on_the_request_repeated(overrides, row):
+    """`score_candidates(one request, N candidates)` (the rank signature) equals
+    `call` on N rows that repeat the request with each candidate's target, for every
+    switch, with the context given only its request keys and the candidates only
+    their target keys."""
+    from daian_tf.models.daian import CANDIDATE_KEYS
+
+    model = _model(**overrides)
+    x = _requests_with_candidates(per_request=3)
+    model(x)
+    base = _inputs()
+    context = {k: np.asarray(v)[row:row + 1] for k, v in base.items()
+               if k in model.request_keys}
+    candidates = {k: v for k, v in x.items() if k in CANDIDATE_KEYS}
+    n = len(candidates[F.xf(F.TARGET_ITEM_ID)])
+    repeated = {**{k: np.repeat(v, n, axis=0) for k, v in context.items()},
+                **candidates}
+    np.testing.assert_allclose(
+        np.asarray(model.score_candidates(context, candidates)).reshape(-1),
+        _scores(model, repeated), rtol=1e-5, atol=1e-6)
+
+
+def test_call_with_intent_is_call_and_predict_intent():
+    model = _model()
+    x = _requests_with_candidates()
+    probs, intent = model.call_with_intent(x, training=False)
+    np.testing.assert_allclose(np.asarray(probs).reshape(-1), _scores(model, x),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(intent),
+                               np.asarray(model.predict_intent(x, training=False)),
+                               rtol=1e-6, atol=1e-7)

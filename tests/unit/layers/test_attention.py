@@ -149,3 +149,28 @@ def test_model_save_and_load(tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(np.asarray(loaded([query, keys, mask])), expected,
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("hidden_units", [(8, 4), ()])
+@pytest.mark.parametrize("use_softmax", [False, True])
+@pytest.mark.parametrize("row", [0, 1, 2])  # some padding, none, all padded
+def test_pool_shared_is_the_pooling_of_every_query_over_one_sequence(
+        use_softmax, hidden_units, row):
+    """N queries against one sequence (a ranking request) equal `call` on the
+    sequence repeated N times, and the numpy reference."""
+    query, keys, mask = _inputs()
+    layer = DinAttentionPooling(hidden_units=hidden_units, use_softmax=use_softmax,
+                                bias_initializer="random_normal")
+    layer(query, keys, mask=mask)
+    tiled_keys = np.repeat(keys[row:row + 1], B, axis=0)
+    tiled_mask = np.repeat(mask[row:row + 1], B, axis=0)
+    shared = np.asarray(layer.pool_shared(query, keys[row], mask[row]))
+    np.testing.assert_allclose(shared, np.asarray(layer(query, tiled_keys,
+                                                        mask=tiled_mask)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        shared, _reference(layer, query, tiled_keys, tiled_mask, _sigmoid),
+        rtol=1e-5, atol=1e-5)
+    unmasked = np.asarray(layer.pool_shared(query, keys[row]))
+    np.testing.assert_allclose(unmasked, np.asarray(layer(query, tiled_keys)),
+                               rtol=1e-5, atol=1e-6)

@@ -181,3 +181,38 @@ def test_target_attention_with_dropout_in_training_is_the_layer_call():
                                rtol=1e-5, atol=1e-5)
     dropped = target_attention(mha, query, keys, mask, training=True)
     assert not np.allclose(np.asarray(dropped), np.asarray(inference))
+
+
+@pytest.mark.parametrize("row", [0, 1, 2])
+def test_target_attention_over_shared_keys_is_the_layer_on_repeated_keys(row):
+    """Keys `(T, E)` shared by every query (a ranking request's one history) give
+    Keras' attention over those keys repeated for each query; an empty mask gives the
+    uniform average, as with per-row keys."""
+    rng = np.random.default_rng(1)
+    query = rng.normal(size=(B, W)).astype("float32")
+    keys = rng.normal(size=(B, T, E)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)
+    mha = keras.layers.MultiHeadAttention(num_heads=H, key_dim=W // H, output_shape=W)
+    mha.build((B, 1, W), (B, T, E))
+    _random_biases(mha)
+    tiled_keys = np.repeat(keys[row:row + 1], B, axis=0)
+    tiled_mask = np.repeat(mask[row:row + 1], B, axis=0)
+    shared = target_attention(mha, query, keys[row], mask[row])
+    per_row = target_attention(mha, query, tiled_keys, tiled_mask)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(per_row),
+                               rtol=1e-5, atol=1e-5)
+    if mask[row].any():
+        ref = mha(query[:, None], tiled_keys, tiled_keys,
+                  attention_mask=tiled_mask[:, None])[:, 0]
+        np.testing.assert_allclose(np.asarray(shared), np.asarray(ref),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_target_attention_over_shared_keys_refuses_training_dropout():
+    mha = keras.layers.MultiHeadAttention(num_heads=H, key_dim=W // H, output_shape=W,
+                                          dropout=0.5)
+    mha.build((B, 1, W), (B, T, E))
+    with pytest.raises(ValueError, match="inference-only"):
+        target_attention(mha, np.zeros((B, W), "float32"),
+                         np.zeros((T, E), "float32"), np.ones((T,), bool),
+                         training=True)

@@ -108,7 +108,7 @@ def staged(data, tmp_path_factory):
     export_dir = str(tmp_path_factory.mktemp("export") / "1")
     export_serving_model(model, data["tfo"], export_dir, data["cfg"].samples,
                          warmup_examples=data["examples"]["eval"][:2])
-    return {"model": model, "snap": snap, "ckpt": ckpt,
+    return {"model": model, "snap": snap, "ckpt": ckpt, "export_dir": export_dir,
             "loaded": tf.saved_model.load(export_dir)}
 
 
@@ -301,3 +301,23 @@ def test_probe_scores_as_the_model_and_its_knockouts_change_them(data, staged):
         record["knocked"] = np.asarray(model(batch, training=False))
     plain = np.asarray(model(batch, training=False))
     assert not np.allclose(plain, record["knocked"], atol=1e-6)
+
+
+def test_rank_flops_from_the_trace_grow_by_one_candidates_share_each(data, staged):
+    """The FLOPs `serving.load_test` reports for `rank` (its matrix products, read
+    from a profiler trace of the call): a fixed request part plus the same amount
+    for each candidate, and at least the head's own products per candidate."""
+    from serving.load_test import candidate_example, signature_flops
+
+    requests = [to_serving_example(e, data["cfg"].samples)
+                for e in data["examples"]["eval"][:6]]
+    candidates = [candidate_example(r) for r in requests[1:]]
+    flops = [signature_flops(staged["export_dir"], SIGNATURE_RANK,
+                             {INPUT_CONTEXT: requests[:1], INPUT_CANDIDATES: candidates[:n]})
+             for n in (2, 3, 4)]
+    per_candidate = flops[1] - flops[0]
+    assert per_candidate > 0 and flops[2] - flops[1] == per_candidate
+    model = staged["model"]
+    head = sum(2 * int(np.prod(layer.kernel.shape))
+               for layer in model.head + [model.output_layer])
+    assert per_candidate >= head

@@ -28,6 +28,7 @@ setup(
         "tqdm==4.70.1",
         "matplotlib==3.9.2",
         "psutil",
+        "prometheus_client",
     ],
     extras_require={"test": ["pytest", "scikit-learn"]},
     entry_points={

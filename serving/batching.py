@@ -30,9 +30,9 @@ waits is dropped from its batch, unrun, and answered `DEADLINE_EXCEEDED`.
 
 The parameters file is a `tensorflow.serving.BatchingParameters` in text format.
 The `tensorflow-serving-api` package ships no class for that message, so
-`BATCHING_PARAMETERS` is built here from the field names, numbers and types of
-tensorflow_serving/servables/tensorflow/session_bundle_config.proto (fields 1-7), and
-the file is parsed with protobuf's own text format parser.
+`BATCHING_PARAMETERS` is built here (`serving.protos`) from the field names, numbers
+and types of tensorflow_serving/servables/tensorflow/session_bundle_config.proto
+(fields 1-7), and the file is parsed with protobuf's own text format parser.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from typing import Optional, Sequence
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pb2, text_format
 
+from serving.protos import message_class
 from serving.served_model import ServedModel, ServingError
 
 _LOG = logging.getLogger(__name__)
@@ -58,35 +58,18 @@ _LOG = logging.getLogger(__name__)
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
 
-def _batching_parameters_class():
-    """The `tensorflow.serving.BatchingParameters` message class (module docstring)."""
-    F = descriptor_pb2.FieldDescriptorProto
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(
-        descriptor_pb2.FileDescriptorProto.FromString(
-            wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="daian_serving/batching_parameters.proto", package="tensorflow.serving",
-        syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
-    message = proto.message_type.add(name="BatchingParameters")
-    for number, name, kind in (
-            (1, "max_batch_size", ".google.protobuf.Int64Value"),
-            (2, "batch_timeout_micros", ".google.protobuf.Int64Value"),
-            (3, "max_enqueued_batches", ".google.protobuf.Int64Value"),
-            (4, "num_batch_threads", ".google.protobuf.Int64Value"),
-            (5, "thread_pool_name", ".google.protobuf.StringValue")):
-        message.field.add(name=name, number=number, label=F.LABEL_OPTIONAL,
-                          type=F.TYPE_MESSAGE, type_name=kind)
-    message.field.add(name="allowed_batch_sizes", number=6, label=F.LABEL_REPEATED,
-                      type=F.TYPE_INT64)
-    message.field.add(name="pad_variable_length_inputs", number=7,
-                      label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
-    pool.Add(proto)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
-
-
-BATCHING_PARAMETERS = _batching_parameters_class()
+_F = descriptor_pb2.FieldDescriptorProto
+BATCHING_PARAMETERS = message_class(  # the module docstring says why it is built here
+    "tensorflow.serving", "daian_serving/batching_parameters.proto", {
+        "BatchingParameters": [
+            (1, "max_batch_size", _F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            (2, "batch_timeout_micros", _F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            (3, "max_enqueued_batches", _F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            (4, "num_batch_threads", _F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+            (5, "thread_pool_name", _F.TYPE_MESSAGE, ".google.protobuf.StringValue"),
+            (6, ("repeated", "allowed_batch_sizes"), _F.TYPE_INT64, None),
+            (7, "pad_variable_length_inputs", _F.TYPE_BOOL, None)]},
+    "BatchingParameters")
 
 
 @dataclass(frozen=True)

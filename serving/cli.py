@@ -4,7 +4,8 @@ client of any TF Serving endpoint, from the command line.
 `daian serve` takes `tensorflow_model_server`'s flags, so a command line moves between
 the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
 (several, with version policies and labels), `--file_system_poll_wait_seconds`,
-`--enable_model_warmup`, `--enable_batching`/`--batching_parameters_file`.
+`--enable_model_warmup`, `--enable_batching`/`--batching_parameters_file`,
+`--rest_api_port`, `--monitoring_config_file`.
 `daian score` sends the serialized examples of a TFRecord file to a server and prints
 one JSON line per example. Registered with the library's CLI through the
 `daian_tf.commands` entry points (setup.py).
@@ -38,7 +39,8 @@ def cmd_serve(args, _rest) -> int:
               host=args.host, wait=True, model_config=args.model_config_file or None,
               poll_wait_s=args.file_system_poll_wait_seconds,
               enable_warmup=args.enable_model_warmup, batching=batching,
-              rest_api_port=args.rest_api_port or None)
+              rest_api_port=args.rest_api_port or None,
+              monitoring=args.monitoring_config_file or None)
     except (OSError, RuntimeError, ValueError) as e:
         # a missing model or file, no servable version, a refused config, a port in
         # use: one line naming it (the `daian` command prints DaianInputError so)
@@ -107,6 +109,10 @@ def add_serve_command(sub) -> None:
     p.add_argument("--batching_parameters_file", default="",
                    help="a TF Serving BatchingParameters in text format "
                         "(serving/config/batching_parameters.pbtxt)")
+    p.add_argument("--monitoring_config_file", default="",
+                   help="a TF Serving MonitoringConfig in text format "
+                        "(serving/config/monitoring.config.pbtxt): Prometheus metrics "
+                        "on the REST port")
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
     p.add_argument("--rest_api_port", type=int, default=0,
                    help="also serve TF Serving's REST API on this port (0: off, "

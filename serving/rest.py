@@ -13,6 +13,8 @@ The shapes are TF Serving's (its `--rest_api_port`, "RESTful API" guide):
   [{"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK",
   "error_message": ""}}]}`.
 - `GET /v1/models/<name>[/versions/<v>]/metadata`: the signature defs as JSON.
+- `GET <path>` of a `--monitoring_config_file` with Prometheus enabled: the request
+  metrics in Prometheus' text format (serving/monitoring.py).
 
 Errors answer `{"error": "<message>"}` with the HTTP status TF Serving maps the gRPC
 code to (400 INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE, 504
@@ -42,6 +44,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.contract import METADATA_SIGNATURE_DEF, SIGNATURE_SERVING_DEFAULT
+from serving.monitoring import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.served_model import ServingError
 
 _LOG = logging.getLogger(__name__)
@@ -197,6 +200,16 @@ class RestServer:
         self._thread.join()
 
     def _answer(self, request: BaseHTTPRequestHandler, verb: str) -> None:
+        h = self._handler
+        if (verb == "GET" and h.metrics is not None
+                and request.path.split("?")[0] == h.metrics_path):
+            payload = h.metrics.exposition()
+            request.send_response(HTTPStatus.OK)
+            request.send_header("Content-Type", METRICS_CONTENT_TYPE)
+            request.send_header("Content-Length", str(len(payload)))
+            request.end_headers()
+            request.wfile.write(payload)
+            return
         try:
             status, body = HTTPStatus.OK, self._route(request, verb)
         except ServingError as e:
@@ -233,7 +246,7 @@ class RestServer:
                           function.structured_input_signature[1].items()}
                 grpc_request, rows = predict_request(body, spec, dtypes)
                 return predict_json(h.predict(grpc_request, time_remaining), rows)
-            return h.call("REST:predict", None, None, run)
+            return h.call("REST:predict", None, None, run, model_name=spec.name)
         if verb == "GET" and tail is None:
             status = h.call("REST:status",
                             get_model_status_pb2.GetModelStatusRequest(model_spec=spec),

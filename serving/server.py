@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from collections import Counter
 from concurrent import futures
@@ -60,6 +61,7 @@ from serving.model_config import (
     single_model_config,
 )
 from serving.model_manager import Loader, ModelManager
+from serving.monitoring import MonitoringConfig, ServingMetrics, read_monitoring_config
 from serving.served_model import ServedModel, ServingError
 
 _LOG = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ _NOT_PREDICT = (
 )
 
 _Response = TypeVar("_Response")
+
+# the requests TF Serving's request metrics count: method → (API, entrypoint) labels
+_METRIC_LABELS = {"Predict": ("predict", "GRPC"), "REST:predict": ("predict", "REST")}
 
 # Request threads with batching: each waits while its request sits in a batch, so
 # they bound how many requests can join batches at once.
@@ -102,10 +107,14 @@ class _Handler:
     """Resolves model specs and turns errors into gRPC statuses for both services."""
 
     def __init__(self, manager: ModelManager,
-                 batcher: Optional[BatchScheduler] = None):
+                 batcher: Optional[BatchScheduler] = None,
+                 metrics: Optional[ServingMetrics] = None,
+                 metrics_path: Optional[str] = None):
         self.manager = manager
         self.batcher = batcher
         self.counter = _RequestCounter()
+        self.metrics = metrics  # Prometheus (serving/monitoring.py), on the REST port
+        self.metrics_path = metrics_path
 
     def resolve(self, spec: model_pb2.ModelSpec) -> ServedModel:
         """The loaded version `spec` names (NOT_FOUND / INVALID_ARGUMENT if none)."""
@@ -123,14 +132,17 @@ class _Handler:
             spec.signature_name = signature_name
 
     def call(self, method: str, request, time_remaining: Optional[float],
-             run: Callable[[object, Optional[float]], _Response]) -> _Response:
+             run: Callable[[object, Optional[float]], _Response],
+             model_name: str = "") -> _Response:
         """Counts and logs the request and runs it; every failure is a ServingError
         with the status to answer (TensorFlow's errors mapped to their codes).
 
         `time_remaining`: seconds to the request's deadline (None: none); a request
-        already past it is dropped unrun."""
+        already past it is dropped unrun. A predict request (`_METRIC_LABELS`) is
+        also recorded in the Prometheus metrics, under `model_name`."""
         count = self.counter.increment(method)
         _LOG.debug("%s request #%d", method, count)
+        start = time.perf_counter()
         try:
             if time_remaining is not None and time_remaining <= 0:
                 self.counter.increment(f"{method}:deadline_exceeded")
@@ -138,22 +150,34 @@ class _Handler:
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"{method} request #{count} reached the server after its "
                     "deadline; dropped before it was computed")
-            return run(request, time_remaining)
+            result = run(request, time_remaining)
         except ServingError as e:
             error = e
         except tf.errors.OpError as e:
             error = ServingError(
                 _GRPC_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.INTERNAL),
                 e.message)
+        else:
+            self._record(method, model_name, "OK", start)
+            return result
+        self._record(method, model_name, error.code.name, start)
         _LOG.warning("%s request #%d failed: %s: %s", method, count, error.code.name,
                      error)
         raise error
 
+    def _record(self, method: str, model_name: str, status: str, start: float) -> None:
+        if self.metrics is not None and method in _METRIC_LABELS:
+            api, entrypoint = _METRIC_LABELS[method]
+            self.metrics.observe(model_name, entrypoint, status,
+                                 time.perf_counter() - start, api=api)
+
     def handle(self, method: str, request, context: grpc.ServicerContext,
                run: Callable[[object, Optional[float]], _Response]) -> _Response:
         """`call` for a gRPC method: a failure aborts the call with its status."""
+        spec = getattr(request, "model_spec", None)
         try:
-            return self.call(method, request, context.time_remaining(), run)
+            return self.call(method, request, context.time_remaining(), run,
+                             model_name=spec.name if spec is not None else "")
         except ServingError as e:
             context.abort(e.code, str(e))
         raise AssertionError("context.abort returned")  # abort always raises
@@ -341,7 +365,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           poll_wait_s: float = 1.0, enable_warmup: bool = True,
           loader: Loader = ServedModel,
           batching: "str | BatchingParameters | None" = None,
-          rest_api_port: Optional[int] = None) -> LocalModelServer:
+          rest_api_port: Optional[int] = None,
+          monitoring: "str | MonitoringConfig | None" = None) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -374,6 +399,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             (serving/batching.py); None: no batching.
         rest_api_port: also serve TF Serving's REST API on this port (0: a free
             one, read `.rest_port`; serving/rest.py); None: gRPC only.
+        monitoring: a `--monitoring_config_file` path or a `MonitoringConfig`: with
+            Prometheus enabled, TF Serving's request metrics are served at its path
+            on the REST port (serving/monitoring.py); it then needs `rest_api_port`.
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -383,8 +411,16 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             missing.
         RuntimeError: a model's versions all failed to load (the errors named).
         ModelConfigError: the config is not one TF Serving accepts.
+        ValueError: a batching or monitoring config that does not parse, or
+            Prometheus enabled without a REST port.
         OSError: the port could not be bound.
     """
+    if isinstance(monitoring, (str, Path)):
+        monitoring = read_monitoring_config(monitoring)
+    metrics = ServingMetrics() if monitoring is not None and monitoring.enable else None
+    if metrics is not None and rest_api_port is None:
+        raise ValueError("the monitoring config enables Prometheus, which is served on "
+                         "the REST port: give rest_api_port (--rest_api_port)")
     if wait and _LOG.getEffectiveLevel() > logging.INFO:
         # Run as a program (`daian serve`): show the loads and unloads.
         logging.getLogger("serving").setLevel(logging.INFO)
@@ -416,7 +452,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     batcher = BatchScheduler(batching) if batching is not None else None
     if max_workers is None:
         max_workers = BATCHING_REQUEST_THREADS if batcher is not None else 4
-    handler = _Handler(manager, batcher)
+    handler = _Handler(manager, batcher, metrics,
+                       monitoring.path if metrics is not None else None)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(handler), server)

@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving.client import PredictClient
 from tests._toy_servable import (
@@ -41,27 +43,31 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`daian serve --model_config_file=... --enable_batching=true
-    --batching_parameters_file=...` on the packaged files, as a process."""
+    --batching_parameters_file=... --rest_api_port=... --monitoring_config_file=...`
+    on the packaged files, as a process."""
     tmp = tmp_path_factory.mktemp("cli")
     base = tmp / MODEL_NAME
     save_toy_model(base / "3")
     config = tmp / "models.config.pbtxt"
     config.write_text((CONFIG / "models.config.pbtxt").read_text().replace(
         '"/models/daian"', f'"{base}"').replace('name: "daian"', f'name: "{MODEL_NAME}"'))
-    port = _free_port()
+    port, rest_port = _free_port(), _free_port()
     batching = CONFIG / "batching_parameters.pbtxt"
     log = tmp / "serve.log"  # a file, not a pipe nobody reads while the server runs
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
             _daian_cmd() + ["serve", f"--model_config_file={config}", f"--port={port}",
                             "--enable_batching=true",
-                            f"--batching_parameters_file={batching}"],
+                            f"--batching_parameters_file={batching}",
+                            f"--rest_api_port={rest_port}",
+                            f"--monitoring_config_file="
+                            f"{CONFIG / 'monitoring.config.pbtxt'}"],
             cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     target = f"127.0.0.1:{port}"
     try:
         with PredictClient(target, model_name=MODEL_NAME) as client:
             client.wait_until_available(deadline_s=120)
-        yield target, tmp
+        yield target, tmp, rest_port
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -71,7 +77,7 @@ def served(tmp_path_factory):
 
 
 def test_daian_score_prints_the_served_scores(served):
-    target, tmp = served
+    target, tmp, _ = served
     path = tmp / "examples.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         for e in examples():
@@ -88,7 +94,7 @@ def test_daian_score_prints_the_served_scores(served):
 
 
 def test_daian_score_names_what_the_server_refused(served):
-    target, tmp = served
+    target, tmp, _ = served
     path = tmp / "one.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(examples()[0])
@@ -99,10 +105,33 @@ def test_daian_score_names_what_the_server_refused(served):
     assert "NOT_FOUND" in out.stderr and "nope" in out.stderr
 
 
+def test_the_served_process_answers_prometheus_on_the_rest_port(served):
+    """The packaged monitoring file's path, on the REST port: a predict request
+    shows in TF Serving's request counter."""
+    target, _, rest_port = served
+    url = f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics"
+
+    def ok_count() -> float:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        return sum(s.value for f in text_string_to_metric_families(text)
+                   for s in f.samples
+                   if s.name == ":tensorflow:serving:request_count_total"
+                   and s.labels == {"model_name": MODEL_NAME, "status": "OK"})
+
+    before = ok_count()
+    with PredictClient(target, model_name=MODEL_NAME) as client:
+        client.predict_examples(examples())
+    assert ok_count() == before + 1
+
+
 @pytest.mark.parametrize("args, words", [
     (["serve", "/nonexistent/models"], "no numeric version directory"),
     (["serve", "--model_config_file=/nonexistent.pbtxt"], "does not exist"),
     (["score", "127.0.0.1:1", "/nonexistent.tfrecord"], "no such examples file"),
+    (["serve", "/nonexistent/models",
+      f"--monitoring_config_file={CONFIG / 'monitoring.config.pbtxt'}"],
+     "--rest_api_port"),
 ])
 def test_bad_input_is_one_line_naming_it(args, words):
     out = subprocess.run(_daian_cmd() + args, cwd=REPO, capture_output=True, text=True,

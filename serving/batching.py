@@ -48,9 +48,9 @@ from typing import Optional, Sequence
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, text_format
+from google.protobuf import descriptor_pb2
 
-from serving.protos import message_class
+from serving.protos import message_class, parse_text
 from serving.served_model import ServedModel, ServingError
 
 _LOG = logging.getLogger(__name__)
@@ -108,12 +108,7 @@ def parse_batching_parameters(text: str, source: str = "<string>"
         ValueError: not a BatchingParameters in text format (the parser's line and
             column named), or values TF Serving refuses.
     """
-    message = BATCHING_PARAMETERS()
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as e:
-        raise ValueError(f"{source}: not a tensorflow.serving.BatchingParameters in "
-                         f"text format: {e}") from e
+    message = parse_text(BATCHING_PARAMETERS, text, source)
     given = {}
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
                  "num_batch_threads"):

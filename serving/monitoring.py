@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import prometheus_client
-from google.protobuf import descriptor_pb2, text_format
+from google.protobuf import descriptor_pb2
 
-from serving.protos import message_class
+from serving.protos import message_class, parse_text
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # TF Serving's, for an empty path
 REQUEST_COUNT = ":tensorflow:serving:request_count"
@@ -61,12 +61,7 @@ def parse_monitoring_config(text: str, source: str = "<string>") -> MonitoringCo
         ValueError: not a MonitoringConfig in text format (the parser's line and
             column named), or a path that does not start with "/".
     """
-    message = MONITORING_CONFIG()
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as e:
-        raise ValueError(f"{source}: not a tensorflow.serving.MonitoringConfig in "
-                         f"text format: {e}") from e
+    message = parse_text(MONITORING_CONFIG, text, source)
     prometheus = message.prometheus_config
     path = prometheus.path or DEFAULT_PATH
     if not path.startswith("/"):

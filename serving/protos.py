@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Tuple
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
+                              wrappers_pb2)
 
 # (number, name, descriptor_pb2.FieldDescriptorProto type, type name or None);
 # a name in a repeated field's tuple is given as ("repeated", name)
@@ -42,3 +43,15 @@ def message_class(package: str, file_name: str,
     pool.Add(proto)
     descriptor = pool.FindMessageTypeByName(f"{package}.{name}")
     return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+
+
+def parse_text(message_class, text: str, source: str):
+    """`text` parsed as a `message_class` in text format; a ValueError naming `source`,
+    the message and the parser's line and column if it is not one."""
+    message = message_class()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as e:
+        raise ValueError(f"{source}: not a {message.DESCRIPTOR.full_name} in text "
+                         f"format: {e}") from e
+    return message

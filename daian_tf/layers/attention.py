@@ -106,35 +106,34 @@ class DinAttentionPooling(keras.layers.Layer):
         `(T,)` → `(N, E)`, equal to `call(query, tile(keys), tile(mask))`.
 
         The first layer's key-only term `k_j (W_k − W_d)` is computed once for the
-        sequence, the product term `(q ⊙ k_j) W_p = q · (diag(k_j) W_p)` as one
-        `(N, E) × (E, T·U)` matrix product, and the pooling as one `(N, T) × (T, E)`
-        product, instead of N small per-row products.
+        sequence, its product term `(q ⊙ k_j) W_p = q · (diag(k_j) W_p)` as one batched
+        product over the steps, the pooling as one `(N, T) × (T, E)` product; the
+        activations are laid out step-major `(T, N, U)`, so nothing is transposed but
+        the pooling's 2-D operand (which folds into the product).
         """
         layer = self.hidden_layers[0] if self.hidden_layers else self.score_layer
         width = keys.shape[-1]
-        steps, units = ops.shape(keys)[0], layer.kernel.shape[-1]
         w_q, w_k, w_d, w_p = (layer.kernel[i * width:(i + 1) * width] for i in range(4))
         per_row = ops.matmul(query, w_q + w_d)  # (N, U)
         if layer.use_bias:
             per_row = per_row + layer.bias
         per_step = ops.matmul(keys, w_k - w_d)  # (T, U)
-        step_kernels = ops.reshape(  # (E, T·U): [e, (j, u)] = k_je W_p[e, u]
-            ops.expand_dims(ops.transpose(keys), -1) * ops.expand_dims(w_p, 1),
-            (width, steps * units))
-        product = ops.reshape(ops.matmul(query, step_kernels), (-1, steps, units))
-        first = layer.activation(product + ops.expand_dims(per_step, 0)
-                                 + ops.expand_dims(per_row, 1))  # (N, T, U)
+        step_kernels = ops.expand_dims(keys, -1) * ops.expand_dims(w_p, 0)  # (T, E, U)
+        product = ops.matmul(ops.expand_dims(query, 0), step_kernels)  # (T, N, U)
+        first = layer.activation(product + ops.expand_dims(per_step, 1)
+                                 + ops.expand_dims(per_row, 0))
         weights = self._weights(first, None if mask is None else
-                                ops.expand_dims(mask, 0))  # (N, T)
-        return ops.matmul(weights, keys)
+                                ops.expand_dims(mask, 1), axis=0)  # (T, N)
+        return ops.matmul(ops.transpose(weights), keys)
 
-    def _weights(self, first, mask):
-        """The attention weights `(B, T)` from the first layer's output `(B, T, U)`;
-        `mask` `(B, T)` or `(1, T)` (None: every step is real)."""
+    def _weights(self, first, mask, axis: int = -1):
+        """The attention weights from the first layer's output: `(B, T)` from
+        `(B, T, U)` with `mask` `(B, T)`, or, with `axis=0`, `(T, N)` from `(T, N, U)`
+        with `mask` `(T, 1)` (None: every step is real)."""
         x = first
         for layer in (self.hidden_layers + [self.score_layer])[1:]:
             x = layer(x)
-        scores = ops.squeeze(x, axis=-1)  # (B, T)
+        scores = ops.squeeze(x, axis=-1)
         if mask is None:
             valid = ops.ones_like(scores)
         else:
@@ -143,7 +142,7 @@ class DinAttentionPooling(keras.layers.Layer):
             # Padded steps get a large negative score, then weight 0 after the product;
             # an all-padded row gets a uniform softmax times zeros: all weights 0.
             scores = ops.where(valid > 0, scores, ops.full_like(scores, -1e9))
-            scores = ops.softmax(scores, axis=-1)
+            scores = ops.softmax(scores, axis=axis)
         return scores * valid
 
     @staticmethod

@@ -77,12 +77,13 @@ def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, ma
     heads, head_dim = attention.num_heads, attention.key_dim
     width = keys.shape[-1]
     steps = ops.shape(keys)[-2]
-    # matrix products, not einsums: oneDNN's Einsum costs ~15 µs more a call and runs
-    # slower than MatMul on these shapes (serving/README.md, "rank")
+    # 2-D matrix products, not einsums or transposed weights: oneDNN's Einsum costs
+    # ~15 µs more a call and runs slower than MatMul on these shapes, and its
+    # Transpose of a weight 0.1-0.3 ms (serving/README.md, "rank")
     q = ops.matmul(query, ops.reshape(q_dense.kernel, (-1, heads * head_dim)))
     q = (ops.reshape(q, (-1, heads, head_dim)) + _bias(q_dense)) * (
         1.0 / float(head_dim) ** 0.5)  # (B, H, dh)
-    q_in_keys = _per_head(q, ops.transpose(k_dense.kernel, (1, 2, 0)))  # (B, H, E)
+    q_in_keys = _per_head(q, k_dense.kernel, transpose=True)  # (B, H, E)
     if shared:
         scores = ops.reshape(ops.matmul(ops.reshape(q_in_keys, (-1, width)),
                                         ops.transpose(keys)), (-1, heads, steps))
@@ -99,17 +100,23 @@ def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, ma
                              (-1, heads, width))
     else:
         pooled = ops.matmul(weights, keys)  # (B, H, E)
-    values = _per_head(pooled, ops.transpose(v_dense.kernel, (1, 0, 2)))  # (B, H, dh)
+    values = _per_head(pooled, v_dense.kernel)  # (B, H, dh)
     values = values + _bias(v_dense)
     out = ops.matmul(ops.reshape(values, (-1, heads * head_dim)),
                      ops.reshape(o_dense.kernel, (heads * head_dim, -1)))
     return out + _bias(o_dense)
 
 
-def _per_head(x, kernel):
-    """`einsum("bhi,hio->bho", x, kernel)` as one batched product over the heads."""
-    out = ops.matmul(ops.transpose(x, (1, 0, 2)), kernel)  # (H, B, O)
-    return ops.transpose(out, (1, 0, 2))
+def _per_head(x, kernel, transpose: bool = False):
+    """`x` `(B, H, I)` times each head's slice of `kernel` `(·, H, ·)`:
+    `einsum("bhi,ihk->bhk")`, or with `transpose` `einsum("bhi,khi->bhk")`, as one 2-D
+    product a head (a transposed 2-D operand folds into the product; no weight is
+    transposed)."""
+    out = []
+    for h in range(x.shape[1]):
+        w = kernel[:, h]
+        out.append(ops.matmul(x[:, h], ops.transpose(w) if transpose else w))
+    return ops.stack(out, axis=1)
 
 
 def _bias(layer):

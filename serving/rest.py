@@ -245,7 +245,8 @@ class RestServer:
                 dtypes = {n: s.dtype for n, s in
                           function.structured_input_signature[1].items()}
                 grpc_request, rows = predict_request(body, spec, dtypes)
-                return predict_json(h.predict(grpc_request, time_remaining), rows)
+                return predict_json(h.predict(grpc_request, time_remaining, model),
+                                    rows)
             return h.call("REST:predict", None, None, run, model_name=spec.name)
         if verb == "GET" and tail is None:
             status = h.call("REST:status",

@@ -183,10 +183,13 @@ class _Handler:
         raise AssertionError("context.abort returned")  # abort always raises
 
     def predict(self, request: predict_pb2.PredictRequest,
-                time_remaining: Optional[float]) -> predict_pb2.PredictResponse:
-        """`Predict` on the version the request names, batched when the server
-        batches and the request can be (serving/batching.py)."""
-        model = self.resolve(request.model_spec)
+                time_remaining: Optional[float],
+                model: Optional[ServedModel] = None) -> predict_pb2.PredictResponse:
+        """`Predict` on the version the request names (or `model`, a version the
+        caller resolved already), batched when the server batches and the request
+        can be (serving/batching.py)."""
+        if model is None:
+            model = self.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT
         arrays, names = model.prepare(signature_name, dict(request.inputs),
                                       list(request.output_filter))

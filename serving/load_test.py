@@ -239,17 +239,21 @@ print(2 * {size}**3 * n / (time.perf_counter() - start) / 1e9)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def signature_flops(version_dir: str, signature: str,
-                    inputs: dict[str, Sequence[bytes]]) -> int:
-    """The matrix-product FLOPs one call of `signature` runs on `inputs` (input name →
-    serialized examples), counted from a profiler trace of the call (`op_flops`)."""
+def signature_flops(version_dir: str,
+                    calls: Sequence[tuple[str, dict[str, Sequence[bytes]]]]) -> list[int]:
+    """The matrix-product FLOPs of each call `(signature, inputs)` (input name →
+    serialized examples) on the SavedModel `version_dir`, loaded once, counted from
+    a profiler trace of the call (`op_flops`)."""
     from serving import op_flops
 
-    loaded = tf.saved_model.load(version_dir)  # (the signature needs it alive)
-    function = loaded.signatures[signature]
-    arguments = {name: tf.constant(list(v)) for name, v in inputs.items()}
-    return op_flops.call_flops(lambda: function(**arguments),
-                               op_flops.saved_model_graph(version_dir))
+    loaded = tf.saved_model.load(version_dir)  # (the signatures need it alive)
+    graph = op_flops.saved_model_graph(version_dir)
+    counts = []
+    for signature, inputs in calls:
+        function = loaded.signatures[signature]
+        arguments = {name: tf.constant(list(v)) for name, v in inputs.items()}
+        counts.append(op_flops.call_flops(lambda: function(**arguments), graph))
+    return counts
 
 
 def _benchmark(args) -> int:
@@ -262,6 +266,10 @@ def _benchmark(args) -> int:
         raise SystemExit(f"{args.examples} holds {len(pool)} examples; "
                          f"{max(args.candidates) + 1} are needed")
     context = pool[0]
+    requests = {}  # n → (rank's candidates, serving_default's pairs)
+    for n in args.candidates:
+        candidates = [candidate_example(c) for c in pool[1:n + 1]]
+        requests[n] = candidates, rank_pairs(context, candidates)
     rows = []
     settings = [("off", None)]
     if args.batching_parameters_file:
@@ -270,8 +278,7 @@ def _benchmark(args) -> int:
         with serve(args.model_dir, model_name=args.model_name, port=0,
                    host=args.host, poll_wait_s=0, batching=batching) as server:
             for n in args.candidates:
-                candidates = [candidate_example(c) for c in pool[1:n + 1]]
-                pairs = rank_pairs(context, candidates)
+                candidates, pairs = requests[n]
                 for signature, call in (
                         ("rank", lambda c: c.rank(context, candidates)),
                         ("serving_default", lambda c: c.predict_examples(pairs))):
@@ -290,15 +297,13 @@ def _benchmark(args) -> int:
                     print(f"done: {signature} batching {batching_name} n={n}: "
                           f"p50 {result.p50_ms:.1f} ms", flush=True)
     gflops_limit = matmul_gflops(threads=2)
-    version_dir = f"{args.model_dir}/{_latest(args.model_dir)}"
-    flops = {}
-    for n in args.candidates:
-        candidates = [candidate_example(c) for c in pool[1:n + 1]]
-        flops[("rank", n)] = signature_flops(
-            version_dir, "rank", {"context": [context], "candidates": candidates})
-        flops[(SIGNATURE_SERVING_DEFAULT, n)] = signature_flops(
-            version_dir, SIGNATURE_SERVING_DEFAULT,
-            {"examples": rank_pairs(context, candidates)})
+    keys, calls = [], []
+    for n, (candidates, pairs) in requests.items():
+        keys += [("rank", n), (SIGNATURE_SERVING_DEFAULT, n)]
+        calls += [("rank", {"context": [context], "candidates": candidates}),
+                  (SIGNATURE_SERVING_DEFAULT, {"examples": pairs})]
+    flops = dict(zip(keys, signature_flops(
+        f"{args.model_dir}/{_latest(args.model_dir)}", calls)))
     print("\n| signature | batching | candidates | threads | requests | errors | "
           "QPS | candidates/s | p50 ms | p95 ms | p99 ms | p99/p50 | "
           "MFLOP/candidate | GFLOP/s | % of matmul |")

@@ -91,7 +91,8 @@ class ServingMetrics:
     `<name>_total`, and TF Serving's dashboards read `REQUEST_COUNT` without it.
     """
 
-    def __init__(self):
+    def __init__(self, path: str = DEFAULT_PATH):
+        self.path = path  # where the REST port serves them
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)

@@ -202,7 +202,7 @@ class RestServer:
     def _answer(self, request: BaseHTTPRequestHandler, verb: str) -> None:
         h = self._handler
         if (verb == "GET" and h.metrics is not None
-                and request.path.split("?")[0] == h.metrics_path):
+                and request.path.split("?")[0] == h.metrics.path):
             payload = h.metrics.exposition()
             request.send_response(HTTPStatus.OK)
             request.send_header("Content-Type", METRICS_CONTENT_TYPE)

@@ -108,13 +108,11 @@ class _Handler:
 
     def __init__(self, manager: ModelManager,
                  batcher: Optional[BatchScheduler] = None,
-                 metrics: Optional[ServingMetrics] = None,
-                 metrics_path: Optional[str] = None):
+                 metrics: Optional[ServingMetrics] = None):
         self.manager = manager
         self.batcher = batcher
         self.counter = _RequestCounter()
         self.metrics = metrics  # Prometheus (serving/monitoring.py), on the REST port
-        self.metrics_path = metrics_path
 
     def resolve(self, spec: model_pb2.ModelSpec) -> ServedModel:
         """The loaded version `spec` names (NOT_FOUND / INVALID_ARGUMENT if none)."""
@@ -420,7 +418,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     """
     if isinstance(monitoring, (str, Path)):
         monitoring = read_monitoring_config(monitoring)
-    metrics = ServingMetrics() if monitoring is not None and monitoring.enable else None
+    metrics = (ServingMetrics(monitoring.path)
+               if monitoring is not None and monitoring.enable else None)
     if metrics is not None and rest_api_port is None:
         raise ValueError("the monitoring config enables Prometheus, which is served on "
                          "the REST port: give rest_api_port (--rest_api_port)")
@@ -455,8 +454,7 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     batcher = BatchScheduler(batching) if batching is not None else None
     if max_workers is None:
         max_workers = BATCHING_REQUEST_THREADS if batcher is not None else 4
-    handler = _Handler(manager, batcher, metrics,
-                       monitoring.path if metrics is not None else None)
+    handler = _Handler(manager, batcher, metrics)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(handler), server)

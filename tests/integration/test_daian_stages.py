@@ -312,9 +312,9 @@ def test_rank_flops_from_the_trace_grow_by_one_candidates_share_each(data, stage
     requests = [to_serving_example(e, data["cfg"].samples)
                 for e in data["examples"]["eval"][:6]]
     candidates = [candidate_example(r) for r in requests[1:]]
-    flops = [signature_flops(staged["export_dir"], SIGNATURE_RANK,
-                             {INPUT_CONTEXT: requests[:1], INPUT_CANDIDATES: candidates[:n]})
-             for n in (2, 3, 4)]
+    flops = signature_flops(staged["export_dir"], [
+        (SIGNATURE_RANK, {INPUT_CONTEXT: requests[:1], INPUT_CANDIDATES: candidates[:n]})
+        for n in (2, 3, 4)])
     per_candidate = flops[1] - flops[0]
     assert per_candidate > 0 and flops[2] - flops[1] == per_candidate
     model = staged["model"]

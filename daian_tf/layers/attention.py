@@ -105,35 +105,42 @@ class DinAttentionPooling(keras.layers.Layer):
         user's history, N candidates): `query` `(N, E)`, `keys` `(T, E)`, `mask`
         `(T,)` → `(N, E)`, equal to `call(query, tile(keys), tile(mask))`.
 
-        The first layer's key-only term `k_j (W_k − W_d)` is computed once for the
-        sequence, its product term `(q ⊙ k_j) W_p = q · (diag(k_j) W_p)` as one batched
-        product over the steps, the pooling as one `(N, T) × (T, E)` product; the
-        activations are laid out step-major `(T, N, U)`, so nothing is transposed but
-        the pooling's 2-D operand (which folds into the product).
+        The first layer at step j is `q (W_q + W_d) + b + k_j (W_k − W_d) + (q ⊙ k_j)
+        W_p = q K_j + c_j` with `K_j = diag(k_j) W_p + W_q + W_d` `(E, U)` and
+        `c_j = k_j (W_k − W_d) + b` `(U,)`. The T blocks side by side, `(E, T·U)`, and
+        their biases `(T·U,)` are built once for the sequence; the first layer of all
+        N·T (query, step) pairs is then one 2-D product `(N, E) × (E, T·U)` plus a bias
+        vector, which oneDNN fuses with the activation. The later layers run on its
+        `(N·T, U)` rows, and the pooling is one `(N, T) × (T, E)` product. Only the
+        small `(T, E)` keys are transposed.
         """
         layer = self.hidden_layers[0] if self.hidden_layers else self.score_layer
         width = keys.shape[-1]
         w_q, w_k, w_d, w_p = (layer.kernel[i * width:(i + 1) * width] for i in range(4))
-        per_row = ops.matmul(query, w_q + w_d)  # (N, U)
+        kernel = (ops.expand_dims(ops.transpose(keys), -1) * ops.expand_dims(w_p, 1)
+                  + ops.expand_dims(w_q + w_d, 1))  # (E, T, U)
+        bias = ops.matmul(keys, w_k - w_d)  # (T, U)
         if layer.use_bias:
-            per_row = per_row + layer.bias
-        per_step = ops.matmul(keys, w_k - w_d)  # (T, U)
-        step_kernels = ops.expand_dims(keys, -1) * ops.expand_dims(w_p, 0)  # (T, E, U)
-        product = ops.matmul(ops.expand_dims(query, 0), step_kernels)  # (T, N, U)
-        first = layer.activation(product + ops.expand_dims(per_step, 1)
-                                 + ops.expand_dims(per_row, 0))
-        weights = self._weights(first, None if mask is None else
-                                ops.expand_dims(mask, 1), axis=0)  # (T, N)
-        return ops.matmul(ops.transpose(weights), keys)
+            bias = bias + layer.bias
+        first = layer.activation(ops.matmul(query, ops.reshape(kernel, (width, -1)))
+                                 + ops.reshape(bias, (-1,)))  # (N, T·U)
+        first = ops.reshape(first, (-1, ops.shape(keys)[0], layer.units))  # (N, T, U)
+        return ops.matmul(self._weights(first, None if mask is None else
+                                        ops.expand_dims(mask, 0)), keys)
 
-    def _weights(self, first, mask, axis: int = -1):
-        """The attention weights from the first layer's output: `(B, T)` from
-        `(B, T, U)` with `mask` `(B, T)`, or, with `axis=0`, `(T, N)` from `(T, N, U)`
-        with `mask` `(T, 1)` (None: every step is real)."""
+    def _weights(self, first, mask):
+        """The attention weights `(B, T)` from the first layer's output `(B, T, U)`,
+        with `mask` `(B, T)` or `(1, T)` (None: every step is real). The later layers
+        run on the `(B·T, U)` rows: 2-D products, which oneDNN runs with the bias and
+        activation fused (a 3-D input would be a batched product, then each added
+        apart)."""
         x = first
-        for layer in (self.hidden_layers + [self.score_layer])[1:]:
-            x = layer(x)
-        scores = ops.squeeze(x, axis=-1)
+        later = (self.hidden_layers + [self.score_layer])[1:]
+        if later:
+            x = ops.reshape(x, (-1, x.shape[-1]))
+            for layer in later:
+                x = layer(x)
+        scores = ops.reshape(x, ops.shape(first)[:-1])
         if mask is None:
             valid = ops.ones_like(scores)
         else:
@@ -142,7 +149,7 @@ class DinAttentionPooling(keras.layers.Layer):
             # Padded steps get a large negative score, then weight 0 after the product;
             # an all-padded row gets a uniform softmax times zeros: all weights 0.
             scores = ops.where(valid > 0, scores, ops.full_like(scores, -1e9))
-            scores = ops.softmax(scores, axis=axis)
+            scores = ops.softmax(scores, axis=-1)
         return scores * valid
 
     @staticmethod

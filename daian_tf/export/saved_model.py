@@ -45,6 +45,7 @@ from daian_tf.core.signatures import (
     SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT, SIGNATURE_USER_REPRESENTATION, WARMUP_DIR,
     WARMUP_FILE)
 from daian_tf.data.transform import serving_feature_spec
+from daian_tf.export.pruned_transform import PrunedTransform
 from daian_tf.models import serving_input_keys
 # the features a rank candidate carries (the rest come from the request context)
 from daian_tf.models.daian import CANDIDATE_KEYS
@@ -69,6 +70,11 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
         self._input_keys = serving_input_keys(model)
+        # rank's candidates: only the part of the transform graph that computes
+        # their features, on only the raw features it reads (the layer runs the
+        # whole graph every call)
+        self._candidate_transform = PrunedTransform(
+            tft_layer, [k for k in self._input_keys if k in CANDIDATE_KEYS])
         sim_range = getattr(model, "sim_range", None)
         if sim_range is not None:  # DAIAN's I-2 range, readable from the SavedModel
             self.sim_range = tf.Variable(list(sim_range), trainable=False,
@@ -139,8 +145,9 @@ class ServingModule(tf.Module):
         # then starts on its one row while the candidates are transformed
         ctx = {k: v for k, v in self.transformed_inputs(context).items()
                if k not in CANDIDATE_KEYS}
-        cand = {k: v for k, v in self.transformed_inputs(candidates).items()
-                if k in CANDIDATE_KEYS}
+        cand = self._candidate_transform(tf.io.parse_example(
+            candidates, {k: self._raw_spec[k]
+                         for k in self._candidate_transform.input_keys}))
         if hasattr(self.model, "score_candidates"):
             probs = self.model.score_candidates(ctx, cand)
             return {OUTPUT_CTR: tf.reshape(tf.cast(probs, tf.float32), [-1])}

@@ -29,9 +29,11 @@ from daian_tf.core.signatures import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
                                       SIGNATURE_SERVING_DEFAULT)
 from daian_tf.data.transform import raw_feature_spec, serving_feature_spec, vocab_sizes
 from daian_tf.data.transform_beam import transform_samples
+from daian_tf.export.pruned_transform import PrunedTransform
 from daian_tf.export.saved_model import (WARMUP_DIR, WARMUP_FILE, export_serving_model,
                                          to_serving_example)
 from daian_tf.models import serving_input_keys
+from daian_tf.models.daian import CANDIDATE_KEYS
 from daian_tf.training.fit import fit_model
 from daian_tf.workflows import read_report, train_from_samples
 
@@ -301,6 +303,35 @@ def test_export_scores_match_in_fresh_process_without_transform_output(run):
     for name in (SIGNATURE_SERVING_DEFAULT, SIGNATURE_CTR):
         np.testing.assert_allclose(scores[name], expected, atol=1e-5)
     assert np.all((expected > 0) & (expected < 1))
+
+
+def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(run):
+    """`rank`'s candidate transform: the tft layer's values of the candidate features,
+    computed from the target's raw features alone (OOV and missing values too)."""
+    tfo, cfg = run["tfo"], run["cfg"]
+    layer = tfo.transform_features_layer()
+    outputs = sorted(k for k in serving_input_keys(run["model"]) if k in CANDIDATE_KEYS)
+    assert outputs  # ids, price bucket and raw id of the target
+    pruned = PrunedTransform(layer, outputs)
+    # the raw features those outputs come from, by preprocessing_fn: the target's
+    assert pruned.input_keys == sorted(F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+
+    requests = [to_serving_example(e, cfg.samples) for e in run["examples"]["eval"][:20]]
+    requests += [_oov_variant(r) for r in requests[:3]]  # OOV ids, a missing shop id
+    expected = _transform(tfo, cfg, requests)
+    spec = serving_feature_spec(cfg.samples)
+    got = pruned(tf.io.parse_example(tf.constant(requests),
+                                     {k: spec[k] for k in pruned.input_keys}))
+    assert sorted(got) == outputs
+    for key in outputs:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key], err_msg=key)
+    assert len(set(expected[F.xf(F.TARGET_ITEM_ID)].tolist())) > 5  # not all OOV
+
+    with pytest.raises(KeyError, match="no output"):
+        PrunedTransform(layer, ["not_a_feature_xf"])
+    with pytest.raises(KeyError, match=F.TARGET_PRICE):
+        pruned({k: v for k, v in tf.io.parse_example(tf.constant(requests), spec).items()
+                if k != F.TARGET_PRICE})
 
 
 def test_saved_model_cli_shows_the_contract(run):

@@ -9,7 +9,7 @@ operations compute their outputs). `PrunedTransform` is that part, cut from the 
 loaded graph with TensorFlow's `WrappedFunction.prune`, as tf.Transform prunes its own
 exported functions (`saved_transform_io_v2.optimize_concrete_function`): the same
 operations on the same tables, so it computes what the layer computes on those
-outputs (tested equal, `tests/unit/export/test_pruned_transform.py`).
+outputs (tested equal: `tests/integration/test_transform_train_export.py`).
 
 It reads the layer's loaded graph through tf.Transform's `SavedModelLoader`
 (`_saved_model_loader`, with its `_wrapped_function`, `_structured_inputs`,
@@ -61,7 +61,6 @@ class PrunedTransform:
         inputs = loader._structured_inputs
         self.input_keys: List[str] = sorted(
             k for k, v in inputs.items() if any(id(t) in sources for t in _components(v)))
-        self._feeds = {k: inputs[k] for k in self.input_keys}
         # the lookups are stateful: without their control edges, the pruned graph
         # keeps only what the outputs read (as tf.Transform does for its exports)
         fetches = {k: loader._structured_outputs[k] for k in outputs}
@@ -71,7 +70,8 @@ class PrunedTransform:
         fetches = tf.nest.pack_sequence_as(fetches, flat, expand_composites=True)
         wrapped = wrap_function.WrappedFunction(
             graph, variable_holder=wrap_function.VariableHolder(share_variables=True))
-        self._function = wrapped.prune(feeds=_components(self._feeds), fetches=fetches)
+        self._function = wrapped.prune(
+            feeds=_components({k: inputs[k] for k in self.input_keys}), fetches=fetches)
 
     def __call__(self, raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """`raw`: at least `input_keys`, parsed as for the layer (other keys are

@@ -21,6 +21,8 @@ Signatures:
   embeddings, UIM, I2E, the explicit self-attention) runs once and the N candidates are
   scored against the one history (DIN's pooling and the explicit read-out as single
   matrix products), equal to `serving_default` on the N (context, candidate) pairs.
+  The candidates are parsed for their target features only and go through only the
+  part of the transform graph that computes them (`export.pruned_transform`).
   `serving_default` of DAIAN computes the request side once per distinct request of
   its batch, the intent output included (`DAIAN.call_with_intent`).
 

@@ -195,18 +195,20 @@ class DAIAN(keras.Model):
         return estimate_intent(self.uim_embedding, self.uim, inputs, training=training)
 
     # --- forward ------------------------------------------------------------------
-    def request_side(self, inputs: Mapping, training=None, intent=None) -> Dict:
+    def request_side(self, inputs: Mapping, training=None, intent=None,
+                     embedded: Optional[Mapping] = None) -> Dict:
         """The blocks that read the request only (user, trigger, history), for each
         row of `inputs`: the intent (UIM's p̂, unless `intent` `(B, n)` is given),
         v_int, o_imp (I2E) and the explicit block's self-attention over the
         subsequence. `call` runs this on the distinct requests of its batch
-        (`request_rows.distinct_rows`), the `rank` signature on its one context."""
+        (`request_rows.distinct_rows`), the `rank` signature on its one context.
+        `embedded`: `self.embedding.request(inputs)`, when the caller has it."""
         if intent is None:
             intent = self.predict_intent(inputs, training=training)
         v_int = self.intent_embedding(intent)
         out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
         if self.cfg.use_die:
-            e = self.embedding.request(inputs)
+            e = self.embedding.request(inputs) if embedded is None else embedded
             out[_REQ_IMP] = self.implicit(e[emb.TRIGGER], v_int, e[emb.HISTORY],
                                           mask=e[emb.MASK], training=training)
             m_tr = self.catalog(inputs[F.raw(F.TRIGGER_ITEM_ID)])
@@ -276,8 +278,8 @@ class DAIAN(keras.Model):
         against the one history (`DinAttentionPooling.pool_shared`, shared keys in
         `target_attention`) instead of against N copies of it.
         """
-        request = self.request_side(context, training=False)
         e_ctx = self.embedding.request(context)
+        request = self.request_side(context, training=False, embedded=e_ctx)
         e_cand = self.embedding.candidates(candidates)
         n = ops.shape(e_cand[emb.TARGET])[0]
 

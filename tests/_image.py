@@ -4,12 +4,15 @@ it builds, and the Python environment it installs.
 No Docker engine runs here, so the tests rebuild what the image holds the way the
 Dockerfile does: the build context (the files `.dockerignore` lets through), the wheel
 stage's COPYs, `pip wheel --no-deps`, then a virtual environment with that wheel and the
-pinned set and nothing else (`image_venv`). The pinned set takes minutes and about 3 GB to
-install, so it is installed once per lock and per wheel requirements into a cached
-environment *without* this project (`base_venv`, under ~/.cache/daian-tf/, like
-scripts/env.sh's); each test run makes a small fresh venv that sees that one's packages
+pinned set and nothing else (`image_venv`). Installing the pinned set again from the index
+would take minutes and about 3 GB; the test run's own environment was installed from the
+same lock, so `base_site` links the files of the distributions the wheel's requirements
+resolve to (their closure, extras and markers as pip reads them) from there into a cached
+site directory *without* this project or the test tools (under ~/.cache/daian-tf/, like
+scripts/env.sh's venv). Each test run makes a small fresh venv that sees that directory
 (`site.addsitedir` in a .pth file) and installs the freshly built wheel into itself with
-`--no-deps`. The cached environment is never modified.
+`--no-deps`; `pip check` there says whether the closure is complete. The cached directory
+is never modified.
 """
 
 from __future__ import annotations
@@ -279,41 +282,105 @@ def _site_packages(venv: Path) -> Path:
         "site-packages"
 
 
-def base_venv(requirements: List[str], lock: Path = LOCK,
+def pinned_closure(requirements: List[str], site: Path) -> Dict[str, object]:
+    """{canonical name: importlib.metadata.Distribution} of what `pip install -c LOCK
+    *requirements` installs, found among the distributions of `site`: the requirements,
+    the extras they name and their dependencies, markers evaluated as pip evaluates them
+    (this interpreter, and `extra` for each extra asked for). `site` is an environment
+    installed from the same lock (the test run's), so each is the lock's version; one
+    that is missing or off its requirement's range is an error naming it."""
+    import importlib_metadata as metadata  # reads legacy installs' installed-files.txt
+
+    found = {canonical(d.metadata["Name"]): d
+             for d in metadata.distributions(path=[str(site)])}
+    out: Dict[str, object] = {}
+    todo = [Requirement(r) for r in requirements]
+    seen = set()
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        dist = found.get(name)
+        if dist is None:
+            raise RuntimeError(f"{req} (a requirement of the wheel's) is not installed in "
+                               f"{site}: install the project there with the lock first")
+        if not req.specifier.contains(dist.version, prereleases=True):
+            raise RuntimeError(f"{site} holds {name} {dist.version}, outside {req}")
+        out[name] = dist
+        extras = {""} | set(req.extras)
+        for line in dist.requires or []:
+            sub = Requirement(line)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e})
+                                         for e in extras):
+                todo.append(sub)
+    return out
+
+
+def base_site(requirements: List[str], source: Optional[Path] = None,
               log=print) -> Tuple[Path, float]:
-    """A cached virtual environment with `pip install -c LOCK *requirements` (the
-    pinned set the wheel needs; not the wheel). Keyed by the lock, the requirements and
-    the Python version; made once (minutes, ~3 GB), then reused. Returns (path, seconds
-    spent making it: 0 when reused). `DAIAN_IMAGE_BASE_VENV` overrides the path."""
-    key = hashlib.sha256("\n".join([lock.read_text(), *requirements,
-                                    sys.version.split()[0]]).encode()).hexdigest()[:12]
+    """A cached site-packages directory that holds the pinned set the wheel needs and
+    nothing else (not the wheel), as `pip install -c LOCK *requirements` would make it,
+    plus pip and setuptools (what `python -m venv` seeds).
+
+    It is not installed again from the index: the files of those distributions (their
+    RECORDs) are hard-linked (copied across file systems) from `source`, the test run's
+    site-packages, which the same lock installed. Keyed by the distributions and their
+    versions; made once (seconds to a minute), then reused. Returns (path, seconds spent
+    making it: 0 when reused)."""
+    import sysconfig
+
+    source = Path(source or sysconfig.get_paths()["purelib"]).resolve()
+    seeds = [s for s in sorted(VENV_SEEDS) if _installed_in(s, source)]  # pip: `pip check`
+    closure = pinned_closure([*requirements, *seeds], source)
+    pins = sorted(f"{name}=={d.version}" for name, d in closure.items())
+    key = hashlib.sha256("\n".join([*pins, sys.version.split()[0]]).encode()
+                         ).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "daian-tf"
-    venv = Path(os.environ.get("DAIAN_IMAGE_BASE_VENV") or cache / f"image-base-{key}")
-    marker = venv / ".daian-image-base"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{venv}.lock", "w") as lock_file:
+    site = cache / f"image-site-{key}"
+    marker = site / ".daian-image-site"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(f"{site}.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)  # one maker at a time
         if marker.exists():
-            return venv, 0.0
-        log(f"[image] making {venv}: the pinned set without this project (once per lock)")
+            return site, 0.0
+        log(f"[image] linking {len(closure)} distributions of the pinned set into {site}")
         t0 = time.monotonic()
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([_python310(), "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                        "--disable-pip-version-check", "-c", str(lock), *requirements],
-                       check=True, timeout=3600)
-        marker.write_text("\n".join(requirements) + "\n")
-        return venv, time.monotonic() - t0
+        shutil.rmtree(site, ignore_errors=True)
+        for name, dist in closure.items():
+            if dist.files is None:
+                raise RuntimeError(f"{name} {dist.version} in {source} has no RECORD")
+            for file in dist.files:
+                path = Path(dist.locate_file(file)).resolve()
+                if not path.is_relative_to(source) or not path.is_file():
+                    continue  # scripts in bin/, files a RECORD lists but pip did not keep
+                target = site / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, target)
+                except FileExistsError:
+                    pass  # a file two distributions list (namespace __init__ files)
+                except OSError:
+                    shutil.copy2(path, target)
+        marker.write_text("\n".join(pins) + "\n")
+        return site, time.monotonic() - t0
+
+
+def _installed_in(name: str, site: Path) -> bool:
+    import importlib_metadata as metadata
+
+    return any(canonical(d.metadata["Name"]) == canonical(name)
+               for d in metadata.distributions(path=[str(site)]))
 
 
 def image_venv(wheel: Path, dest: Path, base: Path) -> Path:
     """A fresh virtual environment in `dest` that holds `wheel` (installed `--no-deps`)
-    and sees the packages of `base` (a .pth line: `site.addsitedir`), and nothing else;
-    returns its python. The base itself is not touched."""
+    and sees the packages of the site directory `base` (a .pth line:
+    `site.addsitedir`), and nothing else; returns its python. `base` is not touched."""
     subprocess.run([_python310(), "-m", "venv", "--without-pip", str(dest)], check=True)
-    site = _site_packages(dest)
-    (site / "_daian_image_base.pth").write_text(
-        f"import site; site.addsitedir({str(_site_packages(base))!r})\n")
+    (_site_packages(dest) / "_daian_image_base.pth").write_text(
+        f"import site; site.addsitedir({str(base)!r})\n")
     python = dest / "bin" / "python"
     subprocess.run([str(python), "-I", "-m", "pip", "install", "--quiet",
                     "--disable-pip-version-check", "--no-deps", "--no-index",

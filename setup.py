@@ -30,7 +30,7 @@ setup(
         "psutil",
         "prometheus_client",
     ],
-    extras_require={"test": ["pytest", "scikit-learn"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "scikit-learn"]},
     entry_points={
         "console_scripts": ["daian=daian_tf.cli:main"],
         # commands of the packages above the library (daian_tf/cli.py loads them)

@@ -110,7 +110,8 @@ class DinAttentionPooling(keras.layers.Layer):
         `c_j = k_j (W_k − W_d) + b` `(U,)`. The T blocks side by side, `(E, T·U)`, and
         their biases `(T·U,)` are built once for the sequence; the first layer of all
         N·T (query, step) pairs is then one 2-D product `(N, E) × (E, T·U)` plus a bias
-        vector, which oneDNN fuses with the activation. The later layers run on its
+        vector, which grappler fuses into the product (TensorFlow 2.16 on CPU fuses a
+        ReLU too, not the sigmoid: that stays one pass). The later layers run on its
         `(N·T, U)` rows, and the pooling is one `(N, T) × (T, E)` product. Only the
         small `(T, E)` keys are transposed.
         """
@@ -122,8 +123,10 @@ class DinAttentionPooling(keras.layers.Layer):
         bias = ops.matmul(keys, w_k - w_d)  # (T, U)
         if layer.use_bias:
             bias = bias + layer.bias
-        first = layer.activation(ops.matmul(query, ops.reshape(kernel, (width, -1)))
-                                 + ops.reshape(bias, (-1,)))  # (N, T·U)
+        # ops.add, not `+`: Keras' TensorFlow backend makes it a BiasAdd, which
+        # grappler fuses into the product (`+` is an AddV2: one more pass over N·T·U)
+        product = ops.matmul(query, ops.reshape(kernel, (width, -1)))
+        first = layer.activation(ops.add(product, ops.reshape(bias, (-1,))))  # (N, T·U)
         first = ops.reshape(first, (-1, ops.shape(keys)[0], layer.units))  # (N, T, U)
         return ops.matmul(self._weights(first, None if mask is None else
                                         ops.expand_dims(mask, 0)), keys)
@@ -131,9 +134,8 @@ class DinAttentionPooling(keras.layers.Layer):
     def _weights(self, first, mask):
         """The attention weights `(B, T)` from the first layer's output `(B, T, U)`,
         with `mask` `(B, T)` or `(1, T)` (None: every step is real). The later layers
-        run on the `(B·T, U)` rows: 2-D products, which oneDNN runs with the bias and
-        activation fused (a 3-D input would be a batched product, then each added
-        apart)."""
+        run on the `(B·T, U)` rows: 2-D products with the bias fused (a 3-D input
+        would be a batched product, then the bias added apart)."""
         x = first
         later = (self.hidden_layers + [self.score_layer])[1:]
         if later:

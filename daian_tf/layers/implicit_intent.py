@@ -104,7 +104,7 @@ def target_attention(attention: keras.layers.MultiHeadAttention, query, keys, ma
     values = values + _bias(v_dense)
     out = ops.matmul(ops.reshape(values, (-1, heads * head_dim)),
                      ops.reshape(o_dense.kernel, (heads * head_dim, -1)))
-    return out + _bias(o_dense)
+    return ops.add(out, _bias(o_dense))  # a BiasAdd, fused into the product
 
 
 def _per_head(x, kernel, transpose: bool = False):

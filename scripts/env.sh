@@ -31,6 +31,9 @@ if [ ! -f "$VENV/.daian-installed" ]; then
   echo "[env] creating $VENV with $PY (first run: several minutes)" >&2
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
+  # wheel first: pip then builds the sdists without a pyproject.toml as wheels (no
+  # "legacy setup.py install" DEPRECATION line each)
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" wheel >&2
   "$VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" \
       -e "$DAIAN_ROOT[test]" >&2
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$NODEPS" >&2

@@ -53,8 +53,13 @@ def recent_steps(history, sub_mask, max_steps: int):
     k = min(int(max_steps), int(steps))
     positions = ops.where(sub_mask, ops.expand_dims(ops.arange(steps), 0), -1)
     top, index = ops.top_k(positions, k=k, sorted=True)  # most recent first
-    index = ops.repeat(ops.expand_dims(index, -1), history.shape[-1], axis=-1)
-    return ops.take_along_axis(history, index, axis=1), top >= 0
+    # one gather of rows of the (B·T, E) steps: Keras' take_along_axis on TensorFlow
+    # broadcasts the indices to (B, K, E) and transposes both operands around its
+    # gather (~35 more kernels a `rank` call; serving/README.md)
+    flat = index + ops.expand_dims(ops.arange(ops.shape(history)[0], dtype=index.dtype)
+                                   * steps, 1)  # (B, K) rows of the flattened steps
+    width = history.shape[-1]
+    return ops.take(ops.reshape(history, (-1, width)), flat, axis=0), top >= 0
 
 
 @keras.saving.register_keras_serializable(package="daian")

@@ -55,7 +55,7 @@ def recent_steps(history, sub_mask, max_steps: int):
     top, index = ops.top_k(positions, k=k, sorted=True)  # most recent first
     # one gather of rows of the (B·T, E) steps: Keras' take_along_axis on TensorFlow
     # broadcasts the indices to (B, K, E) and transposes both operands around its
-    # gather (~35 more kernels a `rank` call; serving/README.md)
+    # gather (23 more kernels a one-row `rank` call; serving/README.md)
     flat = index + ops.expand_dims(ops.arange(ops.shape(history)[0], dtype=index.dtype)
                                    * steps, 1)  # (B, K) rows of the flattened steps
     width = history.shape[-1]

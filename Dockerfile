@@ -47,6 +47,10 @@ RUN python -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 10) 
 # otherwise make a fresh venv from the base's packages for its worker.
 ENV PATH=/opt/daian/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
+# glibc's malloc keeps freed memory for reuse instead of faulting pages in afresh for
+# every tensor: what `daian` sets in its own process, for the processes that do not
+# start through it (daian_tf/core/allocator.py; equal to its GLIBC_TUNABLES_VALUE)
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 # fail the build, not the first task, if the pipeline's code does not import
 RUN python -c "import tfx_pipeline.pipeline, tfx_pipeline.spec_check, \

@@ -32,6 +32,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import List, Optional
 
+from daian_tf.core.allocator import keep_freed_memory
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from daian_tf.core.console import setup_console
 from daian_tf.core.errors import DaianInputError
@@ -255,6 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     setup_console(args.verbose, args.log_file)  # before anything imports TensorFlow
+    keep_freed_memory()  # freed tensors' pages are reused, not faulted in again
     if rest and not args.beam_args:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

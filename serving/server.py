@@ -22,7 +22,9 @@ paths, loads and warms up new versions beside the served ones and unloads the
 versions the policy drops, as TF Serving does. The TensorProto checks and
 conversions are `serving/served_model.py`'s; this module resolves model specs,
 counts requests, turns errors into gRPC statuses and runs the server. Nothing here
-knows the DAIAN model: any SavedModel with signatures is served.
+knows the DAIAN model: any SavedModel with signatures is served. `serve` sets the
+process's malloc to keep freed memory (daian_tf/core/allocator.py): without it, the
+tensors of every request are pages faulted in afresh.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from daian_tf.core.allocator import keep_freed_memory
 from serving.contract import (
     DEFAULT_MODEL_NAME,
     METADATA_SIGNATURE_DEF,
@@ -439,6 +442,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         config = model_config
     else:
         config = read_model_config(model_config)
+    # a request's tensors change size with its candidates: glibc would map and fault
+    # them in afresh on every call (daian_tf/core/allocator.py)
+    keep_freed_memory()
     manager = ModelManager(config, poll_wait_s=poll_wait_s,
                            enable_warmup=enable_warmup, loader=loader)
     manager.start()

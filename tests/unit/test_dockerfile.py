@@ -1,7 +1,8 @@
 """The pipeline image's Dockerfile and .dockerignore, read without a Docker engine: the
 base and Beam versions follow the lock, every COPY finds its files in the build context,
 and the image installs the wheel with the lock as constraints into the environment that
-`python` on PATH is. (tests/integration/test_pipeline_image.py builds what it installs.)"""
+`python` on PATH is, with the malloc settings `daian` sets for itself.
+(tests/integration/test_pipeline_image.py builds what it installs.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 
 import pytest
 
+from daian_tf.core import allocator
 from tests import _image as I
 
 
@@ -110,6 +112,14 @@ def test_the_image_installs_the_wheel_with_the_lock_into_its_own_environment(ins
     path = re.search(r"PATH=(\S+)", env)[1]
     assert path.split(":")[0] == f"{venv}/bin"
     assert "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in env
+
+
+def test_the_image_keeps_freed_memory_as_daian_does(instructions):
+    """KFP's executor and Beam's workers do not start through `daian`: glibc reads the
+    same malloc settings from the environment (tests/unit/test_allocator.py checks
+    that this value works)."""
+    env = " ".join(i.args for i in _final_stage(instructions) if i.keyword == "ENV")
+    assert re.search(r"GLIBC_TUNABLES=(\S+)", env)[1] == allocator.GLIBC_TUNABLES_VALUE
 
 
 def test_the_wheel_stage_builds_the_wheel_without_dependencies(instructions):

@@ -19,7 +19,8 @@ the quick start's `rank` (in process, medians of 3 rounds of 100 calls):
 also stops the adaptation) and `M_TRIM_THRESHOLD` to 1 GiB with `mallopt`, for this
 process, at run time. The cost is memory: the process keeps what it freed (up to its
 peak) for its next allocations, as tcmalloc or jemalloc would. Tensors above 32 MiB are
-still mapped and unmapped per allocation (training at batch 1024 has some).
+still mapped and unmapped per allocation (training at batch 1024 has some; `daian
+train` measured the same time and faults with and without: README "Memory").
 
 `daian` (every command) and the gRPC server (`serving.server.serve`) call it at start.
 `DAIAN_KEEP_FREED_MEMORY=0` turns it off. Elsewhere than glibc (macOS, musl) it does

@@ -21,8 +21,9 @@ Signatures:
   embeddings, UIM, I2E, the explicit self-attention) runs once and the N candidates are
   scored against the one history (DIN's pooling and the explicit read-out as single
   matrix products), equal to `serving_default` on the N (context, candidate) pairs.
-  The candidates are parsed for their target features only and go through only the
-  part of the transform graph that computes them (`export.pruned_transform`).
+  The candidates are parsed for their target features only, the context for the
+  rest, and each goes through only the part of the transform graph that computes its
+  features (`export.pruned_transform`).
   `serving_default` of DAIAN computes the request side once per distinct request of
   its batch, the intent output included (`DAIAN.call_with_intent`).
 
@@ -72,11 +73,13 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
         self._input_keys = serving_input_keys(model)
-        # rank's candidates: only the part of the transform graph that computes
-        # their features, on only the raw features it reads (the layer runs the
-        # whole graph every call)
+        # rank's context and candidates: each only the part of the transform graph
+        # that computes its features, on only the raw features that part reads (the
+        # layer runs the whole graph every call)
         self._candidate_transform = PrunedTransform(
             tft_layer, [k for k in self._input_keys if k in CANDIDATE_KEYS])
+        self._context_transform = PrunedTransform(
+            tft_layer, [k for k in self._input_keys if k not in CANDIDATE_KEYS])
         sim_range = getattr(model, "sim_range", None)
         if sim_range is not None:  # DAIAN's I-2 range, readable from the SavedModel
             self.sim_range = tf.Variable(list(sim_range), trainable=False,
@@ -132,6 +135,12 @@ class ServingModule(tf.Module):
         vectors = self.model.user_representation(inputs, training=False)
         return {OUTPUT_USER_REPRESENTATION: tf.cast(vectors, tf.float32)}
 
+    def _parse_and_transform(self, transform: PrunedTransform,
+                             examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Serialized examples → `transform`'s outputs, parsing only its raw inputs."""
+        return transform(tf.io.parse_example(
+            examples, {k: self._raw_spec[k] for k in transform.input_keys}))
+
     @tf.function(input_signature=[
         tf.TensorSpec([1], tf.string, name=INPUT_CONTEXT),
         tf.TensorSpec([None], tf.string, name=INPUT_CANDIDATES)])
@@ -145,11 +154,8 @@ class ServingModule(tf.Module):
         """
         # two transforms, not one over [context; candidates]: the request side
         # then starts on its one row while the candidates are transformed
-        ctx = {k: v for k, v in self.transformed_inputs(context).items()
-               if k not in CANDIDATE_KEYS}
-        cand = self._candidate_transform(tf.io.parse_example(
-            candidates, {k: self._raw_spec[k]
-                         for k in self._candidate_transform.input_keys}))
+        ctx = self._parse_and_transform(self._context_transform, context)
+        cand = self._parse_and_transform(self._candidate_transform, candidates)
         if hasattr(self.model, "score_candidates"):
             probs = self.model.score_candidates(ctx, cand)
             return {OUTPUT_CTR: tf.reshape(tf.cast(probs, tf.float32), [-1])}

@@ -306,8 +306,9 @@ def test_export_scores_match_in_fresh_process_without_transform_output(run):
 
 
 def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(run):
-    """`rank`'s candidate transform: the tft layer's values of the candidate features,
-    computed from the target's raw features alone (OOV and missing values too)."""
+    """`rank`'s two transforms: the tft layer's values of the candidate features,
+    computed from the target's raw features alone (OOV and missing values too), and of
+    the other inputs from the context's raw features."""
     tfo, cfg = run["tfo"], run["cfg"]
     layer = tfo.transform_features_layer()
     outputs = sorted(k for k in serving_input_keys(run["model"]) if k in CANDIDATE_KEYS)
@@ -326,6 +327,18 @@ def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(ru
     for key in outputs:
         np.testing.assert_array_equal(got[key].numpy(), expected[key], err_msg=key)
     assert len(set(expected[F.xf(F.TARGET_ITEM_ID)].tolist())) > 5  # not all OOV
+
+    # the context's side: every other input of the model, from the context's own raw
+    # features (never the target's)
+    context_outputs = sorted(k for k in serving_input_keys(run["model"])
+                             if k not in CANDIDATE_KEYS)
+    context = PrunedTransform(layer, context_outputs)
+    assert not set(context.input_keys) & set(F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+    got = context(tf.io.parse_example(tf.constant(requests),
+                                      {k: spec[k] for k in context.input_keys}))
+    assert sorted(got) == context_outputs
+    for key in context_outputs:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key], err_msg=key)
 
     with pytest.raises(KeyError, match="no output"):
         PrunedTransform(layer, ["not_a_feature_xf"])

@@ -6,11 +6,12 @@ defaults, and the graph's table lookups are stateful, so nothing is pruned at ru
 `rank` transforms one context and N candidates, and each needs only a part: the
 candidates carry the target features alone (135 of the quick start's 1,014 graph
 operations compute their outputs), the context everything else (its target features
-would be computed for nothing: 24 fewer kernels a call). `PrunedTransform` is that part, cut from the same
-loaded graph with TensorFlow's `WrappedFunction.prune`, as tf.Transform prunes its own
-exported functions (`saved_transform_io_v2.optimize_concrete_function`): the same
-operations on the same tables, so it computes what the layer computes on those
-outputs (tested equal: `tests/integration/test_transform_train_export.py`).
+would be computed for nothing: 24 fewer kernels a call). `PrunedTransform` is that
+part, cut from the same loaded graph with TensorFlow's `WrappedFunction.prune`, as
+tf.Transform prunes its own exported functions
+(`saved_transform_io_v2.optimize_concrete_function`): the same operations on the same
+tables, so it computes what the layer computes on those outputs (tested equal:
+`tests/integration/test_transform_train_export.py`).
 
 It reads the layer's loaded graph through tf.Transform's `SavedModelLoader`
 (`_saved_model_loader`, with its `_wrapped_function`, `_structured_inputs`,

@@ -39,6 +39,7 @@ setup(
             "quickstart = tfx_pipeline.cli:add_quickstart_command",
             "serve = serving.cli:add_serve_command",
             "score = serving.cli:add_score_command",
+            "load-test = serving.cli:add_load_test_command",
         ],
     },
 )

@@ -10,6 +10,9 @@
     daian experiment [--config C ...] [--out D]  DIN vs DAIAN and ablations, report
     daian pipeline run|compile ...                the TFX pipeline (local or Kubeflow)
     daian serve MODEL_BASE_PATH [--port P]        local TF Serving-compatible gRPC server
+    daian score TARGET EXAMPLES                   scores from a TF Serving endpoint
+    daian load-test TARGET EXAMPLES | --model-dir BASE --examples EXAMPLES
+                                                  load test, rank benchmark
     daian quickstart [--workdir W]                the README's main job
 
 `--config FILE` (repeatable, later wins) layers YAML files over the packaged default
@@ -18,9 +21,10 @@ TFX, Beam) on stderr, `--log-file PATH` writes it to PATH; by default their know
 is silenced (daian_tf/core/console.py lists it, with the reasons).
 
 The library's own commands are defined here. `pipeline` and `quickstart` (the
-`tfx_pipeline` package) and `serve` (the `serving` package) sit above the library, which
-never imports them: they register themselves through the `daian_tf.commands` entry-point
-group (setup.py), each a function that adds its subparser.
+`tfx_pipeline` package) and `serve`, `score` and `load-test` (the `serving` package) sit
+above the library, which never imports them: they register themselves through the
+`daian_tf.commands` entry-point group (setup.py), each a function that adds its
+subparser.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""`daian serve` and `daian score`: the local TF Serving-compatible gRPC server, and a
-client of any TF Serving endpoint, from the command line.
+"""`daian serve`, `daian score` and `daian load-test`: the local TF Serving-compatible
+gRPC server, a client of any TF Serving endpoint, and the load test, from the command
+line.
 
 `daian serve` takes `tensorflow_model_server`'s flags, so a command line moves between
 the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
@@ -7,7 +8,8 @@ the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
 `--enable_model_warmup`, `--enable_batching`/`--batching_parameters_file`,
 `--rest_api_port`, `--monitoring_config_file`.
 `daian score` sends the serialized examples of a TFRecord file to a server and prints
-one JSON line per example. Registered with the library's CLI through the
+one JSON line per example. `daian load-test` runs `serving.load_test` (its docstring
+says what it measures) with the `daian` command's quiet console. Registered with the library's CLI through the
 `daian_tf.commands` entry points (setup.py).
 """
 
@@ -142,3 +144,46 @@ def add_score_command(sub) -> None:
     p.add_argument("--retries", type=int, default=3,
                    help="retries of a request answered UNAVAILABLE")
     p.set_defaults(func=cmd_score, beam_args=False)
+
+
+def add_load_test_arguments(p) -> None:
+    """The flags of `daian load-test` and `python -m serving.load_test` (here, where
+    building the parser imports no TensorFlow)."""
+    p.add_argument("target", nargs="?", help="host:port of a loopback gRPC "
+                   "endpoint (without --model-dir)")
+    p.add_argument("examples_file", nargs="?", metavar="examples",
+                   help="TFRecord file of serialized tf.Examples (.gz: GZIP)")
+    p.add_argument("--model-dir", help="benchmark the versions under this base path "
+                   "on local servers started here")
+    p.add_argument("--examples", help="with --model-dir: the examples")
+    p.add_argument("--candidates", type=int, nargs="+", default=[50, 200, 500])
+    p.add_argument("--batching-parameters-file", default="",
+                   help="with --model-dir: also run with batching on")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--json", help="with --model-dir: write the rows here too")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--num-requests", type=int, default=200)
+    p.add_argument("--duration-s", type=float, default=60.0,
+                   help="stop each run after this many seconds")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--timeout-s", type=float, default=5.0)
+
+
+def cmd_load_test(args, _rest) -> int:
+    from serving.load_test import run_from_args
+
+    return run_from_args(args)
+
+
+def add_load_test_command(sub) -> None:
+    p = sub.add_parser(
+        "load-test", help="load a loopback TF Serving endpoint (QPS, latency "
+        "percentiles), or benchmark rank against serving_default on an export",
+        description="`daian load-test TARGET EXAMPLES`: serving_default requests from "
+        "--concurrency threads until --num-requests or --duration-s; JSON summary. "
+        "`daian load-test --model-dir BASE --examples EXAMPLES`: local servers, rank "
+        "at --candidates against serving_default on the same pairs, FLOPs and the "
+        "machine's matmul GFLOP/s; a table. Loopback targets only.")
+    add_load_test_arguments(p)
+    p.set_defaults(func=cmd_load_test, beam_args=False)

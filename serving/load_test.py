@@ -6,17 +6,18 @@ measures each request's latency. The target must be a loopback address: this is 
 for a server on this machine (the local one, or TF Serving in a local container),
 never a way to load a shared service by accident.
 
-Two ways to run it:
+Two ways to run it (`daian load-test`, or `python -m serving.load_test` with the
+libraries' logs):
 
     # against a running server: serving_default on a TFRecord file of examples
-    python -m serving.load_test localhost:8500 examples.tfrecord.gz \\
+    daian load-test localhost:8500 examples.tfrecord.gz \\
         --num-requests 2000 --concurrency 8 --batch-size 64
 
     # the side-by-side benchmark on an exported model: local servers started here
     # (batching off and on), `rank` with 50/200/500 candidates against
     # `serving_default` on the same (context, candidate) pairs, the FLOPs each call
     # runs (from a profiler trace) and the machine's own dense-matmul GFLOP/s
-    python -m serving.load_test --model-dir runs/quickstart/serving/daian \\
+    daian load-test --model-dir runs/quickstart/serving/daian \\
         --examples eval.tfrecord.gz --candidates 50 200 500
 
 `rank` takes one context example and N candidate examples holding only the target
@@ -31,7 +32,9 @@ import argparse
 import ipaddress
 import itertools
 import json
+import math
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from daian_tf.core import features as F
+from daian_tf.core.errors import DaianInputError
 from serving.client import PredictClient
 from serving.contract import DEFAULT_MODEL_NAME, OUTPUT_CTR, SIGNATURE_SERVING_DEFAULT
 
@@ -208,10 +212,19 @@ def rank_pairs(context: bytes, candidates: Sequence[bytes]) -> list[bytes]:
 
 
 def read_examples(path: str, limit: int = 10_000) -> list[bytes]:
-    """Up to `limit` serialized examples from a TFRecord file (".gz" = GZIP)."""
+    """Up to `limit` serialized examples from a TFRecord file (".gz" = GZIP).
+
+    Raises DaianInputError naming the file when it is missing or not a TFRecord file
+    of that compression."""
     compression = "GZIP" if path.endswith(".gz") else ""
     dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-    return [record.numpy() for record in dataset.take(limit)]
+    try:
+        return [record.numpy() for record in dataset.take(limit)]
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
+        how = ("a GZIP TFRecord file (its name ends in .gz)" if compression
+               else "an uncompressed TFRecord file (its name does not end in .gz)")
+        reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*", "", e.message)
+        raise DaianInputError(f"cannot read {path} as {how}: {reason}") from e
 
 
 # --- the side-by-side benchmark (--model-dir) -----------------------------------------
@@ -260,11 +273,11 @@ def _benchmark(args) -> int:
     from serving.batching import read_batching_parameters
     from serving.server import serve
 
-    check_loopback(args.host)
     pool = read_examples(args.examples, limit=max(args.candidates) + 1)
     if len(pool) < max(args.candidates) + 1:
-        raise SystemExit(f"{args.examples} holds {len(pool)} examples; "
-                         f"{max(args.candidates) + 1} are needed")
+        raise DaianInputError(f"{args.examples} holds {len(pool)} examples; "
+                              f"{max(args.candidates) + 1} are needed (a context and "
+                              f"the largest --candidates)")
     context = pool[0]
     requests = {}  # n → (rank's candidates, serving_default's pairs)
     for n in args.candidates:
@@ -335,48 +348,56 @@ def _latest(model_dir: str) -> int:
 
     versions = list_version_dirs(model_dir)
     if not versions:
-        raise SystemExit(f"no numeric version directory under {model_dir}")
+        raise DaianInputError(f"no numeric version directory under {model_dir}")
     return max(versions)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("target", nargs="?", help="host:port of a loopback gRPC "
-                        "endpoint (without --model-dir)")
-    parser.add_argument("examples_file", nargs="?", metavar="examples",
-                        help="TFRecord file of serialized tf.Examples")
-    parser.add_argument("--model-dir", help="benchmark this base path on local "
-                        "servers started here")
-    parser.add_argument("--examples", help="with --model-dir: the examples")
-    parser.add_argument("--candidates", type=int, nargs="+", default=[50, 200, 500])
-    parser.add_argument("--batching-parameters-file", default="",
-                        help="with --model-dir: also run with batching on")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--json", help="with --model-dir: write the rows here too")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-    parser.add_argument("--num-requests", type=int, default=200)
-    parser.add_argument("--duration-s", type=float, default=60.0,
-                        help="stop each run after this many seconds")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--timeout-s", type=float, default=5.0)
-    args = parser.parse_args(argv)
+def run_from_args(args) -> int:
+    """What `daian load-test` and `python -m serving.load_test` run, on the flags of
+    `serving.cli.add_load_test_arguments`; returns the exit status (1 when a request
+    failed). Raises DaianInputError naming a wrong flag, a missing examples file or a
+    target that is not a loopback address."""
+    examples = args.examples if args.model_dir else args.examples_file
     if args.model_dir:
         if not args.examples:
-            parser.error("--model-dir needs --examples")
+            raise DaianInputError("--model-dir needs --examples")
+        if not os.path.isdir(args.model_dir):
+            raise DaianInputError(f"no such model directory: {args.model_dir}")
+    elif not (args.target and args.examples_file):
+        raise DaianInputError("give TARGET EXAMPLES, or --model-dir with --examples")
+    if not os.path.isfile(examples):
+        raise DaianInputError(f"no such examples file: {examples}")
+    try:
+        check_loopback(args.host if args.model_dir else args.target)
+    except ValueError as e:
+        raise DaianInputError(str(e)) from e
+    if args.model_dir:
         return _benchmark(args)
-    if not (args.target and args.examples_file):
-        parser.error("give TARGET EXAMPLES, or --model-dir with --examples")
     result = run_load_test(args.target, read_examples(args.examples_file),
                            num_requests=args.num_requests,
                            concurrency=args.concurrency, batch_size=args.batch_size,
                            model_name=args.model_name, timeout_s=args.timeout_s,
                            duration_s=args.duration_s)
-    print(json.dumps(asdict(result), indent=2))
+    summary = {k: None if isinstance(v, float) and math.isnan(v) else v
+               for k, v in asdict(result).items()}  # JSON has no NaN: no latencies
+    print(json.dumps(summary, indent=2))
     return 1 if result.num_errors else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m serving.load_test`: `daian load-test` without the `daian` command's
+    console set-up (the libraries' logs show)."""
+    from serving.cli import add_load_test_arguments
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    add_load_test_arguments(parser)
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except DaianInputError as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`daian serve` (tensorflow_model_server's flags) and `daian score`, as processes."""
+"""`daian serve` (tensorflow_model_server's flags), `daian score` and `daian load-test`,
+as processes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 
+from daian_tf.core.console import is_noise_line
 from serving.client import PredictClient
 from tests._toy_servable import (
     MODEL_NAME,
@@ -105,6 +107,44 @@ def test_daian_score_names_what_the_server_refused(served):
     assert "NOT_FOUND" in out.stderr and "nope" in out.stderr
 
 
+def test_daian_load_test_reports_every_request_and_prints_no_library_noise(served):
+    """`daian load-test TARGET EXAMPLES` from 3 threads: every request counted and
+    answered, a JSON summary on stdout, and on stderr none of TensorFlow's and gRPC's
+    start-up lines (`python -m serving.load_test` prints them)."""
+    target, tmp, _ = served
+    path = tmp / "load.tfrecord.gz"
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for e in examples():
+            writer.write(e)
+    out = subprocess.run(_daian_cmd() + ["load-test", target, str(path),
+                                         f"--model-name={MODEL_NAME}",
+                                         "--num-requests=30", "--concurrency=3",
+                                         "--batch-size=4"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["num_requests"] == 30 and summary["num_errors"] == 0
+    assert summary["examples_per_request"] == 4
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    noise = [line for line in out.stderr.splitlines() if is_noise_line(line)
+             or "cuda" in line.lower() or "All log messages" in line]
+    assert not noise, noise
+
+
+def test_daian_load_test_counts_an_unreachable_server_as_failed_requests(tmp_path):
+    path = tmp_path / "one.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(examples()[0])
+    out = subprocess.run(_daian_cmd() + ["load-test", f"127.0.0.1:{_free_port()}",
+                                         str(path), "--num-requests=2",
+                                         "--concurrency=1", "--timeout-s=2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    summary = json.loads(out.stdout)  # strict JSON: no latencies are null, not NaN
+    assert summary["num_errors"] == 2 and summary["p50_ms"] is None
+    assert "UNAVAILABLE" in summary["first_error"]
+
+
 def test_the_served_process_answers_prometheus_on_the_rest_port(served):
     """The packaged monitoring file's path, on the REST port: a predict request
     shows in TF Serving's request counter."""
@@ -129,6 +169,13 @@ def test_the_served_process_answers_prometheus_on_the_rest_port(served):
     (["serve", "/nonexistent/models"], "no numeric version directory"),
     (["serve", "--model_config_file=/nonexistent.pbtxt"], "does not exist"),
     (["score", "127.0.0.1:1", "/nonexistent.tfrecord"], "no such examples file"),
+    (["score", "127.0.0.1:1", __file__],
+     "as an uncompressed TFRecord file (its name does not end in .gz)"),
+    (["load-test", "127.0.0.1:1", "/nonexistent.tfrecord"], "no such examples file"),
+    (["load-test", "192.0.2.1:8500", __file__], "not a loopback address"),
+    (["load-test", "127.0.0.1:1"], "give TARGET EXAMPLES"),
+    (["load-test", "--model-dir", "/nonexistent/models", "--examples", __file__],
+     "no such model directory"),
     (["serve", "/nonexistent/models",
       f"--monitoring_config_file={CONFIG / 'monitoring.config.pbtxt'}"],
      "--rest_api_port"),

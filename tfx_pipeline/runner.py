@@ -10,6 +10,7 @@ import os
 from typing import List, Optional, Tuple
 
 from daian_tf.core.config import Config, ConfigError, check_pipeline_image
+from daian_tf.data.beam_runners import with_default_runner
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
 from tfx_pipeline.lineage import artifacts_of, open_store
 from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
@@ -34,10 +35,13 @@ def pipeline_beam_args(cfg: Config, beam_args: Optional[List[str]] = None,
                        image: Optional[str] = None) -> List[str]:
     """The Beam options of a run: the config's, then `beam_args`, with `{image}` replaced
     by the pipeline image (`image`, else `pipeline.image`), e.g.
-    `--sdk_container_image={image}`, so that Beam's workers run the tasks' image."""
+    `--sdk_container_image={image}`, so that Beam's workers run the tasks' image; when
+    they name no runner, Beam's FnApiRunner (`beam_runners.with_default_runner`: the
+    DirectRunner would first try to download Prism)."""
     image = image or cfg.pipeline.image
-    return [arg.replace(IMAGE_PLACEHOLDER, image)
-            for arg in list(cfg.pipeline.beam_args) + list(beam_args or [])]
+    return with_default_runner(
+        [arg.replace(IMAGE_PLACEHOLDER, image)
+         for arg in list(cfg.pipeline.beam_args) + list(beam_args or [])])
 
 
 def latest_output_artifact(metadata_path: str, component_id: str, output_key: str,

@@ -17,6 +17,17 @@ Beam's own shaded job server (`beam-runners-flink-<v>-job-server`) is not served
 the registry this project reaches, at any version. It runs this Beam 2.74 SDK's
 pipelines through the portable Runner API (docs/beam-on-flink.md: what was checked).
 
+The runner, when the arguments name none, is Beam's `FnApiRunner` (`DEFAULT_RUNNER`),
+not Beam's default `DirectRunner`. In Beam 2.74 the `DirectRunner` first tries Prism,
+Beam's Go runner, whose binary it downloads from GitHub at run time
+(`~/.apache_beam/cache/prism`): where the download works the pipeline runs on Prism,
+a runner this project has not tested or measured; where it fails (no internet, a
+Kubeflow pod without egress) it logs the failure, leaves an empty `beam-temp*`
+directory in the temporary directory and falls back to the FnApiRunner, after about
+0.4 s here. Naming the runner runs the FnApiRunner at once, with the same options
+(`--direct_num_workers`, `--direct_running_mode`). `--runner=DirectRunner`, given, is
+kept, and Beam chooses as it does.
+
 Two more defaults, each only when the user does not set it:
 
 - `--flink_conf_dir` for the embedded cluster (`[local]`, `[auto]`): the Flink settings
@@ -63,6 +74,8 @@ FLINK_VERSION = "1.19"
 # Where scripts/setup_flink.sh puts it: $DAIAN_FLINK_CACHE, else
 # ${XDG_CACHE_HOME:-~/.cache}/daian-tf/flink-job-server; DAIAN_FLINK_JOB_SERVER_JAR
 # names another jar.
+# the runner of a pipeline whose arguments name none (module docstring)
+DEFAULT_RUNNER = "FnApiRunner"
 JAR_ENV = "DAIAN_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DAIAN_FLINK_CACHE"
 SETUP_SCRIPT = "scripts/setup_flink.sh"
@@ -177,9 +190,17 @@ def _flag_values(args: Sequence[str], flag: str) -> list:
             and ("=" in a or i + 1 < len(args))]
 
 
+def with_default_runner(beam_args: Optional[Sequence[str]] = None) -> list:
+    """`beam_args` as strings, with `--runner=DEFAULT_RUNNER` in front when they name no
+    runner (module docstring)."""
+    args = [str(a) for a in beam_args or ()]
+    return args if _flag_values(args, "--runner") else [f"--runner={DEFAULT_RUNNER}"] + args
+
+
 def pipeline_options(beam_args: Optional[Sequence[str]] = None,
                      input_bytes: Optional[int] = None):
-    """`PipelineOptions` from `beam_args`, with the staged Flink job server when the
+    """`PipelineOptions` from `beam_args` (the FnApiRunner when they name no runner:
+    `with_default_runner`), with the staged Flink job server when the
     runner is the FlinkRunner and no `--flink_job_server_jar` is given, and the Flink
     defaults of the module docstring (`input_bytes`: the size of the raw logs the
     pipeline reads, for the parallelism; None leaves the parallelism to the user).
@@ -192,7 +213,7 @@ def pipeline_options(beam_args: Optional[Sequence[str]] = None,
                                                       JobServerOptions, PipelineOptions,
                                                       StandardOptions)
 
-    args = [str(a) for a in beam_args or ()]
+    args = with_default_runner(beam_args)
     options = PipelineOptions(args)
     if not is_flink_runner(options.view_as(StandardOptions).runner):
         return options

@@ -49,7 +49,36 @@ def test_other_runners_get_their_options_unchanged(cache):
     assert opts.get_all_options(drop_default=True) == \
         PipelineOptions(args).get_all_options(drop_default=True)
     assert opts.view_as(FlinkRunnerOptions).flink_job_server_jar is None
-    assert BR.pipeline_options(None).view_as(StandardOptions).runner is None
+
+
+@pytest.mark.parametrize("args", [None, [], ["--direct_num_workers=2",
+                                               "--direct_running_mode=multi_processing"]])
+def test_no_runner_named_is_the_fn_api_runner_not_the_direct_runners_prism(args, caplog):
+    """Beam 2.74's DirectRunner would first try to download Prism and run on it: the
+    default is the runner it falls back to, named, and a pipeline runs on it at once."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    opts = BR.pipeline_options(args)
+    assert opts.view_as(StandardOptions).runner == BR.DEFAULT_RUNNER
+    rest = opts.get_all_options(drop_default=True)
+    rest.pop("runner")
+    assert rest == PipelineOptions(args or []).get_all_options(drop_default=True)
+    if args:
+        return  # (the multi-processing workers would take a while to start)
+    caplog.set_level(logging.INFO)
+    with beam.Pipeline(options=opts) as p:
+        assert isinstance(p.runner, FnApiRunner)
+        assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x),
+                    equal_to([1, 4, 9]))
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
+
+
+@pytest.mark.parametrize("args", [["--runner=DirectRunner"], ["--runner", "DataflowRunner"],
+                                  ["--runner=FlinkRunner", "--flink_job_server_jar=x.jar"]])
+def test_a_runner_the_user_names_is_kept(args):
+    assert BR.with_default_runner(args) == args
 
 
 @pytest.mark.parametrize("runner", ["FlinkRunner", "flink", "flinkrunner",

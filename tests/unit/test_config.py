@@ -92,6 +92,11 @@ def test_beam_options_are_the_configs_then_the_command_lines_with_the_image_fill
         "--runner=DataflowRunner", "--sdk_container_image=r.example.com/daian-tf-pipeline:1",
         "--num_workers=2"]
     assert pipeline_beam_args(cfg, image="other:2")[1] == "--sdk_container_image=other:2"
+    # no runner named (the local config): Beam's FnApiRunner, not the DirectRunner
+    # that would first try to download Prism (daian_tf/data/beam_runners.py)
+    local = load_config(DEFAULT_CONFIG_FILE)
+    assert pipeline_beam_args(local, ["--direct_num_workers=2"]) == [
+        "--runner=FnApiRunner", "--direct_num_workers=2"]
 
 
 def test_distribution_defaults_to_one_process_and_names_bad_values():

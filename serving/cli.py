@@ -9,8 +9,8 @@ the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
 `--rest_api_port`, `--monitoring_config_file`.
 `daian score` sends the serialized examples of a TFRecord file to a server and prints
 one JSON line per example. `daian load-test` runs `serving.load_test` (its docstring
-says what it measures) with the `daian` command's quiet console. Registered with the library's CLI through the
-`daian_tf.commands` entry points (setup.py).
+says what it measures) with the `daian` command's quiet console. Registered with the
+library's CLI through the `daian_tf.commands` entry points (setup.py).
 """
 
 from __future__ import annotations

@@ -71,11 +71,12 @@ from daian_tf.core.errors import DaianInputError
 # (tests/unit/test_beam_runners.py checks it).
 FLINK_JOB_SERVER_BEAM_VERSION = "2.62.0"
 FLINK_VERSION = "1.19"
+# the runner of a pipeline whose arguments name none (module docstring)
+DEFAULT_RUNNER = "FnApiRunner"
+
 # Where scripts/setup_flink.sh puts it: $DAIAN_FLINK_CACHE, else
 # ${XDG_CACHE_HOME:-~/.cache}/daian-tf/flink-job-server; DAIAN_FLINK_JOB_SERVER_JAR
 # names another jar.
-# the runner of a pipeline whose arguments name none (module docstring)
-DEFAULT_RUNNER = "FnApiRunner"
 JAR_ENV = "DAIAN_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DAIAN_FLINK_CACHE"
 SETUP_SCRIPT = "scripts/setup_flink.sh"

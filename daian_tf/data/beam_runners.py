@@ -71,6 +71,7 @@ from daian_tf.core.errors import DaianInputError
 # (tests/unit/test_beam_runners.py checks it).
 FLINK_JOB_SERVER_BEAM_VERSION = "2.62.0"
 FLINK_VERSION = "1.19"
+
 # the runner of a pipeline whose arguments name none (module docstring)
 DEFAULT_RUNNER = "FnApiRunner"
 

@@ -23,6 +23,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from daian_tf.core import features as F
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, SimulationConfig, load_config
 from daian_tf.core.errors import DaianInputError, ExampleContractError
+from daian_tf.data.beam_runners import pipeline_options, with_default_runner
 from tfx_pipeline.components.validation import (
     DATASET, HEADER, anomaly_lines, contract_error)
 
@@ -130,7 +131,8 @@ def _validate(cfg, examples, tmp_path) -> anomalies_pb2.Anomalies:
     with tf.io.TFRecordWriter(path) as writer:
         for example in examples:
             writer.write(example.SerializeToString())
-    stats = tfdv.generate_statistics_from_tfrecord(path, pipeline_options=None)
+    stats = tfdv.generate_statistics_from_tfrecord(
+        path, pipeline_options=pipeline_options())  # the project's runner
     return tfdv.validate_statistics(stats, raw_schema(cfg.samples))
 
 
@@ -217,6 +219,7 @@ def _run(raw_dir: str, root: str, cfg) -> None:
         pipeline_root=os.path.join(root, "artifacts"),
         components=[sample_gen, statistics_gen, contract, validator, after],
         enable_cache=False,
+        beam_pipeline_args=with_default_runner([]),  # the project's runner
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(os.path.join(root, "metadata.sqlite")))
     tfx.orchestration.LocalDagRunner().run(pipeline)

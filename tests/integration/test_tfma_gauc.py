@@ -23,6 +23,7 @@ from tensorflow_model_analysis.slicer import slicer_lib
 
 from daian_tf.core import features as F
 from daian_tf.core.signatures import OUTPUT_CTR
+from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.metrics.ranking import gauc
 from tensorflow_model_analysis.metrics import metric_specs
 from tfx_pipeline.tfma_metrics import GAUC as GaucMetric
@@ -122,7 +123,8 @@ def _run(path: str, output_path: str, model_specs, metrics_specs) -> dict:
             model_name=spec.name, is_baseline=spec.is_baseline,
             model_type=tfma_constants.MATERIALIZED_PREDICTION) for spec in model_specs]
     tfma.run_model_analysis(eval_shared_model=shared_models, eval_config=eval_config,
-                            data_location=path, output_path=output_path)
+                            data_location=path, output_path=output_path,
+                            pipeline_options=pipeline_options())  # the project's runner
     results = {}
     for metrics_for_slice in tfma.load_metrics(output_path):
         slice_key = slicer_lib.deserialize_slice_key(metrics_for_slice.slice_key)

@@ -9,6 +9,7 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
+from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.data.tfrecord_sink import TFRecordBatchSink, frame_records
 
 
@@ -22,7 +23,7 @@ def test_tensorflow_reads_the_framing_back(tmp_path):
 
 def test_pipeline_writes_gzipped_shards(tmp_path):
     batches = [[f"r{i}-{k}".encode() for k in range(i)] for i in range(1, 30)]
-    with beam.Pipeline() as p:
+    with beam.Pipeline(options=pipeline_options()) as p:  # the project's runner
         _ = (p | beam.Create(batches)
              | beam.io.Write(TFRecordBatchSink(str(tmp_path / "data"), ".tfrecord.gz",
                                                num_shards=2, compress_level=1)))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ setup_console()  # before TensorFlow loads (the stub's protos import it)
 import grpc  # noqa: E402
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc  # noqa: E402
 
+from daian_tf.training.multi_worker import free_ports  # noqa: E402
 from serving.model_config import list_version_dirs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +53,6 @@ MODEL_NAME = "daian"
 def daian() -> list[str]:
     script = Path(sys.executable).parent / "daian"
     return [str(script)] if script.exists() else [sys.executable, "-m", "daian_tf.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StatusWatcher(threading.Thread):
@@ -128,7 +122,7 @@ def main() -> int:
     base = work / MODEL_NAME
     newest = max(list_version_dirs(args.model_dir))
     shutil.copytree(Path(args.model_dir) / str(newest), base / "1")
-    port = free_port()
+    port = free_ports(1)[0]
     target = f"127.0.0.1:{port}"
     serve_cmd = daian() + ["serve", str(base), f"--port={port}",
                            f"--file_system_poll_wait_seconds={args.poll_s}"]

@@ -180,15 +180,12 @@ def run_load_test(target: str, examples: Sequence[bytes], num_requests: int = 20
                      model_name=model_name, timeout_s=timeout_s)
 
 
-_TARGET_KEYS = F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)
-
-
 def candidate_example(serialized: bytes) -> bytes:
     """An example reduced to its target features: what a `rank` caller sends as a
     candidate (the rest of a full example would be parsed for nothing)."""
     example = tf.train.Example.FromString(serialized)
     for key in list(example.features.feature):
-        if key not in _TARGET_KEYS:
+        if key not in F.TARGET_KEYS:
             del example.features.feature[key]
     return example.SerializeToString()
 
@@ -202,7 +199,7 @@ def rank_pairs(context: bytes, candidates: Sequence[bytes]) -> list[bytes]:
         candidate = tf.train.Example.FromString(serialized)
         example = tf.train.Example()
         example.CopyFrom(base)
-        for key in _TARGET_KEYS:
+        for key in F.TARGET_KEYS:
             if key in candidate.features.feature:
                 example.features.feature[key].CopyFrom(candidate.features.feature[key])
             elif key in example.features.feature:

@@ -76,6 +76,8 @@ TRIGGER_ITEM_KEYS = (TRIGGER_ITEM_ID, TRIGGER_CATEGORY_ID, TRIGGER_BRAND_ID,
                      TRIGGER_SHOP_ID)
 TARGET_ITEM_KEYS = (TARGET_ITEM_ID, TARGET_CATEGORY_ID, TARGET_BRAND_ID,
                     TARGET_SHOP_ID)
+# a candidate's own raw features (what `rank` reads of each candidate)
+TARGET_KEYS = TARGET_ITEM_KEYS + (TARGET_PRICE,)
 HIST_ITEM_KEYS = (HIST_ITEM_ID, HIST_CATEGORY_ID, HIST_BRAND_ID)
 HIST_KEYS = HIST_ITEM_KEYS + (HIST_BEHAVIOR, HIST_TIME_DELTA)
 # Derived by Transform from `hist_time_delta` (not an example key): the fixed log-scale

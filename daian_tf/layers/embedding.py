@@ -55,13 +55,13 @@ def feature_input_keys(user_columns: Sequence[str]) -> list:
     """The transformed feature names `embed_features` reads, in a fixed order."""
     raw = ((F.USER_ID,) + tuple(F.user_feature(c) for c in user_columns)
            + F.TRIGGER_ITEM_KEYS + (F.TRIGGER_PRICE,)
-           + F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,)
+           + F.TARGET_KEYS
            + tuple(h for _, h in F.DIN_PAIRS))
     return [F.xf(k) for k in raw]
 
 
 # the keys of `feature_input_keys` that belong to the candidate, not to the request
-CANDIDATE_KEYS = frozenset(F.xf(k) for k in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+CANDIDATE_KEYS = frozenset(F.xf(k) for k in F.TARGET_KEYS)
 
 
 def request_input_keys(user_columns: Sequence[str]) -> list:

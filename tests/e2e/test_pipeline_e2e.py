@@ -253,7 +253,7 @@ def test_grpc_round_trip_matches_in_process_scores(pipeline_run, default_cfg):
 def _request_features(serialized: bytes) -> bytes:
     """The request-level part of an example (everything but the target features)."""
     example = tf.train.Example.FromString(serialized)
-    for key in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,):
+    for key in F.TARGET_KEYS:
         del example.features.feature[key]
     return example.SerializeToString(deterministic=True)
 

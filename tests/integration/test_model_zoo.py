@@ -102,7 +102,7 @@ def test_learns_above_the_popularity_baseline(world, name):
 def _request_part(serialized: bytes) -> bytes:
     """An example without its target features: what its request shares."""
     example = tf.train.Example.FromString(serialized)
-    for key in F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,):
+    for key in F.TARGET_KEYS:
         del example.features.feature[key]
     return example.SerializeToString(deterministic=True)
 

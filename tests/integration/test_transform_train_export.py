@@ -315,7 +315,7 @@ def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(ru
     assert outputs  # ids, price bucket and raw id of the target
     pruned = PrunedTransform(layer, outputs)
     # the raw features those outputs come from, by preprocessing_fn: the target's
-    assert pruned.input_keys == sorted(F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+    assert pruned.input_keys == sorted(F.TARGET_KEYS)
 
     requests = [to_serving_example(e, cfg.samples) for e in run["examples"]["eval"][:20]]
     requests += [_oov_variant(r) for r in requests[:3]]  # OOV ids, a missing shop id
@@ -333,7 +333,7 @@ def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(ru
     context_outputs = sorted(k for k in serving_input_keys(run["model"])
                              if k not in CANDIDATE_KEYS)
     context = PrunedTransform(layer, context_outputs)
-    assert not set(context.input_keys) & set(F.TARGET_ITEM_KEYS + (F.TARGET_PRICE,))
+    assert not set(context.input_keys) & set(F.TARGET_KEYS)
     got = context(tf.io.parse_example(tf.constant(requests),
                                       {k: spec[k] for k in context.input_keys}))
     assert sorted(got) == context_outputs

@@ -337,8 +337,21 @@ def test_id_layout_is_transforms(tmp_path):
 
     path = tmp_path / "vocab_x"
     path.write_text("b\na\nc\n")
-    ids = _to_ids(tf.constant([b"b", b"a", b"c", b"zz", b""]), tf.constant(str(path)))
+    # traced, as tf.Transform runs it: called eagerly, `tft.apply_vocabulary` puts its
+    # eager result in the global graph's schema-override collection, and every later
+    # tf.Transform analysis in this process reads that collection and fails
+    # ("Tensor.name is undefined when eager execution is enabled")
+    graph = tf.compat.v1.get_default_graph()
+
+    def filled_collections():
+        return {k: list(graph.get_collection(k))
+                for k in graph.get_all_collection_keys() if graph.get_collection(k)}
+
+    before = filled_collections()
+    ids = tf.function(_to_ids)(tf.constant([b"b", b"a", b"c", b"zz", b""]),
+                               tf.constant(str(path)))
     assert ids.numpy().tolist() == [1, 2, 3, 4, 4]
+    assert filled_collections() == before
 
 
 def test_din_restored_by_load_model_is_refused_with_advice(tmp_path):

@@ -67,7 +67,9 @@ class TFRecordBatchSink(FileBasedSink):
         self.compress_level = compress_level
 
     def open(self, temp_path: str) -> gzip.GzipFile:
-        return gzip.GzipFile(fileobj=super().open(temp_path), mode="wb",
+        # no time and no name in the gzip header (GzipFile would take the name of
+        # Beam's temporary file): the same records give the same bytes on every run
+        return gzip.GzipFile(fileobj=super().open(temp_path), mode="wb", filename="",
                              compresslevel=self.compress_level, mtime=0)
 
     def write_record(self, file_handle: gzip.GzipFile,

@@ -34,6 +34,20 @@ def test_pipeline_writes_gzipped_shards(tmp_path):
     assert sorted(read) == sorted(r for b in batches for r in b)
 
 
+def test_the_same_records_give_the_same_bytes(tmp_path):
+    """No run-specific header field (gzip's time, Beam's temporary file name)."""
+    files = []
+    for run in ("a", "b"):
+        with beam.Pipeline(options=pipeline_options()) as p:
+            _ = (p | beam.Create([[b"x", b"yz"]])
+                 | beam.io.Write(TFRecordBatchSink(str(tmp_path / run / "data"),
+                                                   ".tfrecord.gz", num_shards=1,
+                                                   compress_level=1)))
+        files += list((tmp_path / run).glob("data-*.tfrecord.gz"))
+    assert len(files) == 2
+    assert files[0].read_bytes() == files[1].read_bytes()
+
+
 def test_bad_compress_level():
     with pytest.raises(ValueError, match="compress_level must be in 1..9, got 0"):
         TFRecordBatchSink("/tmp/x", ".gz", 0, compress_level=0)

@@ -22,27 +22,48 @@ from daian_tf.core.signatures import DEFAULT_MODEL_NAME
 
 
 def cmd_serve(args, _rest) -> int:
-    from serving.server import serve
+    from serving.server import serve, set_tensorflow_threads
 
     base_path = args.model_base_path or args.model_base_path_flag
     if bool(base_path) == bool(args.model_config_file):
-        raise SystemExit("daian serve: error: give a model base path or "
-                         "--model_config_file (not both)")
+        raise DaianInputError("give a model base path or --model_config_file (not "
+                              "both)")
     if args.batching_parameters_file and not args.enable_batching:
-        raise SystemExit("daian serve: error: --batching_parameters_file needs "
-                         "--enable_batching=true (as tensorflow_model_server)")
+        raise DaianInputError("--batching_parameters_file needs "
+                              "--enable_batching=true (as tensorflow_model_server)")
+    intra, inter, session = (args.tensorflow_intra_op_parallelism,
+                             args.tensorflow_inter_op_parallelism,
+                             args.tensorflow_session_parallelism)
+    for name, value in (("intra_op", intra), ("inter_op", inter), ("session", session)):
+        if value < 0:
+            raise DaianInputError(f"--tensorflow_{name}_parallelism must be >= 0, got "
+                                  f"{value}")
+    if intra > 0 and inter > 0 and session > 0:
+        raise DaianInputError("give --tensorflow_session_parallelism or "
+                              "--tensorflow_intra_op_parallelism and "
+                              "--tensorflow_inter_op_parallelism, not all three (as "
+                              "tensorflow_model_server)")
+    if args.grpc_max_threads is not None and args.grpc_max_threads < 1:
+        raise DaianInputError(f"--grpc_max_threads must be >= 1, got "
+                              f"{args.grpc_max_threads}")
     batching = None
     if args.enable_batching:
         from serving.batching import BatchingParameters
 
         batching = args.batching_parameters_file or BatchingParameters()
     try:
+        if intra > 0 or inter > 0:
+            set_tensorflow_threads(intra, inter)
+        else:
+            set_tensorflow_threads(session, session)
         serve(base_path or None, model_name=args.model_name, port=args.port,
               host=args.host, wait=True, model_config=args.model_config_file or None,
               poll_wait_s=args.file_system_poll_wait_seconds,
               enable_warmup=args.enable_model_warmup, batching=batching,
               rest_api_port=args.rest_api_port or None,
-              monitoring=args.monitoring_config_file or None)
+              monitoring=args.monitoring_config_file or None,
+              max_workers=args.grpc_max_threads,
+              grpc_channel_arguments=args.grpc_channel_arguments)
     except (OSError, RuntimeError, ValueError) as e:
         # a missing model or file, no servable version, a refused config, a port in
         # use: one line naming it (the `daian` command prints DaianInputError so)
@@ -116,6 +137,18 @@ def add_serve_command(sub) -> None:
                         "(serving/config/monitoring.config.pbtxt): Prometheus metrics "
                         "on the REST port")
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
+    p.add_argument("--grpc_channel_arguments", default="",
+                   help="gRPC server arguments, key=value,key=value (integers passed "
+                        "as integers), as tensorflow_model_server; messages are taken "
+                        "and sent up to 2 GiB unless they say otherwise")
+    p.add_argument("--grpc_max_threads", type=int, default=None,
+                   help="request threads (default 4, 64 with batching)")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads of one op (0: TensorFlow's default, the cores)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops run at once (0: TensorFlow's default)")
+    p.add_argument("--tensorflow_session_parallelism", type=int, default=0,
+                   help="both of the above, when neither is given")
     p.add_argument("--rest_api_port", type=int, default=0,
                    help="also serve TF Serving's REST API on this port (0: off, "
                         "as tensorflow_model_server)")

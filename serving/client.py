@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
 from daian_tf.core.errors import DaianInputError
 from serving.contract import (
     DEFAULT_MODEL_NAME,
+    MAX_MESSAGE_BYTES,
     INPUT_CANDIDATES,
     INPUT_CONTEXT,
     INPUT_EXAMPLES,
@@ -152,7 +153,11 @@ class PredictClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.retried = 0  # UNAVAILABLE answers retried so far
-        self._channel = grpc.insecure_channel(target)
+        # TF Serving answers and takes messages up to MAX_MESSAGE_BYTES; gRPC's
+        # default would refuse a response over 4 MiB here
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)

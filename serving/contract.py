@@ -23,3 +23,8 @@ from daian_tf.core.signatures import (  # noqa: F401
 
 # The only metadata field TF Serving's GetModelMetadata knows.
 METADATA_SIGNATURE_DEF = "signature_def"
+
+# The largest gRPC message TF Serving takes or sends: it lifts gRPC's 4 MiB default
+# both ways (model_servers/server.cc: `builder.SetMaxMessageSize(kint32max)`), so a
+# large batch that passes there passes here, and the client receives what it sends.
+MAX_MESSAGE_BYTES = 2 ** 31 - 1

@@ -53,6 +53,7 @@ from tensorflow_serving.apis import (
 from daian_tf.core.allocator import keep_freed_memory
 from serving.contract import (
     DEFAULT_MODEL_NAME,
+    MAX_MESSAGE_BYTES,
     METADATA_SIGNATURE_DEF,
     SIGNATURE_SERVING_DEFAULT,
 )
@@ -87,6 +88,70 @@ _METRIC_LABELS = {"Predict": ("predict", "GRPC"), "REST:predict": ("predict", "R
 # Request threads with batching: each waits while its request sits in a batch, so
 # they bound how many requests can join batches at once.
 BATCHING_REQUEST_THREADS = 64
+
+ChannelArgument = tuple[str, "int | str"]
+
+
+def parse_grpc_channel_arguments(text: str) -> list[ChannelArgument]:
+    """TF Serving's `--grpc_channel_arguments`: `key=value` pairs separated by commas.
+
+    As tensorflow_model_server (server.cc, `parseGrpcChannelArgs`), a value that is a
+    32-bit integer is passed as an integer, any other as a string; gRPC ignores keys
+    it does not know. Unlike it, an item without `=` is an error naming the item (it
+    crashes there).
+
+    Raises:
+        ValueError: an item is not `key=value`.
+    """
+    arguments = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"gRPC channel argument {item!r} is not key=value "
+                             f"(in {text!r})")
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        in_int32 = number is not None and -2 ** 31 <= number < 2 ** 31
+        arguments.append((key.strip(), number if in_int32 else value))
+    return arguments
+
+
+def server_options(channel_arguments: "str | list[ChannelArgument]" = ""
+                   ) -> list[ChannelArgument]:
+    """The gRPC server's options: TF Serving's message limit both ways
+    (`MAX_MESSAGE_BYTES`), then `channel_arguments`, which win over it, as
+    `AddChannelArgument` does over `SetMaxMessageSize` there."""
+    if isinstance(channel_arguments, str):
+        channel_arguments = parse_grpc_channel_arguments(channel_arguments)
+    options = {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+               "grpc.max_send_message_length": MAX_MESSAGE_BYTES}
+    options.update(channel_arguments)
+    return list(options.items())
+
+
+def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """TF Serving's `--tensorflow_intra_op_parallelism` and
+    `--tensorflow_inter_op_parallelism` for this process (0: TensorFlow's default,
+    the number of cores). Call before TensorFlow runs anything.
+
+    Raises:
+        ValueError: a negative count, or TensorFlow already running with others.
+    """
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if value < 0:
+            raise ValueError(f"tensorflow_{name}_parallelism must be >= 0, got {value}")
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:
+        raise ValueError(f"TensorFlow's thread pools are set already ({e}): set "
+                         "them before the first model loads") from e
 
 
 class _RequestCounter:
@@ -370,7 +435,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           loader: Loader = ServedModel,
           batching: "str | BatchingParameters | None" = None,
           rest_api_port: Optional[int] = None,
-          monitoring: "str | MonitoringConfig | None" = None) -> LocalModelServer:
+          monitoring: "str | MonitoringConfig | None" = None,
+          grpc_channel_arguments: "str | list[ChannelArgument]" = ""
+          ) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -388,7 +455,7 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         host: interface to bind; "0.0.0.0" to accept remote clients.
         max_workers: request threads: the requests served at once (default 4, or
             `BATCHING_REQUEST_THREADS` with batching, where a thread waits while its
-            request sits in a batch).
+            request sits in a batch); `daian serve --grpc_max_threads`.
         version_labels: label → version for `model_base_path`, as `version_labels`
             in a TF Serving model config.
         model_config: the models, policies and labels to serve.
@@ -406,6 +473,10 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         monitoring: a `--monitoring_config_file` path or a `MonitoringConfig`: with
             Prometheus enabled, TF Serving's request metrics are served at its path
             on the REST port (serving/monitoring.py); it then needs `rest_api_port`.
+        grpc_channel_arguments: gRPC server arguments, TF Serving's
+            `--grpc_channel_arguments` text (`key=value,...`) or (key, value)
+            pairs; they win over the message limit the server otherwise has,
+            TF Serving's (`MAX_MESSAGE_BYTES` both ways, not gRPC's 4 MiB).
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -415,8 +486,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             missing.
         RuntimeError: a model's versions all failed to load (the errors named).
         ModelConfigError: the config is not one TF Serving accepts.
-        ValueError: a batching or monitoring config that does not parse, or
-            Prometheus enabled without a REST port.
+        ValueError: a batching or monitoring config that does not parse,
+            Prometheus enabled without a REST port, or a channel argument that is
+            not key=value.
         OSError: the port could not be bound.
     """
     if isinstance(monitoring, (str, Path)):
@@ -434,6 +506,7 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if (model_base_path is None) == (model_config is None):
         raise ValueError("serve needs exactly one of model_base_path and model_config")
+    options = server_options(grpc_channel_arguments)  # a bad one fails before loading
     if model_config is None:
         config = single_model_config(model_base_path, model_name)
         for label, version in (version_labels or {}).items():
@@ -461,7 +534,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     if max_workers is None:
         max_workers = BATCHING_REQUEST_THREADS if batcher is not None else 4
     handler = _Handler(manager, batcher, metrics)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                         options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(handler), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
@@ -479,6 +553,10 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
 
         rest = start_rest(handler, host, rest_api_port)
     running = LocalModelServer(server, handler, host, bound, rest)
+    _LOG.info("gRPC: %d request threads, options %s; TensorFlow: intra-op %d, "
+              "inter-op %d threads (0: its default)", max_workers, dict(options),
+              tf.config.threading.get_intra_op_parallelism_threads(),
+              tf.config.threading.get_inter_op_parallelism_threads())
     for name in manager.model_names():
         _LOG.info("serving %r versions %s on %s%s", name,
                   manager.available_versions(name), running.target,

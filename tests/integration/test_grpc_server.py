@@ -228,6 +228,59 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
         serve(str(tmp_path), port=0)
 
 
+# --- message size ------------------------------------------------------------------
+
+# gRPC's default limit on a received message is 4 MiB; TF Serving lifts it
+# (SetMaxMessageSize(kint32max)), so a large batch goes through there.
+_ROWS_OVER_4_MIB = 1_200_000  # request: 4 + 8 bytes a row; response: 4 bytes a row
+
+
+def _large_score_inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {FEATURE_X: rng.normal(size=_ROWS_OVER_4_MIB).astype(np.float32),
+            FEATURE_N: rng.integers(0, 5, size=_ROWS_OVER_4_MIB, dtype=np.int64)}
+
+
+def test_requests_and_responses_over_4_mib_pass_as_in_tf_serving(server):
+    """A 14 MB request and a 4.8 MB response, through `PredictClient`; and the same
+    request through the official stub on a channel that lifts only its own
+    receive limit (the server's limits are the server's)."""
+    inputs = _large_score_inputs()
+    expected = W_X * inputs[FEATURE_X] + W_N * inputs[FEATURE_N] + BIAS
+    with PredictClient(server.target, model_name=MODEL_NAME, timeout_s=60) as client:
+        logit = client.predict(inputs, SIGNATURE_SCORE, [OUTPUT_LOGIT])[OUTPUT_LOGIT]
+    np.testing.assert_allclose(logit, expected, rtol=0, atol=1e-5)
+
+    request = _request(signature_name=SIGNATURE_SCORE)
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    assert request.ByteSize() > 4 * 2 ** 20
+    options = [("grpc.max_receive_message_length", -1)]
+    with grpc.insecure_channel(server.target, options=options) as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, timeout=60)
+    assert response.ByteSize() > 4 * 2 ** 20
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs[OUTPUT_LOGIT]),
+                               expected, rtol=0, atol=1e-5)
+
+
+def test_grpc_channel_arguments_reach_the_server(base_path):
+    """`grpc_channel_arguments` (TF Serving's `--grpc_channel_arguments`) are the
+    server's: a receive limit of 1 MiB refuses the large request, the small ones
+    still pass."""
+    with serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0,
+               grpc_channel_arguments="grpc.max_receive_message_length=1048576"
+               ) as limited:
+        with PredictClient(limited.target, model_name=MODEL_NAME,
+                           timeout_s=60) as client:
+            with pytest.raises(grpc.RpcError) as refused:
+                client.predict(_large_score_inputs(), SIGNATURE_SCORE)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            np.testing.assert_allclose(client.predict_examples(examples()),
+                                       expected_ctr(*rows_with_defaults()),
+                                       rtol=0, atol=1e-6)
+
+
 # --- errors ------------------------------------------------------------------------
 
 def test_unknown_model_name_is_not_found(stub):

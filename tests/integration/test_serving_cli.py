@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from daian_tf.core.console import is_noise_line
 from serving.client import PredictClient
 from tests._toy_servable import (
+    BIAS,
+    FEATURE_N,
+    FEATURE_X,
     MODEL_NAME,
+    OUTPUT_LOGIT,
+    SIGNATURE_SCORE,
     examples,
     expected_ctr,
     rows_with_defaults,
@@ -42,11 +49,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVED_RECEIVE_LIMIT = 2 ** 20
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`daian serve --model_config_file=... --enable_batching=true
     --batching_parameters_file=... --rest_api_port=... --monitoring_config_file=...`
-    on the packaged files, as a process."""
+    on the packaged files, as a process, with tensorflow_model_server's gRPC and
+    thread flags (a 1 MiB receive limit, 16 request threads, 2 TensorFlow threads)."""
     tmp = tmp_path_factory.mktemp("cli")
     base = tmp / MODEL_NAME
     save_toy_model(base / "3")
@@ -63,7 +74,11 @@ def served(tmp_path_factory):
                             f"--batching_parameters_file={batching}",
                             f"--rest_api_port={rest_port}",
                             f"--monitoring_config_file="
-                            f"{CONFIG / 'monitoring.config.pbtxt'}"],
+                            f"{CONFIG / 'monitoring.config.pbtxt'}",
+                            f"--grpc_channel_arguments="
+                            f"grpc.max_receive_message_length={SERVED_RECEIVE_LIMIT}",
+                            "--grpc_max_threads=16",
+                            "--tensorflow_session_parallelism=2"],
             cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     target = f"127.0.0.1:{port}"
     try:
@@ -105,6 +120,32 @@ def test_daian_score_names_what_the_server_refused(served):
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "NOT_FOUND" in out.stderr and "nope" in out.stderr
+
+
+def test_daian_serve_takes_tf_servings_grpc_and_thread_flags(served):
+    """The receive limit of `--grpc_channel_arguments` refuses a 3.6 MB request (TF
+    Serving's own limit, which this server has without the flag, is 2 GiB); the
+    process logs its 16 request threads and TensorFlow's 2 + 2."""
+    target, tmp, _ = served
+    x = np.zeros(100_000, np.float32)  # 0.4 MB
+    with PredictClient(target, model_name=MODEL_NAME) as client:
+        with pytest.raises(grpc.RpcError) as refused:
+            client.predict({FEATURE_X: np.concatenate([x, x, x]),
+                            FEATURE_N: np.zeros(300_000, np.int64)}, SIGNATURE_SCORE)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert str(SERVED_RECEIVE_LIMIT) in refused.value.details()
+        logit = client.predict({FEATURE_X: x[:3], FEATURE_N: np.zeros(3, np.int64)},
+                               SIGNATURE_SCORE)[OUTPUT_LOGIT]
+        np.testing.assert_allclose(logit, [BIAS] * 3, rtol=0, atol=1e-6)
+    log = tmp / "serve.log"
+    for _ in range(100):  # the line follows the server's start by a moment
+        if "gRPC: 16 request threads" in log.read_text():
+            break
+        time.sleep(0.1)
+    line = next(line for line in log.read_text().splitlines() if "gRPC: " in line)
+    assert "16 request threads" in line
+    assert f"'grpc.max_receive_message_length': {SERVED_RECEIVE_LIMIT}" in line
+    assert "intra-op 2, inter-op 2 threads" in line
 
 
 def test_daian_load_test_reports_every_request_and_prints_no_library_noise(served):
@@ -179,6 +220,17 @@ def test_the_served_process_answers_prometheus_on_the_rest_port(served):
     (["serve", "/nonexistent/models",
       f"--monitoring_config_file={CONFIG / 'monitoring.config.pbtxt'}"],
      "--rest_api_port"),
+    (["serve", "/nonexistent/models", "--grpc_channel_arguments=a=1,grpc.nothing"],
+     "gRPC channel argument 'grpc.nothing' is not key=value"),
+    (["serve", "/nonexistent/models", "--grpc_max_threads=0"],
+     "--grpc_max_threads must be >= 1, got 0"),
+    (["serve", "/nonexistent/models", "--tensorflow_intra_op_parallelism=1",
+      "--tensorflow_inter_op_parallelism=1", "--tensorflow_session_parallelism=1"],
+     "not all three"),
+    (["serve", "/nonexistent/models", "--tensorflow_intra_op_parallelism=-1"],
+     "tensorflow_intra_op_parallelism must be >= 0, got -1"),
+    (["serve", "/nonexistent/models", "--batching_parameters_file=x.pbtxt"],
+     "--batching_parameters_file needs --enable_batching=true"),
 ])
 def test_bad_input_is_one_line_naming_it(args, words):
     out = subprocess.run(_daian_cmd() + args, cwd=REPO, capture_output=True, text=True,

@@ -43,6 +43,12 @@ def cmd_serve(args, _rest) -> int:
                               "--tensorflow_intra_op_parallelism and "
                               "--tensorflow_inter_op_parallelism, not all three (as "
                               "tensorflow_model_server)")
+    if args.model_config_file_poll_wait_seconds and not args.model_config_file:
+        raise DaianInputError("--model_config_file_poll_wait_seconds needs "
+                              "--model_config_file")
+    if args.model_config_file_poll_wait_seconds < 0:
+        raise DaianInputError("--model_config_file_poll_wait_seconds must be >= 0, "
+                              f"got {args.model_config_file_poll_wait_seconds}")
     if args.grpc_max_threads is not None and args.grpc_max_threads < 1:
         raise DaianInputError(f"--grpc_max_threads must be >= 1, got "
                               f"{args.grpc_max_threads}")
@@ -63,7 +69,8 @@ def cmd_serve(args, _rest) -> int:
               rest_api_port=args.rest_api_port or None,
               monitoring=args.monitoring_config_file or None,
               max_workers=args.grpc_max_threads,
-              grpc_channel_arguments=args.grpc_channel_arguments)
+              grpc_channel_arguments=args.grpc_channel_arguments,
+              model_config_poll_wait_s=args.model_config_file_poll_wait_seconds)
     except (OSError, RuntimeError, ValueError) as e:
         # a missing model or file, no servable version, a refused config, a port in
         # use: one line naming it (the `daian` command prints DaianInputError so)
@@ -119,6 +126,9 @@ def add_serve_command(sub) -> None:
     p.add_argument("--model_config_file", default="",
                    help="a TF Serving ModelServerConfig in text format "
                         "(serving/config/models.config.pbtxt)")
+    p.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                   help="re-read --model_config_file this often and serve it when it "
+                        "changed (default 0: never, as TF Serving)")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between polls of the base paths for new versions; "
                         "0 loads at start only (default 1, as TF Serving)")

@@ -22,6 +22,10 @@ a push that is really broken stays broken, and a re-push changes the directory).
 `reload(config)` swaps the whole config (`HandleReloadConfigRequest`): models that
 left it are unloaded, new ones loaded; it returns when every model of the new config
 has an available version or has failed, as TF Serving's reload does.
+`watch_config_file(path, wait_s)` re-reads a `--model_config_file` every `wait_s`
+seconds and reloads it when it differs from the config served (TF Serving's
+`--model_config_file_poll_wait_seconds`); a file that is missing or refused is
+logged and the served config stays.
 
 A request holds the `ServedModel` it resolved until it finishes, so unloading a
 version never breaks a request in flight: the version object lives until its last
@@ -44,11 +48,13 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from serving.contract import SIGNATURE_SERVING_DEFAULT, WARMUP_DIR, WARMUP_FILE
 from serving.model_config import (
     ModelConfig,
+    ModelConfigError,
     ModelServerConfig,
     aspired_versions,
     check_model_config,
     list_version_dirs,
     model_configs,
+    read_model_config,
 )
 from serving.served_model import SAVED_MODEL_FILE, ServedModel, ServingError
 
@@ -156,6 +162,8 @@ class ModelManager:
         self._versions: dict[str, dict[int, VersionState]] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._watcher: Optional[threading.Thread] = None
+        self._config_file_problem: Optional[str] = None  # the last one logged
 
     # -- the poll loop ---------------------------------------------------------------
 
@@ -170,9 +178,10 @@ class ModelManager:
     def stop(self) -> None:
         """Stops polling (the loaded versions stay until the manager is dropped)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join()
+        self._thread = self._watcher = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_wait_s):
@@ -295,6 +304,56 @@ class ModelManager:
         with self._lock:
             self._config = config
         self.poll()
+
+    def watch_config_file(self, path: str | Path, wait_s: float) -> None:
+        """Polls the model config file `path` every `wait_s` seconds in a daemon
+        thread (`poll_config_file`), as TF Serving's
+        `--model_config_file_poll_wait_seconds`."""
+        if wait_s <= 0:
+            raise ValueError(f"wait_s must be > 0, got {wait_s}")
+        if self._watcher is not None:
+            raise RuntimeError("a config file is watched already")
+
+        def run() -> None:
+            while not self._stop.wait(wait_s):
+                try:
+                    self.poll_config_file(path)
+                except Exception:  # a poll must never kill the watcher
+                    _LOG.exception("polling the model config file %s failed", path)
+
+        self._watcher = threading.Thread(target=run, name="config-file-poller",
+                                         daemon=True)
+        self._watcher.start()
+
+    def poll_config_file(self, path: str | Path) -> bool:
+        """Reads `path` and serves it if it differs from the config served.
+
+        A file that is missing, does not parse or is refused leaves the served
+        config as it is and is logged at ERROR, once until the problem changes (TF
+        Serving logs it and keeps its config too). Write the file atomically (a
+        rename, as a Kubernetes ConfigMap does): a half-written file that parses is
+        a config.
+
+        Returns:
+            Whether the config was swapped.
+        """
+        try:
+            config = read_model_config(path)
+            if config == self.config:
+                self._config_file_problem = None
+                return False
+            self.reload(config)
+        except (OSError, ModelConfigError) as e:
+            problem = f"{type(e).__name__}: {e}"
+            if problem != self._config_file_problem:
+                _LOG.error("model config file %s not applied, the config before it "
+                           "is served: %s", path, problem)
+                self._config_file_problem = problem
+            return False
+        self._config_file_problem = None
+        _LOG.info("model config file %s changed: serving models %s", path,
+                  self.model_names())
+        return True
 
     # -- requests --------------------------------------------------------------------
 

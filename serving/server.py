@@ -436,8 +436,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           batching: "str | BatchingParameters | None" = None,
           rest_api_port: Optional[int] = None,
           monitoring: "str | MonitoringConfig | None" = None,
-          grpc_channel_arguments: "str | list[ChannelArgument]" = ""
-          ) -> LocalModelServer:
+          grpc_channel_arguments: "str | list[ChannelArgument]" = "",
+          model_config_poll_wait_s: float = 0.0) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -477,6 +477,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             `--grpc_channel_arguments` text (`key=value,...`) or (key, value)
             pairs; they win over the message limit the server otherwise has,
             TF Serving's (`MAX_MESSAGE_BYTES` both ways, not gRPC's 4 MiB).
+        model_config_poll_wait_s: re-read the `model_config` file every this many
+            seconds and serve it when it changed (TF Serving's
+            `--model_config_file_poll_wait_seconds`); 0: never.
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -487,8 +490,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         RuntimeError: a model's versions all failed to load (the errors named).
         ModelConfigError: the config is not one TF Serving accepts.
         ValueError: a batching or monitoring config that does not parse,
-            Prometheus enabled without a REST port, or a channel argument that is
-            not key=value.
+            Prometheus enabled without a REST port, a channel argument that is
+            not key=value, or a config poll without a config file.
         OSError: the port could not be bound.
     """
     if isinstance(monitoring, (str, Path)):
@@ -507,6 +510,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     if (model_base_path is None) == (model_config is None):
         raise ValueError("serve needs exactly one of model_base_path and model_config")
     options = server_options(grpc_channel_arguments)  # a bad one fails before loading
+    if model_config_poll_wait_s and not isinstance(model_config, (str, Path)):
+        raise ValueError("polling the model config (model_config_poll_wait_s) needs "
+                         "model_config as a file path (--model_config_file)")
     if model_config is None:
         config = single_model_config(model_base_path, model_name)
         for label, version in (version_labels or {}).items():
@@ -521,6 +527,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     manager = ModelManager(config, poll_wait_s=poll_wait_s,
                            enable_warmup=enable_warmup, loader=loader)
     manager.start()
+    if model_config_poll_wait_s:
+        manager.watch_config_file(model_config, model_config_poll_wait_s)
     unavailable = manager.unavailable()
     if unavailable:
         manager.stop()

@@ -249,6 +249,77 @@ def test_policies_labels_and_config_reload_through_the_official_stub(tmp_path):
         assert predict(name="other") == 5
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_an_edited_model_config_file_is_served_and_a_bad_edit_keeps_the_last(
+        tmp_path, caplog):
+    """`model_config_poll_wait_s` (TF Serving's `--model_config_file_poll_wait_seconds`):
+    edits of the file are served within a few polls; a file that does not parse,
+    one TF Serving refuses and a deleted file are each logged once and leave the
+    served config as it was."""
+    base = tmp_path / MODEL_NAME
+    base.mkdir()
+    for v in (1, 2):
+        _push(base, v)
+    path = tmp_path / "models.config.pbtxt"
+    _write_atomically(path, text_format.MessageToString(_config(base)))
+    caplog.set_level("INFO", logger="serving.model_manager")
+    with serve(model_config=str(path), port=0, poll_wait_s=0,
+               model_config_poll_wait_s=POLL_S) as server, \
+            PredictClient(server.target, model_name=MODEL_NAME) as client:
+        assert client.model_status() == {2: "AVAILABLE"}
+
+        _write_atomically(path, text_format.MessageToString(
+            _config(base, "specific { versions: 1 }")))
+        _wait_for(lambda: client.model_status() == {1: "AVAILABLE", 2: "END"}, 30,
+                  "the edited policy served")
+        assert _which_version(client.predict_examples(examples()), (1, 2)) == 1
+
+        def logged(words: str) -> int:
+            return sum(words in r.getMessage() for r in caplog.records
+                       if r.levelname == "ERROR")
+
+        twice = _config(base, "specific { versions: 1 }")
+        twice.model_config_list.config.add(name=MODEL_NAME, base_path=str(base))
+        for text, words in (("model_config_list { config { name: ", "in text format"),
+                            (text_format.MessageToString(twice), "configured twice"),
+                            (None, "does not exist")):
+            if text is None:
+                path.unlink()
+            else:
+                _write_atomically(path, text)
+            _wait_for(lambda: logged(words) > 0, 30, f"an error with {words!r} logged")
+            time.sleep(5 * POLL_S)  # more polls of the same file: nothing more logged
+            assert logged(words) == 1
+            assert client.model_status() == {1: "AVAILABLE", 2: "END"}
+            assert _which_version(client.predict_examples(examples()), (1, 2)) == 1
+
+        other = tmp_path / "other"
+        other.mkdir()
+        _push(other, 5)
+        config = _config(base, "specific { versions: 1 }")
+        config.model_config_list.config.add(name="other", base_path=str(other),
+                                            model_platform="tensorflow")
+        _write_atomically(path, text_format.MessageToString(config))
+        _wait_for(lambda: server.manager.available_versions("other") == [5]
+                  if "other" in server.manager.model_names() else False, 30,
+                  "the second model served")
+        assert client.model_status() == {1: "AVAILABLE", 2: "END"}
+
+
+def test_polling_the_model_config_needs_its_file(tmp_path):
+    base = tmp_path / MODEL_NAME
+    base.mkdir()
+    _push(base, 1)
+    with pytest.raises(ValueError, match="needs model_config as a file path"):
+        serve(str(base), model_name=MODEL_NAME, port=0,
+              model_config_poll_wait_s=POLL_S)
+
+
 def test_the_packaged_model_config_file_is_served(tmp_path):
     text = (CONFIG_DIR / "models.config.pbtxt").read_text()
     assert 'base_path: "/models/daian"' in text

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import predict_pb2
 
 from daian_tf.core.console import is_noise_line
 from serving.client import PredictClient
+from serving.contract import INPUT_EXAMPLES
 from tests._toy_servable import (
     BIAS,
     FEATURE_N,
@@ -57,7 +59,8 @@ def served(tmp_path_factory):
     """`daian serve --model_config_file=... --enable_batching=true
     --batching_parameters_file=... --rest_api_port=... --monitoring_config_file=...`
     on the packaged files, as a process, with tensorflow_model_server's gRPC and
-    thread flags (a 1 MiB receive limit, 16 request threads, 2 TensorFlow threads)."""
+    thread flags (a 1 MiB receive limit, 16 request threads, 2 TensorFlow threads)
+    and its config file polled every 0.5 s."""
     tmp = tmp_path_factory.mktemp("cli")
     base = tmp / MODEL_NAME
     save_toy_model(base / "3")
@@ -78,6 +81,7 @@ def served(tmp_path_factory):
                             f"--grpc_channel_arguments="
                             f"grpc.max_receive_message_length={SERVED_RECEIVE_LIMIT}",
                             "--grpc_max_threads=16",
+                            "--model_config_file_poll_wait_seconds=0.5",
                             "--tensorflow_session_parallelism=2"],
             cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     target = f"127.0.0.1:{port}"
@@ -146,6 +150,38 @@ def test_daian_serve_takes_tf_servings_grpc_and_thread_flags(served):
     assert "16 request threads" in line
     assert f"'grpc.max_receive_message_length': {SERVED_RECEIVE_LIMIT}" in line
     assert "intra-op 2, inter-op 2 threads" in line
+
+
+def test_daian_serve_serves_an_edited_model_config_file(served):
+    """`--model_config_file_poll_wait_seconds`: a version label added to the file is
+    served without a restart."""
+    target, tmp, _ = served
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.model_spec.version_label = "stable"
+    request.inputs[INPUT_EXAMPLES].CopyFrom(tf.make_tensor_proto(examples()))
+    with PredictClient(target, model_name=MODEL_NAME) as client:
+        with pytest.raises(grpc.RpcError) as unknown:
+            client._prediction.Predict(request, timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        config = tmp / "models.config.pbtxt"
+        edited = tmp / "models.config.pbtxt.new"
+        edited.write_text(config.read_text().replace(
+            "model_version_policy {", "version_labels { key: 'stable' value: 3 }\n"
+            "    model_version_policy {"))
+        edited.replace(config)  # atomically, as a ConfigMap update
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = client._prediction.Predict(request, timeout=10)
+                break
+            except grpc.RpcError as e:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the label is not served: {e.details()}")
+                time.sleep(0.1)
+    assert response.model_spec.version.value == 3
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["ctr"]),
+                               expected_ctr(*rows_with_defaults()), rtol=0, atol=1e-6)
 
 
 def test_daian_load_test_reports_every_request_and_prints_no_library_noise(served):
@@ -222,6 +258,8 @@ def test_the_served_process_answers_prometheus_on_the_rest_port(served):
      "--rest_api_port"),
     (["serve", "/nonexistent/models", "--grpc_channel_arguments=a=1,grpc.nothing"],
      "gRPC channel argument 'grpc.nothing' is not key=value"),
+    (["serve", "/nonexistent/models", "--model_config_file_poll_wait_seconds=1"],
+     "--model_config_file_poll_wait_seconds needs --model_config_file"),
     (["serve", "/nonexistent/models", "--grpc_max_threads=0"],
      "--grpc_max_threads must be >= 1, got 0"),
     (["serve", "/nonexistent/models", "--tensorflow_intra_op_parallelism=1",

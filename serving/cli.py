@@ -49,6 +49,12 @@ def cmd_serve(args, _rest) -> int:
     if args.model_config_file_poll_wait_seconds < 0:
         raise DaianInputError("--model_config_file_poll_wait_seconds must be >= 0, "
                               f"got {args.model_config_file_poll_wait_seconds}")
+    for flag in ("num_load_threads", "num_unload_threads"):
+        if getattr(args, flag) not in (0, 1):
+            raise DaianInputError(
+                f"--{flag}={getattr(args, flag)}: this server loads and unloads one "
+                "version at a time, in its poll thread beside the requests (what 1 "
+                "does in TF Serving); give 0 or 1")
     if args.grpc_max_threads is not None and args.grpc_max_threads < 1:
         raise DaianInputError(f"--grpc_max_threads must be >= 1, got "
                               f"{args.grpc_max_threads}")
@@ -132,6 +138,10 @@ def add_serve_command(sub) -> None:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between polls of the base paths for new versions; "
                         "0 loads at start only (default 1, as TF Serving)")
+    for flag in ("num_load_threads", "num_unload_threads"):
+        p.add_argument(f"--{flag}", type=int, default=0,
+                       help="0 or 1: versions load (unload) one at a time beside the "
+                            "requests either way")
     p.add_argument("--enable_model_warmup", type=_flag_bool, default=True,
                    metavar="true|false",
                    help="replay assets.extra/tf_serving_warmup_requests before a "

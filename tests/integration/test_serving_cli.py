@@ -4,6 +4,7 @@ as processes."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2
 
@@ -54,6 +56,23 @@ def _free_port() -> int:
 SERVED_RECEIVE_LIMIT = 2 ** 20
 
 
+def _wait_until_served(proc: subprocess.Popen, client: PredictClient, log: Path,
+                       deadline_s: float = 120) -> None:
+    """Until the model is AVAILABLE; a process that exits first fails at once, with
+    its output."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"daian serve exited ({proc.returncode}):\n"
+                                 f"{log.read_text()[-3000:]}")
+        try:
+            client.wait_until_available(deadline_s=1)
+            return
+        except TimeoutError:
+            if time.monotonic() > end:
+                raise
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`daian serve --model_config_file=... --enable_batching=true
@@ -87,7 +106,7 @@ def served(tmp_path_factory):
     target = f"127.0.0.1:{port}"
     try:
         with PredictClient(target, model_name=MODEL_NAME) as client:
-            client.wait_until_available(deadline_s=120)
+            _wait_until_served(proc, client, log)
         yield target, tmp, rest_port
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -184,6 +203,45 @@ def test_daian_serve_serves_an_edited_model_config_file(served):
                                expected_ctr(*rows_with_defaults()), rtol=0, atol=1e-6)
 
 
+def test_the_k8s_manifests_command_line_runs_on_daian_serve(tmp_path):
+    """serving/k8s/deployment.yaml's `tensorflow_model_server` arguments, as they are
+    (the config volume and the model path moved here, the ports free ones), start
+    `daian serve`; its readiness probe's path answers and a request is scored."""
+    documents = yaml.safe_load_all((REPO / "serving" / "k8s" / "deployment.yaml")
+                                   .read_text())
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    config_dir = tmp_path / "config"
+    shutil.copytree(CONFIG, config_dir)
+    models = config_dir / "models.config.pbtxt"
+    models.write_text(models.read_text().replace('"/models/', f'"{tmp_path}/models/'))
+    save_toy_model(tmp_path / "models" / "daian" / "1")
+    port, rest_port = _free_port(), _free_port()
+    args = [arg.replace("/config/", f"{config_dir}/")
+            .replace("--port=8500", f"--port={port}")
+            .replace("--rest_api_port=8501", f"--rest_api_port={rest_port}")
+            for arg in container["args"]]
+    assert len(args) >= 10 and f"--port={port}" in args
+    log = tmp_path / "serve.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(_daian_cmd() + ["serve"] + args, cwd=REPO,
+                                stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    try:
+        with PredictClient(f"127.0.0.1:{port}", model_name="daian") as client:
+            _wait_until_served(proc, client, log)
+            np.testing.assert_allclose(client.predict_examples(examples()),
+                                       expected_ctr(*rows_with_defaults()),
+                                       rtol=0, atol=1e-6)
+        probe = container["readinessProbe"]["httpGet"]["path"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}{probe}",
+                                    timeout=30) as answer:
+            assert answer.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
 def test_daian_load_test_reports_every_request_and_prints_no_library_noise(served):
     """`daian load-test TARGET EXAMPLES` from 3 threads: every request counted and
     answered, a JSON summary on stdout, and on stderr none of TensorFlow's and gRPC's
@@ -260,6 +318,8 @@ def test_the_served_process_answers_prometheus_on_the_rest_port(served):
      "gRPC channel argument 'grpc.nothing' is not key=value"),
     (["serve", "/nonexistent/models", "--model_config_file_poll_wait_seconds=1"],
      "--model_config_file_poll_wait_seconds needs --model_config_file"),
+    (["serve", "/nonexistent/models", "--num_load_threads=4"],
+     "loads and unloads one version at a time"),
     (["serve", "/nonexistent/models", "--grpc_max_threads=0"],
      "--grpc_max_threads must be >= 1, got 0"),
     (["serve", "/nonexistent/models", "--tensorflow_intra_op_parallelism=1",

@@ -76,7 +76,8 @@ def cmd_serve(args, _rest) -> int:
               monitoring=args.monitoring_config_file or None,
               max_workers=args.grpc_max_threads,
               grpc_channel_arguments=args.grpc_channel_arguments,
-              model_config_poll_wait_s=args.model_config_file_poll_wait_seconds)
+              model_config_poll_wait_s=args.model_config_file_poll_wait_seconds,
+              grpc_socket_path=args.grpc_socket_path)
     except (OSError, RuntimeError, ValueError) as e:
         # a missing model or file, no servable version, a refused config, a port in
         # use: one line naming it (the `daian` command prints DaianInputError so)
@@ -161,6 +162,9 @@ def add_serve_command(sub) -> None:
                    help="gRPC server arguments, key=value,key=value (integers passed "
                         "as integers), as tensorflow_model_server; messages are taken "
                         "and sent up to 2 GiB unless they say otherwise")
+    p.add_argument("--grpc_socket_path", default="",
+                   help="also serve gRPC on this UNIX socket (clients dial "
+                        "unix:PATH)")
     p.add_argument("--grpc_max_threads", type=int, default=None,
                    help="request threads (default 4, 64 with batching)")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,

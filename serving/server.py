@@ -426,6 +426,17 @@ class LocalModelServer:
         self.stop()
 
 
+def _bind(server: grpc.Server, address: str, what: str) -> int:
+    """`server.add_insecure_port(address)`; OSError naming `what` if it fails."""
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:  # grpcio raises on newer versions, returns 0 on older
+        raise OSError(f"cannot bind {what}: {e}") from e
+    if bound == 0:
+        raise OSError(f"cannot bind {what}")
+    return bound
+
+
 def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL_NAME,
           port: int = 8500, wait: bool = False, host: str = "127.0.0.1",
           max_workers: Optional[int] = None,
@@ -437,7 +448,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           rest_api_port: Optional[int] = None,
           monitoring: "str | MonitoringConfig | None" = None,
           grpc_channel_arguments: "str | list[ChannelArgument]" = "",
-          model_config_poll_wait_s: float = 0.0) -> LocalModelServer:
+          model_config_poll_wait_s: float = 0.0,
+          grpc_socket_path: str = "") -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -480,6 +492,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         model_config_poll_wait_s: re-read the `model_config` file every this many
             seconds and serve it when it changed (TF Serving's
             `--model_config_file_poll_wait_seconds`); 0: never.
+        grpc_socket_path: also serve gRPC on this UNIX socket (TF Serving's
+            `--grpc_socket_path`; clients dial `unix:<path>`).
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -549,11 +563,15 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         _ModelService(handler), server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as e:  # grpcio raises on newer versions, returns 0 on older
-        raise OSError(f"cannot bind gRPC port {host}:{port}: {e}") from e
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC port {host}:{port}")
+        bound = _bind(server, f"{host}:{port}", f"gRPC port {host}:{port}")
+        if grpc_socket_path:
+            _bind(server, f"unix:{grpc_socket_path}",
+                  f"the UNIX socket {grpc_socket_path!r}")
+    except OSError:
+        manager.stop()
+        if batcher is not None:
+            batcher.stop()
+        raise
     server.start()
     rest = None
     if rest_api_port is not None:
@@ -561,6 +579,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
 
         rest = start_rest(handler, host, rest_api_port)
     running = LocalModelServer(server, handler, host, bound, rest)
+    if grpc_socket_path:
+        _LOG.info("gRPC also on unix:%s", grpc_socket_path)
     _LOG.info("gRPC: %d request threads, options %s; TensorFlow: intra-op %d, "
               "inter-op %d threads (0: its default)", max_workers, dict(options),
               tf.config.threading.get_intra_op_parallelism_threads(),

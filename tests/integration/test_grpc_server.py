@@ -281,6 +281,24 @@ def test_grpc_channel_arguments_reach_the_server(base_path):
                                        rtol=0, atol=1e-6)
 
 
+def test_a_unix_socket_serves_beside_the_port(base_path, tmp_path):
+    """`grpc_socket_path` (TF Serving's `--grpc_socket_path`): clients on the same
+    host dial `unix:<path>`; the TCP port still answers. A socket that cannot be
+    made is an OSError naming it."""
+    socket_path = tmp_path / "serving.sock"
+    with serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0,
+               grpc_socket_path=str(socket_path)) as running:
+        assert socket_path.exists()
+        for target in (f"unix:{socket_path}", running.target):
+            with PredictClient(target, model_name=MODEL_NAME) as client:
+                np.testing.assert_allclose(client.predict_examples(examples()),
+                                           expected_ctr(*rows_with_defaults()),
+                                           rtol=0, atol=1e-6)
+    with pytest.raises(OSError, match="no/such/dir/serving.sock"):
+        serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0,
+              grpc_socket_path=str(tmp_path / "no" / "such" / "dir" / "serving.sock"))
+
+
 # --- errors ------------------------------------------------------------------------
 
 def test_unknown_model_name_is_not_found(stub):

@@ -73,7 +73,10 @@ class LoadTestResult:
 
 
 def check_loopback(target: str) -> None:
-    """Refuses a target that is not a loopback address (module docstring)."""
+    """Refuses a target that is not a loopback address (module docstring); a UNIX
+    socket (`unix:PATH`) is on this machine."""
+    if target.startswith("unix:"):
+        return
     host = target.rsplit(":", 1)[0].strip("[]")
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}

@@ -294,6 +294,9 @@ def test_a_unix_socket_serves_beside_the_port(base_path, tmp_path):
                 np.testing.assert_allclose(client.predict_examples(examples()),
                                            expected_ctr(*rows_with_defaults()),
                                            rtol=0, atol=1e-6)
+        result = run_load_test(f"unix:{socket_path}", examples(), num_requests=20,
+                               concurrency=2, batch_size=2, model_name=MODEL_NAME)
+        assert (result.num_requests, result.num_errors) == (20, 0)
     with pytest.raises(OSError, match="no/such/dir/serving.sock"):
         serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0,
               grpc_socket_path=str(tmp_path / "no" / "such" / "dir" / "serving.sock"))

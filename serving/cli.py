@@ -31,18 +31,6 @@ def cmd_serve(args, _rest) -> int:
     if args.batching_parameters_file and not args.enable_batching:
         raise DaianInputError("--batching_parameters_file needs "
                               "--enable_batching=true (as tensorflow_model_server)")
-    intra, inter, session = (args.tensorflow_intra_op_parallelism,
-                             args.tensorflow_inter_op_parallelism,
-                             args.tensorflow_session_parallelism)
-    for name, value in (("intra_op", intra), ("inter_op", inter), ("session", session)):
-        if value < 0:
-            raise DaianInputError(f"--tensorflow_{name}_parallelism must be >= 0, got "
-                                  f"{value}")
-    if intra > 0 and inter > 0 and session > 0:
-        raise DaianInputError("give --tensorflow_session_parallelism or "
-                              "--tensorflow_intra_op_parallelism and "
-                              "--tensorflow_inter_op_parallelism, not all three (as "
-                              "tensorflow_model_server)")
     if args.model_config_file_poll_wait_seconds and not args.model_config_file:
         raise DaianInputError("--model_config_file_poll_wait_seconds needs "
                               "--model_config_file")
@@ -64,10 +52,9 @@ def cmd_serve(args, _rest) -> int:
 
         batching = args.batching_parameters_file or BatchingParameters()
     try:
-        if intra > 0 or inter > 0:
-            set_tensorflow_threads(intra, inter)
-        else:
-            set_tensorflow_threads(session, session)
+        set_tensorflow_threads(args.tensorflow_intra_op_parallelism,
+                               args.tensorflow_inter_op_parallelism,
+                               args.tensorflow_session_parallelism)
         serve(base_path or None, model_name=args.model_name, port=args.port,
               host=args.host, wait=True, model_config=args.model_config_file or None,
               poll_wait_s=args.file_system_poll_wait_seconds,

@@ -133,17 +133,29 @@ def server_options(channel_arguments: "str | list[ChannelArgument]" = ""
     return list(options.items())
 
 
-def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
-    """TF Serving's `--tensorflow_intra_op_parallelism` and
-    `--tensorflow_inter_op_parallelism` for this process (0: TensorFlow's default,
-    the number of cores). Call before TensorFlow runs anything.
+def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0,
+                           session: int = 0) -> None:
+    """TF Serving's `--tensorflow_intra_op_parallelism`,
+    `--tensorflow_inter_op_parallelism` and `--tensorflow_session_parallelism` for
+    this process, resolved as there: the first two when either is given, else
+    `session` for both; all three at once is refused. 0: TensorFlow's default (the
+    cores). Call before TensorFlow runs anything.
 
     Raises:
-        ValueError: a negative count, or TensorFlow already running with others.
+        ValueError: a negative count, all three given, or TensorFlow already
+            running with other counts.
     """
-    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op),
+                        ("session", session)):
         if value < 0:
             raise ValueError(f"tensorflow_{name}_parallelism must be >= 0, got {value}")
+    if intra_op and inter_op and session:
+        raise ValueError("give tensorflow_session_parallelism or "
+                         "tensorflow_intra_op_parallelism and "
+                         "tensorflow_inter_op_parallelism, not all three (as "
+                         "tensorflow_model_server)")
+    if not (intra_op or inter_op):
+        intra_op = inter_op = session
     try:
         if intra_op:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)

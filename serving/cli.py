@@ -64,7 +64,8 @@ def cmd_serve(args, _rest) -> int:
               max_workers=args.grpc_max_threads,
               grpc_channel_arguments=args.grpc_channel_arguments,
               model_config_poll_wait_s=args.model_config_file_poll_wait_seconds,
-              grpc_socket_path=args.grpc_socket_path)
+              grpc_socket_path=args.grpc_socket_path,
+              rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000)
     except (OSError, RuntimeError, ValueError) as e:
         # a missing model or file, no servable version, a refused config, a port in
         # use: one line naming it (the `daian` command prints DaianInputError so)
@@ -163,6 +164,9 @@ def add_serve_command(sub) -> None:
     p.add_argument("--rest_api_port", type=int, default=0,
                    help="also serve TF Serving's REST API on this port (0: off, "
                         "as tensorflow_model_server)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="a REST predict request's deadline (default 30000, as "
+                        "tensorflow_model_server)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 to accept remote clients")
     p.set_defaults(func=cmd_serve, beam_args=False)

@@ -16,6 +16,10 @@ The shapes are TF Serving's (its `--rest_api_port`, "RESTful API" guide):
 - `GET <path>` of a `--monitoring_config_file` with Prometheus enabled: the request
   metrics in Prometheus' text format (serving/monitoring.py).
 
+A predict request has a deadline of `timeout_s` seconds from its arrival (TF Serving's
+`--rest_api_timeout_in_ms`, default 30 s): past it, a request waiting in a batch is
+dropped uncomputed and answered 504, as a gRPC request past its deadline.
+
 Errors answer `{"error": "<message>"}` with the HTTP status TF Serving maps the gRPC
 code to (400 INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE, 504
 DEADLINE_EXCEEDED, 500 otherwise). Requests go through the same code as gRPC's
@@ -29,6 +33,7 @@ import json
 import logging
 import re
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -167,10 +172,17 @@ def predict_json(response: predict_pb2.PredictResponse, rows: bool) -> dict:
                             for i in range(count)]}
 
 
-class RestServer:
-    """TF Serving's REST API on a `_Handler`, in a thread; `.port`, `.stop()`."""
+# TF Serving's --rest_api_timeout_in_ms default
+DEFAULT_TIMEOUT_S = 30.0
 
-    def __init__(self, handler, host: str, port: int):
+
+class RestServer:
+    """TF Serving's REST API on a `_Handler`, in a thread; `.port`, `.stop()`.
+    A predict request's deadline is `timeout_s` after it arrives."""
+
+    def __init__(self, handler, host: str, port: int,
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.timeout_s = timeout_s
         rest = self
 
         class _Request(BaseHTTPRequestHandler):
@@ -230,6 +242,7 @@ class RestServer:
         tail, spec = match["tail"], _spec(match)
         h = self._handler
         if verb == "POST" and tail == ":predict":
+            deadline = time.monotonic() + self.timeout_s
             length = int(request.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(request.rfile.read(length) or b"null")
@@ -247,7 +260,8 @@ class RestServer:
                 grpc_request, rows = predict_request(body, spec, dtypes)
                 return predict_json(h.predict(grpc_request, time_remaining, model),
                                     rows)
-            return h.call("REST:predict", None, None, run, model_name=spec.name)
+            return h.call("REST:predict", None, deadline - time.monotonic(), run,
+                          model_name=spec.name)
         if verb == "GET" and tail is None:
             status = h.call("REST:status",
                             get_model_status_pb2.GetModelStatusRequest(model_spec=spec),
@@ -268,9 +282,10 @@ class RestServer:
                            f"Malformed request: {verb} {request.path}")
 
 
-def start_rest(handler, host: str, port: int) -> RestServer:
+def start_rest(handler, host: str, port: int,
+               timeout_s: float = DEFAULT_TIMEOUT_S) -> RestServer:
     """A `RestServer` on `port` (0: a free one)."""
     try:
-        return RestServer(handler, host, port)
+        return RestServer(handler, host, port, timeout_s)
     except OSError as e:
         raise OSError(f"cannot bind REST port {host}:{port}: {e}") from e

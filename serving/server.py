@@ -461,7 +461,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           monitoring: "str | MonitoringConfig | None" = None,
           grpc_channel_arguments: "str | list[ChannelArgument]" = "",
           model_config_poll_wait_s: float = 0.0,
-          grpc_socket_path: str = "") -> LocalModelServer:
+          grpc_socket_path: str = "",
+          rest_api_timeout_s: float = 30.0) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,
@@ -506,6 +507,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
             `--model_config_file_poll_wait_seconds`); 0: never.
         grpc_socket_path: also serve gRPC on this UNIX socket (TF Serving's
             `--grpc_socket_path`; clients dial `unix:<path>`).
+        rest_api_timeout_s: a REST predict request's deadline after it arrives
+            (TF Serving's `--rest_api_timeout_in_ms`, default 30 s).
 
     Returns:
         The running (or, with `wait=True`, stopped) server.
@@ -517,8 +520,10 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         ModelConfigError: the config is not one TF Serving accepts.
         ValueError: a batching or monitoring config that does not parse,
             Prometheus enabled without a REST port, a channel argument that is
-            not key=value, or a config poll without a config file.
-        OSError: the port could not be bound.
+            not key=value, a config poll without a config file, or a REST timeout
+            that is not positive.
+        OSError: a port or the UNIX socket could not be bound (nothing is left
+            running then).
     """
     if isinstance(monitoring, (str, Path)):
         monitoring = read_monitoring_config(monitoring)
@@ -536,6 +541,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     if (model_base_path is None) == (model_config is None):
         raise ValueError("serve needs exactly one of model_base_path and model_config")
     options = server_options(grpc_channel_arguments)  # a bad one fails before loading
+    if rest_api_timeout_s <= 0:
+        raise ValueError(f"the REST timeout must be > 0 s, got {rest_api_timeout_s}")
     if model_config_poll_wait_s and not isinstance(model_config, (str, Path)):
         raise ValueError("polling the model config (model_config_poll_wait_s) needs "
                          "model_config as a file path (--model_config_file)")
@@ -574,22 +581,23 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
         _PredictionService(handler), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         _ModelService(handler), server)
+    rest = None
     try:
         bound = _bind(server, f"{host}:{port}", f"gRPC port {host}:{port}")
         if grpc_socket_path:
             _bind(server, f"unix:{grpc_socket_path}",
                   f"the UNIX socket {grpc_socket_path!r}")
-    except OSError:
+        if rest_api_port is not None:
+            from serving.rest import start_rest
+
+            rest = start_rest(handler, host, rest_api_port, rest_api_timeout_s)
+    except OSError:  # nothing left running: the ports, the poller, the batcher
+        server.stop(None)
         manager.stop()
         if batcher is not None:
             batcher.stop()
         raise
     server.start()
-    rest = None
-    if rest_api_port is not None:
-        from serving.rest import start_rest
-
-        rest = start_rest(handler, host, rest_api_port)
     running = LocalModelServer(server, handler, host, bound, rest)
     if grpc_socket_path:
         _LOG.info("gRPC also on unix:%s", grpc_socket_path)

@@ -6,8 +6,12 @@ merged, padded and split batch is checked against the model's own formula.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent import futures
 from pathlib import Path
 
@@ -158,6 +162,35 @@ def test_a_request_whose_deadline_passes_in_its_batch_is_not_computed(base):
         time.sleep(SLOW_S + 0.2)
         assert _Slow.computed == [4], "the late request was computed"
         assert server.batcher.tasks_run == 1
+
+
+def test_a_rest_request_past_its_timeout_in_a_batch_is_504_and_not_computed(base):
+    """`rest_api_timeout_s` (TF Serving's `--rest_api_timeout_in_ms`) is a REST
+    request's deadline: one that waits behind a busy batch thread past it is
+    answered 504 and never computed."""
+    params = BatchingParameters(max_batch_size=4, batch_timeout_micros=0,
+                                num_batch_threads=1)
+    examples, _ = _rows(2, 4)
+    with serve(str(base), model_name=MODEL_NAME, port=0, poll_wait_s=0,
+               batching=params, loader=_Slow, enable_warmup=False, rest_api_port=0,
+               rest_api_timeout_s=0.2) as server, \
+            PredictClient(server.target, model_name=MODEL_NAME, timeout_s=10) as slow:
+        _Slow.computed = []
+        first = threading.Thread(target=slow.predict_examples, args=(examples,))
+        first.start()
+        time.sleep(0.1)  # the one batch thread is busy with the first request
+        body = json.dumps({"instances": [
+            {"b64": base64.b64encode(e).decode()} for e in examples[:3]]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL_NAME}:predict",
+            data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        assert info.value.code == 504
+        assert "deadline exceeded" in json.loads(info.value.read())["error"]
+        first.join()
+        time.sleep(SLOW_S + 0.2)
+        assert _Slow.computed == [4], "the late request was computed"
 
 
 def test_oversized_requests_and_unbatchable_ones(base):

@@ -7,6 +7,8 @@ server is shown to know nothing about it).
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -279,6 +281,21 @@ def test_grpc_channel_arguments_reach_the_server(base_path):
             np.testing.assert_allclose(client.predict_examples(examples()),
                                        expected_ctr(*rows_with_defaults()),
                                        rtol=0, atol=1e-6)
+
+
+def test_a_port_in_use_leaves_nothing_running(base_path):
+    """The REST port is taken: an OSError naming it, and no model poller, gRPC port
+    or batcher left behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = {t.name for t in threading.enumerate()}
+        with pytest.raises(OSError, match=f"cannot bind REST port 127.0.0.1:{port}"):
+            serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0.1,
+                  rest_api_port=port)
+    time.sleep(0.3)
+    assert {t.name for t in threading.enumerate()} - before == set()
 
 
 def test_a_unix_socket_serves_beside_the_port(base_path, tmp_path):

@@ -32,10 +32,10 @@ from tensorflow_serving.apis import (
 from daian_tf.core.errors import DaianInputError
 from serving.contract import (
     DEFAULT_MODEL_NAME,
-    MAX_MESSAGE_BYTES,
     INPUT_CANDIDATES,
     INPUT_CONTEXT,
     INPUT_EXAMPLES,
+    MAX_MESSAGE_BYTES,
     OUTPUT_CTR,
     SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT,

@@ -290,12 +290,12 @@ def test_a_port_in_use_leaves_nothing_running(base_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        before = {t.name for t in threading.enumerate()}
+        before = set(threading.enumerate())
         with pytest.raises(OSError, match=f"cannot bind REST port 127.0.0.1:{port}"):
             serve(str(base_path), model_name=MODEL_NAME, port=0, poll_wait_s=0.1,
                   rest_api_port=port)
     time.sleep(0.3)
-    assert {t.name for t in threading.enumerate()} - before == set()
+    assert {t.name for t in set(threading.enumerate()) - before} == set()
 
 
 def test_a_unix_socket_serves_beside_the_port(base_path, tmp_path):

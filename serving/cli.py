@@ -19,6 +19,7 @@ import os
 
 from daian_tf.core.errors import DaianInputError
 from daian_tf.core.signatures import DEFAULT_MODEL_NAME
+from serving.contract import REST_API_TIMEOUT_MS
 
 
 def cmd_serve(args, _rest) -> int:
@@ -164,9 +165,9 @@ def add_serve_command(sub) -> None:
     p.add_argument("--rest_api_port", type=int, default=0,
                    help="also serve TF Serving's REST API on this port (0: off, "
                         "as tensorflow_model_server)")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                   help="a REST predict request's deadline (default 30000, as "
-                        "tensorflow_model_server)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=REST_API_TIMEOUT_MS,
+                   help="a REST predict request's deadline (default "
+                        f"{REST_API_TIMEOUT_MS}, as tensorflow_model_server)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 to accept remote clients")
     p.set_defaults(func=cmd_serve, beam_args=False)

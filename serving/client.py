@@ -35,7 +35,7 @@ from serving.contract import (
     INPUT_CANDIDATES,
     INPUT_CONTEXT,
     INPUT_EXAMPLES,
-    MAX_MESSAGE_BYTES,
+    MESSAGE_SIZE_OPTIONS,
     OUTPUT_CTR,
     SIGNATURE_RANK,
     SIGNATURE_SERVING_DEFAULT,
@@ -155,9 +155,7 @@ class PredictClient:
         self.retried = 0  # UNAVAILABLE answers retried so far
         # TF Serving answers and takes messages up to MAX_MESSAGE_BYTES; gRPC's
         # default would refuse a response over 4 MiB here
-        self._channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+        self._channel = grpc.insecure_channel(target, options=MESSAGE_SIZE_OPTIONS)
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)

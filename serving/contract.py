@@ -28,3 +28,9 @@ METADATA_SIGNATURE_DEF = "signature_def"
 # both ways (model_servers/server.cc: `builder.SetMaxMessageSize(kint32max)`), so a
 # large batch that passes there passes here, and the client receives what it sends.
 MAX_MESSAGE_BYTES = 2 ** 31 - 1
+# the gRPC channel options of both ends that lift the limit to it
+MESSAGE_SIZE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))
+
+# TF Serving's --rest_api_timeout_in_ms default: a REST request's deadline
+REST_API_TIMEOUT_MS = 30_000

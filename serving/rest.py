@@ -48,7 +48,11 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from serving.contract import METADATA_SIGNATURE_DEF, SIGNATURE_SERVING_DEFAULT
+from serving.contract import (
+    METADATA_SIGNATURE_DEF,
+    REST_API_TIMEOUT_MS,
+    SIGNATURE_SERVING_DEFAULT,
+)
 from serving.monitoring import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.served_model import ServingError
 
@@ -172,8 +176,7 @@ def predict_json(response: predict_pb2.PredictResponse, rows: bool) -> dict:
                             for i in range(count)]}
 
 
-# TF Serving's --rest_api_timeout_in_ms default
-DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = REST_API_TIMEOUT_MS / 1000
 
 
 class RestServer:

@@ -53,8 +53,9 @@ from tensorflow_serving.apis import (
 from daian_tf.core.allocator import keep_freed_memory
 from serving.contract import (
     DEFAULT_MODEL_NAME,
-    MAX_MESSAGE_BYTES,
+    MESSAGE_SIZE_OPTIONS,
     METADATA_SIGNATURE_DEF,
+    REST_API_TIMEOUT_MS,
     SIGNATURE_SERVING_DEFAULT,
 )
 from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
@@ -127,8 +128,7 @@ def server_options(channel_arguments: "str | list[ChannelArgument]" = ""
     `AddChannelArgument` does over `SetMaxMessageSize` there."""
     if isinstance(channel_arguments, str):
         channel_arguments = parse_grpc_channel_arguments(channel_arguments)
-    options = {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-               "grpc.max_send_message_length": MAX_MESSAGE_BYTES}
+    options = dict(MESSAGE_SIZE_OPTIONS)
     options.update(channel_arguments)
     return list(options.items())
 
@@ -462,7 +462,8 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
           grpc_channel_arguments: "str | list[ChannelArgument]" = "",
           model_config_poll_wait_s: float = 0.0,
           grpc_socket_path: str = "",
-          rest_api_timeout_s: float = 30.0) -> LocalModelServer:
+          rest_api_timeout_s: float = REST_API_TIMEOUT_MS / 1000
+          ) -> LocalModelServer:
     """Loads the configured models and serves them over gRPC.
 
     Give either `model_base_path` (with `model_name`, `version_labels`: one model,

@@ -544,6 +544,9 @@ def serve(model_base_path: Optional[str] = None, model_name: str = DEFAULT_MODEL
     options = server_options(grpc_channel_arguments)  # a bad one fails before loading
     if rest_api_timeout_s <= 0:
         raise ValueError(f"the REST timeout must be > 0 s, got {rest_api_timeout_s}")
+    if model_config_poll_wait_s < 0:  # before anything loads or polls
+        raise ValueError("model_config_poll_wait_s must be >= 0, got "
+                         f"{model_config_poll_wait_s}")
     if model_config_poll_wait_s and not isinstance(model_config, (str, Path)):
         raise ValueError("polling the model config (model_config_poll_wait_s) needs "
                          "model_config as a file path (--model_config_file)")

@@ -318,6 +318,12 @@ def test_polling_the_model_config_needs_its_file(tmp_path):
     with pytest.raises(ValueError, match="needs model_config as a file path"):
         serve(str(base), model_name=MODEL_NAME, port=0,
               model_config_poll_wait_s=POLL_S)
+    path = tmp_path / "models.config.pbtxt"
+    path.write_text(text_format.MessageToString(_config(base)))
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="model_config_poll_wait_s must be >= 0"):
+        serve(model_config=str(path), port=0, model_config_poll_wait_s=-1)
+    assert {t.name for t in set(threading.enumerate()) - before} == set()
 
 
 def test_the_packaged_model_config_file_is_served(tmp_path):

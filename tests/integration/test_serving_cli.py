@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2
 
 from daian_tf.core.console import is_noise_line
+from daian_tf.training.multi_worker import free_ports
 from serving.client import PredictClient
 from serving.contract import INPUT_EXAMPLES
 from tests._toy_servable import (
@@ -45,12 +45,6 @@ def _daian_cmd() -> list[str]:
     script = Path(sys.executable).parent / "daian"
     return ([sys.executable, str(script)] if script.exists()
             else [sys.executable, "-m", "daian_tf.cli"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 SERVED_RECEIVE_LIMIT = 2 ** 20
@@ -86,7 +80,7 @@ def served(tmp_path_factory):
     config = tmp / "models.config.pbtxt"
     config.write_text((CONFIG / "models.config.pbtxt").read_text().replace(
         '"/models/daian"', f'"{base}"').replace('name: "daian"', f'name: "{MODEL_NAME}"'))
-    port, rest_port = _free_port(), _free_port()
+    port, rest_port = free_ports(2)
     batching = CONFIG / "batching_parameters.pbtxt"
     log = tmp / "serve.log"  # a file, not a pipe nobody reads while the server runs
     with open(log, "w") as log_file:
@@ -216,7 +210,7 @@ def test_the_k8s_manifests_command_line_runs_on_daian_serve(tmp_path):
     models = config_dir / "models.config.pbtxt"
     models.write_text(models.read_text().replace('"/models/', f'"{tmp_path}/models/'))
     save_toy_model(tmp_path / "models" / "daian" / "1")
-    port, rest_port = _free_port(), _free_port()
+    port, rest_port = free_ports(2)
     args = [arg.replace("/config/", f"{config_dir}/")
             .replace("--port=8500", f"--port={port}")
             .replace("--rest_api_port=8501", f"--rest_api_port={rest_port}")
@@ -270,7 +264,7 @@ def test_daian_load_test_counts_an_unreachable_server_as_failed_requests(tmp_pat
     path = tmp_path / "one.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(examples()[0])
-    out = subprocess.run(_daian_cmd() + ["load-test", f"127.0.0.1:{_free_port()}",
+    out = subprocess.run(_daian_cmd() + ["load-test", f"127.0.0.1:{free_ports(1)[0]}",
                                          str(path), "--num-requests=2",
                                          "--concurrency=1", "--timeout-s=2"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)

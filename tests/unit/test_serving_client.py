@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from daian_tf.core import features as F
 from daian_tf.core.errors import DaianInputError
+from daian_tf.training.multi_worker import free_ports
 from serving.client import PredictClient, make_example
 from serving.contract import DEFAULT_MODEL_NAME
 
@@ -90,14 +90,8 @@ def test_unsupported_values_name_the_key(value, fragment):
     assert repr(F.TARGET_PRICE) in str(info.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_wait_until_available_times_out_naming_the_target():
-    target = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    target = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
     with PredictClient(target, timeout_s=0.2) as client:
         with pytest.raises(TimeoutError, match=target):
             client.wait_until_available(deadline_s=0.5, poll_interval_s=0.1)

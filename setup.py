@@ -9,7 +9,7 @@ setup(
     "on TensorFlow, with a TFX pipeline and TF Serving export",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["daian_tf*", "tfx_pipeline*", "serving*"]),
-    package_data={"serving": ["config/*.pbtxt", "k8s/*.yaml"], "": ["*.yaml"],
+    package_data={"serving": ["config/*.pbtxt", "k8s/*.yaml", "cc/*.cc"], "": ["*.yaml"],
                   "daian_tf.data": ["flink_conf/config.yaml"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
@@ -40,6 +40,7 @@ setup(
             "serve = serving.cli:add_serve_command",
             "score = serving.cli:add_score_command",
             "load-test = serving.cli:add_load_test_command",
+            "check-export = serving.cli:add_check_export_command",
         ],
     },
 )

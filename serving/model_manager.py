@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import grpc
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_log_pb2
 
 from serving.contract import SIGNATURE_SERVING_DEFAULT, WARMUP_DIR, WARMUP_FILE
 from serving.model_config import (
@@ -92,27 +92,24 @@ def _stamp(path: Path) -> float:
         return 0.0
 
 
-def warm_up(model: ServedModel) -> int:
-    """Replays `<version>/assets.extra/tf_serving_warmup_requests` on `model`.
+def read_warmup_requests(version_dir: Path) -> list[predict_pb2.PredictRequest]:
+    """The Predict requests of `<version_dir>/assets.extra/tf_serving_warmup_requests`.
 
-    The file is a TFRecord of `PredictionLog`s; each `predict_log.request` runs
-    once. As TF Serving, only Predict logs are replayed here (the others need
-    Classify/Regress, which TF2 exports do not serve), at most
-    `MAX_WARMUP_RECORDS`. As in TF Serving, a request's `model_spec.name` is not
-    checked: an export warmed up under one name serves under another.
+    The file is a TFRecord of `PredictionLog`s. As TF Serving, only Predict logs are
+    taken (the others need Classify/Regress, which TF2 exports do not serve), at
+    most `MAX_WARMUP_RECORDS`.
 
     Returns:
-        The number of requests replayed (0 without a warmup file).
+        The requests in file order (none without a warmup file).
 
     Raises:
-        ValueError: a record is not a `PredictionLog` of a Predict request.
-        ServingError, tf.errors.OpError: a warmup request failed (the version is
-            then not served, as in TF Serving).
+        ValueError: a record is not a `PredictionLog` of a Predict request, or there
+            are too many.
     """
-    path = model.path / WARMUP_DIR / WARMUP_FILE
+    path = Path(version_dir) / WARMUP_DIR / WARMUP_FILE
     if not path.is_file():
-        return 0
-    replayed = 0
+        return []
+    requests = []
     for index, record in enumerate(tf.data.TFRecordDataset(str(path))):
         if index >= MAX_WARMUP_RECORDS:
             raise ValueError(
@@ -128,11 +125,28 @@ def warm_up(model: ServedModel) -> int:
         if kind != "predict_log":
             raise ValueError(f"{path}: record {index} is a {kind}; only predict_log "
                              "warmup requests are replayed")
-        request = log.predict_log.request
+        requests.append(log.predict_log.request)
+    return requests
+
+
+def warm_up(model: ServedModel) -> int:
+    """Replays the version's warmup requests (`read_warmup_requests`) on `model`,
+    each once. As in TF Serving, a request's `model_spec.name` is not checked: an
+    export warmed up under one name serves under another.
+
+    Returns:
+        The number of requests replayed (0 without a warmup file).
+
+    Raises:
+        ValueError: the warmup file is not one TF Serving replays.
+        ServingError, tf.errors.OpError: a warmup request failed (the version is
+            then not served, as in TF Serving).
+    """
+    requests = read_warmup_requests(model.path)
+    for request in requests:
         model.predict(request.model_spec.signature_name or SIGNATURE_SERVING_DEFAULT,
                       dict(request.inputs), list(request.output_filter))
-        replayed += 1
-    return replayed
+    return len(requests)
 
 
 Loader = Callable[[Path, int], ServedModel]

@@ -1,11 +1,13 @@
 """SavedModel export for TF Serving (DESIGN.md "Serving contract").
 
-A plain `tf.Module` holds the Keras 3 model and the tft `TransformFeaturesLayer` as
-attributes and is written with `tf.saved_model.save` (PITFALLS: Keras 3 tracking of
-non-Keras resources; TFX's own examples do the same). Each signature parses serialized
-`tf.Example`s with `serving_feature_spec` (every feature has a default), applies the
-training transform, and calls the model, so serving cannot skew from training. The
-export is self-contained: the transform's vocabularies are copied into its assets.
+A plain `tf.Module` holds the Keras 3 model and the tft `TransformFeaturesLayer` and is
+written with `tf.saved_model.save` (PITFALLS: Keras 3 tracking of non-Keras resources;
+TFX's own examples do the same). It tracks the model's TensorFlow variables and lookup
+tables, not the Keras model itself, so the export runs under TensorFlow's C++
+`LoadSavedModel` as in TF Serving (serving/README.md, "`daian check-export`"). Each
+signature parses serialized `tf.Example`s with `serving_feature_spec` (every feature has
+a default), applies the training transform, and calls the model, so serving cannot skew
+from training. The export is self-contained: the transform's vocabularies are copied into its assets.
 
 Signatures:
 - `serving_default`: `examples` (tf.string `[None]`, serialized `tf.Example` without
@@ -69,7 +71,17 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, tft_layer, raw_spec: Dict):
         super().__init__(name="daian_serving")
-        self.model = model
+        # The Keras model is held, not tracked: a tracked Keras 3 variable is written
+        # as a second variable beside the one the signatures read, and a SavedModel's
+        # restore op (what TF Serving runs) fills only the second, so every signature
+        # fails there with "Could not find variable" (keras #20095). Its TensorFlow
+        # variables and lookup tables are tracked instead, as
+        # `keras.export.ExportArchive` does (tested by `serving.cc_loader`).
+        object.__setattr__(self, "model", model)
+        self.model_variables = [v.value for v in model.variables]
+        self.model_resources = [
+            t for t in tf.train.TrackableView(model).descendants()
+            if isinstance(t, tf.saved_model.experimental.TrackableResource)]
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_spec)
         self._input_keys = serving_input_keys(model)

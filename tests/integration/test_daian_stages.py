@@ -17,7 +17,8 @@ import tensorflow_transform as tft
 
 from daian_tf.core import features as F
 from daian_tf.core.signatures import (INPUT_CANDIDATES, INPUT_CONTEXT, INPUT_EXAMPLES,
-                                      OUTPUT_CTR, OUTPUT_INTENT, SIGNATURE_INTENT,
+                                      OUTPUT_CTR, OUTPUT_INTENT, SIGNATURE_CTR,
+                                      SIGNATURE_INTENT,
                                       SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT)
 from daian_tf.data.transform import vocab_sizes
 from daian_tf.data.transform_beam import transform_samples
@@ -224,6 +225,26 @@ def test_export_serves_ctr_intent_and_rank(data, staged):
     expected = loaded.signatures[SIGNATURE_SERVING_DEFAULT](
         **{INPUT_EXAMPLES: tf.constant(combined)})[OUTPUT_CTR].numpy()
     np.testing.assert_allclose(ranked, expected, atol=1e-5)
+
+
+def test_export_runs_under_tensorflows_cpp_loader_as_tf_serving_runs_it(data, staged):
+    """`tensorflow::LoadSavedModel` + `Session::Run` (TF Serving's path) answers every
+    signature, the warmup request included, as `tf.saved_model.load`; with a cold
+    catalog item among the requests (the catalog's lookup table)."""
+    from serving.cc_loader import check_export
+
+    requests = [to_serving_example(e, data["cfg"].samples)
+                for e in data["examples"]["eval"][:12]]
+    cold = tf.train.Example.FromString(requests[-1])
+    cold.features.feature[F.TARGET_ITEM_ID].bytes_list.value[:] = [b"cold_item"]
+    requests.append(cold.SerializeToString())
+    checked = check_export(staged["export_dir"], requests)
+    assert [c.source for c in checked] == ["warmup request 0", "warmup request 1"] + [
+        "examples"] * 4
+    assert sorted(c.signature for c in checked[2:]) == sorted(
+        [SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT])
+    assert all(c.rows == len(requests) for c in checked[2:])
+    assert max(c.max_abs_diff for c in checked) <= 1e-5
 
 
 def test_cold_item_gets_its_catalog_vector_in_serving(data, staged):

@@ -109,6 +109,7 @@ def _request_part(serialized: bytes) -> bytes:
 
 @pytest.mark.parametrize("name", ZOO)
 def test_served_over_grpc_scores_as_in_process(world, name, tmp_path):
+    from serving.cc_loader import check_export
     from serving.client import PredictClient
     from serving.server import serve
 
@@ -126,6 +127,10 @@ def test_served_over_grpc_scores_as_in_process(world, name, tmp_path):
     if hasattr(model, "user_representation"):
         expected.add(SIGNATURE_USER_REPRESENTATION)
     assert set(loaded.signatures) == expected
+    # as TF Serving runs it: tensorflow::LoadSavedModel + Session::Run, every signature
+    checked = check_export(base / "1", split.requests)
+    assert {c.signature for c in checked if c.source == "examples"} == expected
+    assert max(c.max_abs_diff for c in checked) <= 1e-5
 
     # in process: the Keras model on the transformed features of the same examples
     parsed = tf.io.parse_example(tf.constant(split.requests),

@@ -26,7 +26,7 @@ from daian_tf.core.config import Config, ModelConfig, SampleConfig, TrainConfig
 from daian_tf.core.errors import DaianInputError
 from daian_tf.core.features import vocab_filename
 from daian_tf.core.signatures import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
-                                      SIGNATURE_SERVING_DEFAULT)
+                                      SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT)
 from daian_tf.data.transform import raw_feature_spec, serving_feature_spec, vocab_sizes
 from daian_tf.data.transform_beam import transform_samples
 from daian_tf.export.pruned_transform import PrunedTransform
@@ -303,6 +303,28 @@ def test_export_scores_match_in_fresh_process_without_transform_output(run):
     for name in (SIGNATURE_SERVING_DEFAULT, SIGNATURE_CTR):
         np.testing.assert_allclose(scores[name], expected, atol=1e-5)
     assert np.all((expected > 0) & (expected < 1))
+
+
+def test_export_runs_under_tensorflows_cpp_loader_as_tf_serving_runs_it(run):
+    """DIN's export under `tensorflow::LoadSavedModel` + `Session::Run`: the warmup
+    requests and every signature, OOV ids and a missing feature among the requests,
+    answer as `tf.saved_model.load` and as the Keras model."""
+    from serving.cc_loader import check_export, run_signatures
+
+    cfg, tfo, model = run["cfg"], run["tfo"], run["model"]
+    requests = [to_serving_example(e, cfg.samples) for e in run["examples"]["eval"][:8]]
+    requests += [_oov_variant(r) for r in requests[:3]]
+    checked = check_export(run["export_dir"], requests)
+    assert [c.source for c in checked[:3]] == [f"warmup request {i}" for i in range(3)]
+    assert sorted(c.signature for c in checked[3:]) == sorted(
+        [SIGNATURE_CTR, SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT])
+    assert max(c.max_abs_diff for c in checked) <= 1e-5
+    transformed = _transform(tfo, cfg, requests)
+    expected = np.asarray(model.predict_on_batch(
+        {k: transformed[k] for k in serving_input_keys(model)})).reshape(-1)
+    [served] = run_signatures(run["export_dir"], [
+        (SIGNATURE_SERVING_DEFAULT, {INPUT_EXAMPLES: requests})])
+    np.testing.assert_allclose(served[OUTPUT_CTR], expected, atol=1e-5)
 
 
 def test_pruned_transform_is_the_layer_on_its_outputs_from_their_raw_features(run):

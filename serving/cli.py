@@ -1,6 +1,6 @@
-"""`daian serve`, `daian score` and `daian load-test`: the local TF Serving-compatible
-gRPC server, a client of any TF Serving endpoint, and the load test, from the command
-line.
+"""`daian serve`, `daian score`, `daian load-test` and `daian check-export`: the local
+TF Serving-compatible gRPC server, a client of any TF Serving endpoint, the load test,
+and an export run under TensorFlow's C++ loader, from the command line.
 
 `daian serve` takes `tensorflow_model_server`'s flags, so a command line moves between
 the two: `--model_base_path`/`--model_name` (one model) or `--model_config_file`
@@ -100,6 +100,50 @@ def cmd_score(args, _rest) -> int:
             for i, value in enumerate(scores.tolist()):
                 print(json.dumps({"index": start + i, args.output: value}))
     return 0
+
+
+def cmd_check_export(args, _rest) -> int:
+    from serving.cc_loader import CcLoaderError, check_export, version_dir
+    from serving.load_test import read_examples
+
+    try:
+        export_dir = version_dir(args.export_dir)
+    except ValueError as e:
+        raise DaianInputError(str(e)) from e
+    examples = []
+    if args.examples:
+        if not os.path.isfile(args.examples):
+            raise DaianInputError(f"no such examples file: {args.examples}")
+        examples = read_examples(args.examples, limit=args.limit)
+        if not examples:
+            raise DaianInputError(f"no examples in {args.examples}")
+    print(f"checking {export_dir} under TensorFlow's C++ SavedModel loader "
+          "(LoadSavedModel + Session::Run, as tensorflow_model_server)", flush=True)
+    try:
+        checked = check_export(export_dir, examples)
+    except (CcLoaderError, ValueError) as e:
+        raise SystemExit(f"daian check-export: FAILED: {e}")
+    for call in checked:
+        print(f"  {call.source:<18} {call.signature:<22} {call.rows:>5} rows  "
+              f"max |C++ - served| {call.max_abs_diff:.2g}")
+    print(f"OK: {len(checked)} calls answered as the local server answers them")
+    return 0
+
+
+def add_check_export_command(sub) -> None:
+    p = sub.add_parser(
+        "check-export", help="run a SavedModel's signatures under TensorFlow's C++ "
+        "loader, as TF Serving does, and compare with the local server",
+        description="Loads EXPORT_DIR (a version directory, or a base path: its "
+        "highest version) with tensorflow::LoadSavedModel, replays its warmup "
+        "requests and runs every signature on --examples (default: the warmup "
+        "requests' examples), each compared with the local server's answer. Builds "
+        "a small C++ runner on first use (needs g++, or $CXX).")
+    p.add_argument("export_dir")
+    p.add_argument("--examples", help="TFRecord file of serialized tf.Examples "
+                   "(.gz: GZIP)")
+    p.add_argument("--limit", type=int, default=64, help="examples read at most")
+    p.set_defaults(func=cmd_check_export, beam_args=False)
 
 
 def _flag_bool(text: str) -> bool:

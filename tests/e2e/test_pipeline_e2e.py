@@ -313,6 +313,10 @@ def test_quickstart_stdout_shows_each_component_and_the_tables(quickstart):
             f"{node} is not in the summary table:\n{table}"
     assert re.search(r"^total +\d+\.\d$", table, re.M)
     assert "| model | AUC | GAUC | logloss |" in out  # the quick start's own table
+    # the pushed model under tensorflow::LoadSavedModel, as TF Serving runs it
+    assert re.search(r"runs under TensorFlow's C\+\+ loader as TF Serving runs it: "
+                     r"5 calls \(ctr, intent, rank, serving_default\), max \|C\+\+ - "
+                     r"local server\| (0|[\d.]+e-(0[6-9]|[1-9]\d))$", out, re.M), out
 
 
 def test_verbose_keeps_the_library_output(quickstart, tmp_path):

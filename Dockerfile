@@ -52,6 +52,14 @@ ENV PATH=/opt/daian/bin:$PATH \
 # start through it (daian_tf/core/allocator.py; equal to its GLIBC_TUNABLES_VALUE)
 ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824
 COPY --from=beam /opt/apache/beam /opt/apache/beam
+# InfraCheck (tfx_pipeline/components/infra_check.py) runs the candidate under
+# TensorFlow's C++ loader with a small runner compiled against the installed TensorFlow
+# (serving/cc_loader.py): a C++ compiler, and the runner built here, into the cache it
+# is looked up in, so that no task compiles it (and the build fails if it does not)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -c "from serving.cc_loader import build_runner; print(build_runner())"
 # fail the build, not the first task, if the pipeline's code does not import
 RUN python -c "import tfx_pipeline.pipeline, tfx_pipeline.spec_check, \
       tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"

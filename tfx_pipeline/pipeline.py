@@ -5,7 +5,9 @@
     → Transform → Trainer_stage1 → Trainer_stage2 → Trainer_stage3  (DAIAN, by base_model)
                 → Trainer_din                                    (the baseline)
     LatestBlessedModel (Resolver) ─ warm start of Trainer_stage1 and the second baseline
-    Evaluator_vs_din, Evaluator_vs_blessed (TFMA) → PushGate → Pusher (only if blessed)
+    Evaluator_vs_din, Evaluator_vs_blessed (TFMA) → PushGate ─┐
+    InfraCheck (the SavedModel under TF's C++ loader, as in TF Serving) ─ Pusher (only
+                                                                        if both bless)
 
 DAIAN's three training stages are three Trainers of one module (`trainer_module`), each
 starting from the previous one's `Model` artifact through `base_model`; the first one
@@ -38,6 +40,7 @@ from daian_tf.core.config import Config
 from daian_tf.core.names import DAIAN, EVAL, STAGES, TRAIN
 from daian_tf.data.transform import raw_schema, transform_custom_config
 from tfx_pipeline.components.sample_gen import TirSampleGen
+from tfx_pipeline.components.infra_check import InfraCheck
 from tfx_pipeline.components.push_gate import PushGate
 from tfx_pipeline.components.sim_range_executors import TrainerExecutor, TransformExecutor
 from tfx_pipeline.components.validation import ExampleValidator
@@ -47,6 +50,7 @@ from tfx_pipeline.trainer_module import CONFIG_KEY, FULL, RAW_DIR_KEY, STAGE_KEY
 PIPELINE_NAME = "daian"
 LAST_STAGE = STAGES[-1]  # DAIAN's stage whose model is evaluated and pushed
 PUSH_GATE_ID, LATEST_BLESSED_ID = "PushGate", "LatestBlessedModel"
+INFRA_CHECK_ID = "InfraCheck"
 TRAINER_SECTIONS = ("samples", "model", "train")  # of the config, in custom_config
 
 
@@ -197,9 +201,14 @@ def create_pipeline(
                            blessed_evaluation=vs_blessed.outputs["evaluation"])
     gate = PushGate(model=candidate.outputs["model"], baseline_name=pcfg.baseline,
                     **gate_inputs).with_id(PUSH_GATE_ID)
+    infra = []
+    if pcfg.infra_check:
+        infra = [InfraCheck(model=candidate.outputs["model"],
+                            examples=sample_gen.outputs["examples"]).with_id(INFRA_CHECK_ID)]
     pusher = tfx.components.Pusher(
         model=candidate.outputs["model"],
         model_blessing=gate.outputs["blessing"],
+        infra_blessing=infra[0].outputs["blessing"] if infra else None,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=serving_dir)),
@@ -211,7 +220,7 @@ def create_pipeline(
         components=[sample_gen, statistics_gen, schema_gen, contract,
                     example_validator, transform]
         + ([latest_blessed] if uses_blessed else [])
-        + stages + ([baseline] if baseline else []) + evaluators + [gate, pusher],
+        + stages + ([baseline] if baseline else []) + evaluators + infra + [gate, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],

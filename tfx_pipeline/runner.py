@@ -13,7 +13,8 @@ from daian_tf.core.config import Config, ConfigError, check_pipeline_image
 from daian_tf.data.beam_runners import with_default_runner
 from tfx_pipeline.components.push_gate import BLESSED_KEY, REASON_KEY, SUMMARY_KEY
 from tfx_pipeline.lineage import artifacts_of, open_store
-from tfx_pipeline.pipeline import PIPELINE_NAME, PUSH_GATE_ID, create_pipeline, write_schema
+from tfx_pipeline.pipeline import (INFRA_CHECK_ID, PIPELINE_NAME, PUSH_GATE_ID,
+                                   create_pipeline, write_schema)
 from tfx_pipeline.progress import component_progress
 
 
@@ -90,9 +91,13 @@ def paths_of(cfg: Config, raw_dir: Optional[str] = None,
     return raw_dir, paths
 
 
-def push_outcome(metadata_path: str, pipeline_name: str = PIPELINE_NAME) -> dict:
-    """What the newest run decided: the gate's verdict and reason, the pushed version."""
+def push_outcome(metadata_path: str, pipeline_name: str = PIPELINE_NAME,
+                 infra_check: bool = True) -> dict:
+    """What the newest run decided: the gate's verdict and reason, InfraCheck's reason
+    (None when `infra_check` is off: the run had none), the pushed version."""
     gate = latest_output_artifact(metadata_path, PUSH_GATE_ID, "blessing", pipeline_name)
+    infra = (latest_output_artifact(metadata_path, INFRA_CHECK_ID, "blessing",
+                                    pipeline_name) if infra_check else None)
     pushed = latest_output_artifact(metadata_path, "Pusher", "pushed_model",
                                     pipeline_name)
 
@@ -105,6 +110,7 @@ def push_outcome(metadata_path: str, pipeline_name: str = PIPELINE_NAME) -> dict
     return {"blessed": bool(prop(gate, BLESSED_KEY)),
             "reason": prop(gate, REASON_KEY),
             "metrics": json.loads(prop(gate, SUMMARY_KEY) or "{}"),
+            "infra_reason": prop(infra, REASON_KEY) if infra is not None else None,
             "pushed": bool(prop(pushed, "pushed")),
             "pushed_model": prop(pushed, "pushed_destination") or None}
 
@@ -133,7 +139,8 @@ def run_local(raw_dir: Optional[str], root: Optional[str], cfg: Config,
     )
     with component_progress() as progress:
         tfx.orchestration.LocalDagRunner().run(pipeline)
-    return {**paths, **push_outcome(paths["metadata"]),
+    return {**paths, **push_outcome(paths["metadata"],
+                                    infra_check=cfg.pipeline.infra_check),
             "component_seconds": progress.seconds}
 
 

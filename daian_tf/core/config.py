@@ -418,6 +418,9 @@ class PipelineConfig:
     auc_tolerance: float = 0.0
     gauc_tolerance: float = 0.0
     compare_with_blessed: bool = True  # False: only against the baseline
+    # InfraCheck: the candidate runs under TensorFlow's C++ loader, as in TF Serving,
+    # before the Pusher may push it (tfx_pipeline/components/infra_check.py)
+    infra_check: bool = True
     # compile: the image of every component (this package installed, Dockerfile); the
     # default is the tag `docker build -t daian-tf-pipeline:<version>` gives
     image: str = DEFAULT_PIPELINE_IMAGE

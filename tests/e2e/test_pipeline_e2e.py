@@ -118,7 +118,7 @@ def test_pipeline_produces_every_artifact(pipeline_run):
                            ("Transform", "transform_graph"),
                            ("Trainer_stage3", "model"), ("Trainer_din", "model"),
                            ("Evaluator_vs_din", "evaluation"), ("PushGate", "blessing"),
-                           ("Pusher", "pushed_model")]:
+                           ("InfraCheck", "blessing"), ("Pusher", "pushed_model")]:
         uri = latest_output_uri(md, component, key)
         assert os.path.exists(uri), (component, uri)
     examples = latest_output_uri(md, "TirSampleGen", "examples")
@@ -267,7 +267,7 @@ def test_kubeflow_compile_writes_a_pipeline_spec(tmp_path, default_cfg):
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
     assert {"TirSampleGen", "Transform", "Trainer_stage1", "Trainer_stage2",
             "Trainer_stage3", "Trainer_din", "Evaluator_vs_din", "Evaluator_vs_blessed",
-            "PushGate", "Pusher"} <= set(tasks)
+            "PushGate", "InfraCheck", "Pusher"} <= set(tasks)
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     assert any("example.com/daian:1" in json.dumps(e) for e in executors.values())
 
@@ -313,10 +313,12 @@ def test_quickstart_stdout_shows_each_component_and_the_tables(quickstart):
             f"{node} is not in the summary table:\n{table}"
     assert re.search(r"^total +\d+\.\d$", table, re.M)
     assert "| model | AUC | GAUC | logloss |" in out  # the quick start's own table
-    # the pushed model under tensorflow::LoadSavedModel, as TF Serving runs it
-    assert re.search(r"runs under TensorFlow's C\+\+ loader as TF Serving runs it: "
-                     r"5 calls \(ctr, intent, rank, serving_default\), max \|C\+\+ - "
-                     r"local server\| (0|[\d.]+e-(0[6-9]|[1-9]\d))$", out, re.M), out
+    # InfraCheck: the model under tensorflow::LoadSavedModel, as TF Serving runs it: the
+    # warmup request, then the 4 signatures on 64 eval examples
+    assert re.search(r"INFRA BLESSED: loads and answers under TensorFlow's C\+\+ loader, "
+                     r"as in TF Serving: 5 calls \(ctr, intent, rank, serving_default\) "
+                     r"on 64 examples, max \|C\+\+ - local server\| "
+                     r"(0|[\d.]+e-(0[6-9]|[1-9]\d))$", out, re.M), out
 
 
 def test_verbose_keeps_the_library_output(quickstart, tmp_path):

@@ -30,7 +30,7 @@ from daian_tf.core.signatures import (SIGNATURE_CTR, SIGNATURE_INTENT, SIGNATURE
 from tfx_pipeline import lineage
 from tfx_pipeline.components.push_gate import overall_metrics
 from tfx_pipeline.eval_config import BASELINE, CANDIDATE, TFMA_AUC, TFMA_GAUC
-from tfx_pipeline.pipeline import PUSH_GATE_ID, trainer_id
+from tfx_pipeline.pipeline import INFRA_CHECK_ID, PUSH_GATE_ID, trainer_id
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ TOLERANT = {"pipeline": {"auc_tolerance": 0.1, "gauc_tolerance": 0.1}}
 COMPONENTS = ("TirSampleGen", "StatisticsGen", "SchemaGen", "ImportSchemaGen",
               "ExampleValidator", "Transform", "LatestBlessedModel",
               *(trainer_id(s) for s in STAGES), trainer_id("din"), "Evaluator_vs_din",
-              "Evaluator_vs_blessed", PUSH_GATE_ID, "Pusher")
+              "Evaluator_vs_blessed", PUSH_GATE_ID, INFRA_CHECK_ID, "Pusher")
 
 
 def _cfg(**sections):

@@ -147,3 +147,22 @@ def test_check_export_command(exports):
     assert "FAILED" in failed.stderr and "Could not find variable dense/" in failed.stderr
     missing = _daian("check-export", str(exports["held"].parent.parent / "nowhere"))
     assert missing.returncode == 2 and "neither a SavedModel directory" in missing.stderr
+
+
+def test_infra_check_blesses_what_runs_under_the_cpp_loader_and_not_the_rest(
+        exports, monkeypatch, tmp_path):
+    """The pipeline's InfraCheck (TFX's InfraValidator's role): blessed only if the
+    export loads and answers in C++; without a compiler, skipped and said so."""
+    from tfx_pipeline.components.infra_check import check_model
+
+    blessed, reason = check_model(str(exports["held"]))
+    assert blessed and reason.startswith("INFRA BLESSED: loads and answers under "
+                                         "TensorFlow's C++ loader"), reason
+    assert "1 calls (serving_default) on the warmup requests' examples, max" in reason
+    blessed, reason = check_model(str(exports["tracked"]))
+    assert not blessed and reason.startswith("INFRA NOT BLESSED: ")
+    assert "Could not find variable dense/" in reason
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    blessed, reason = check_model(str(exports["tracked"]))
+    assert blessed and reason.startswith("INFRA CHECK SKIPPED: no C++ compiler "
+                                         "'no-such-compiler-here'"), reason

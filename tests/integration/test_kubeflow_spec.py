@@ -4,6 +4,7 @@ runs the configured pipeline image, with the root and the Beam options of the co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ CUSTOM_CODE = {
     ("class", "tfx_pipeline.components.sim_range_executors.TransformExecutor"),
     ("class", "tfx_pipeline.components.sim_range_executors.TrainerExecutor"),
     ("class", "tfx_pipeline.components.push_gate.PushGate_Executor"),
+    ("class", "tfx_pipeline.components.infra_check.InfraCheck_Executor"),
     ("function", "tfx_pipeline.transform_module.preprocessing_fn"),
     ("function", "tfx_pipeline.trainer_module.run_fn"),
     ("metric", "tfx_pipeline.tfma_metrics.GAUC"),
@@ -68,7 +70,7 @@ def test_the_spec_is_a_kfp_pipeline_spec_with_every_component(cli_compile):
     assert {"TirSampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
             "Transform", "Trainer_stage1", "Trainer_stage2", "Trainer_stage3",
             "Trainer_din", "Evaluator_vs_din", "Evaluator_vs_blessed", "PushGate",
-            "Pusher"} <= set(tasks(spec))
+            "InfraCheck", "Pusher"} <= set(tasks(spec))
     assert printed["pipeline_spec"] == str(path)
 
 
@@ -91,7 +93,31 @@ def test_every_task_runs_the_image_with_the_tfx_v2_entrypoint(cli_compile):
     # only the Resolver's two queries run no container
     assert sorted(n for n, k in kinds.items() if k != "container") == [
         "LatestBlessedModel-model-blessing-resolver", "LatestBlessedModel-model-resolver"]
-    assert sum(k == "container" for k in kinds.values()) == 14
+    assert sum(k == "container" for k in kinds.values()) == 15
+
+
+def test_the_pusher_reads_the_gate_and_infra_check_blessings(cli_compile, tmp_path):
+    """TFX's Pusher pushes only when both its model_blessing (PushGate) and its
+    infra_blessing (InfraCheck: the model under TF's C++ loader) say blessed;
+    `pipeline.infra_check: false` drops InfraCheck and the Pusher's infra input."""
+    from tfx_pipeline.runner import compile_kubeflow
+    from tfx_pipeline.spec_check import pipeline_spec, tasks
+
+    def producers(path):
+        pusher = tasks(pipeline_spec(_job(path)))["Pusher"]
+        return {key: a.task_output_artifact.producer_task
+                for key, a in pusher.inputs.artifacts.items()}
+
+    assert producers(cli_compile[0]) == {"model": "Trainer_stage3",
+                                         "model_blessing": "PushGate",
+                                         "infra_blessing": "InfraCheck"}
+    cfg = load_config(DEFAULT_CONFIG_FILE, *CONFIGS)
+    off = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline,
+                                                                infra_check=False))
+    out = compile_kubeflow(None, str(tmp_path / "root"), off, str(tmp_path / "p.json"))
+    assert producers(out["pipeline_spec"]) == {"model": "Trainer_stage3",
+                                               "model_blessing": "PushGate"}
+    assert "InfraCheck" not in tasks(pipeline_spec(_job(out["pipeline_spec"])))
 
 
 def test_the_root_raw_logs_and_serving_dir_come_from_config_and_command_line(cli_compile):

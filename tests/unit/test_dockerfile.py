@@ -129,3 +129,15 @@ def test_the_wheel_stage_builds_the_wheel_without_dependencies(instructions):
     final = _final_stage(instructions)
     assert any(c.from_stage == I.WHEEL_STAGE and c.sources == ["/dist/"]
                for c in I.copies(final))
+
+
+def test_the_image_has_a_compiler_and_the_infra_check_runner_built(instructions):
+    """InfraCheck compiles serving/cc/saved_model_runner.cc: the image installs g++ and
+    builds it once, after the package is installed (the build imports it)."""
+    final = _final_stage(instructions)
+    runs = [i.args for i in final if i.keyword == "RUN"]
+    install = next(k for k, r in enumerate(runs) if "daian_tf-*.whl" in r)
+    build = next(k for k, r in enumerate(runs) if "build_runner()" in r)
+    assert install < build
+    assert re.search(r"apt-get install -y --no-install-recommends g\+\+", runs[build])
+    assert "from serving.cc_loader import build_runner" in runs[build]

@@ -62,7 +62,9 @@ def _properties(artifacts) -> str:
     for artifact in artifacts or ():
         uri = getattr(artifact, "uri", "")
         # a blessing (Evaluator, InfraValidator, a gate) marks its directory with a file
-        for marker, text in (("BLESSED", "BLESSED"), ("NOT_BLESSED", "NOT blessed")):
+        for marker, text in (("BLESSED", "BLESSED"), ("NOT_BLESSED", "NOT blessed"),
+                             ("INFRA_BLESSED", "INFRA BLESSED"),
+                             ("INFRA_NOT_BLESSED", "INFRA NOT blessed")):
             if uri and "://" not in uri and os.path.exists(os.path.join(uri, marker)):
                 found.append(text)
         mlmd = getattr(artifact, "mlmd_artifact", None)

@@ -168,6 +168,17 @@ def test_result_properties_of_the_output_artifacts_are_shown(tmp_path):
         p.filter(_record("absl", logging.INFO, msg, *args))
     assert "Evaluator: done in 1.0 s → blessing (NOT blessed, blessed=0), evaluation" \
         in out.getvalue()
+    infra = tmp_path / "infra"  # InfraCheck's (InfraValidator's) marker files
+    infra.mkdir()
+    (infra / "INFRA_NOT_BLESSED").touch()
+    ticks = iter([0.0, 2.0])
+    p = PipelineProgress(stream=out, clock=lambda: next(ticks))
+    for msg, args in [("Component %s is running.", ("InfraCheck",)),
+                      ("Publishing output artifacts %s for execution %s",
+                       ({"blessing": [Artifact(str(infra))]}, 6)),
+                      ("Component %s is finished.", ("InfraCheck",))]:
+        p.filter(_record("absl", logging.INFO, msg, *args))
+    assert "InfraCheck: done in 2.0 s → blessing (INFRA NOT blessed)" in out.getvalue()
 
 
 def test_the_stderr_filter_drops_cxx_noise_and_passes_the_rest(tmp_path):

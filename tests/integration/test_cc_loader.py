@@ -162,6 +162,11 @@ def test_infra_check_blesses_what_runs_under_the_cpp_loader_and_not_the_rest(
     blessed, reason = check_model(str(exports["tracked"]))
     assert not blessed and reason.startswith("INFRA NOT BLESSED: ")
     assert "Could not find variable dense/" in reason
+    (tmp_path / "1").mkdir()  # not a SavedModel: refused with the reason, no crash
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    blessed, reason = check_model(str(tmp_path / "1"))
+    assert not blessed and reason.startswith("INFRA NOT BLESSED: "), reason
+    assert "DecodeError" in reason
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     blessed, reason = check_model(str(exports["tracked"]))
     assert blessed and reason.startswith("INFRA CHECK SKIPPED: no C++ compiler "

@@ -54,6 +54,8 @@ def check_model(serving_model_dir: str, examples_uri: str = "",
         return True, f"INFRA CHECK SKIPPED: {e}"
     except (CcLoaderError, ValueError) as e:
         return False, f"INFRA NOT BLESSED: {e}"
+    except Exception as e:  # noqa: BLE001 - e.g. not a SavedModel: refused, not a crash
+        return False, f"INFRA NOT BLESSED: {serving_model_dir}: {type(e).__name__}: {e}"
     signatures = ", ".join(sorted({c.signature for c in checked}))
     worst = max(c.max_abs_diff for c in checked)
     on = f"{len(examples)} examples" if examples else "the warmup requests' examples"

@@ -7,7 +7,8 @@ tables, not the Keras model itself, so the export runs under TensorFlow's C++
 `LoadSavedModel` as in TF Serving (serving/README.md, "`daian check-export`"). Each
 signature parses serialized `tf.Example`s with `serving_feature_spec` (every feature has
 a default), applies the training transform, and calls the model, so serving cannot skew
-from training. The export is self-contained: the transform's vocabularies are copied into its assets.
+from training. The export is self-contained: the transform's vocabularies are copied into
+its assets.
 
 Signatures:
 - `serving_default`: `examples` (tf.string `[None]`, serialized `tf.Example` without

@@ -26,9 +26,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from daian_tf.core.names import EVAL
+from tfx_pipeline.components.push_gate import REASON_KEY  # one name for both blessings
 
-BLESSED_KEY = "blessed"  # InfraValidator's, what the Pusher reads
-REASON_KEY = "reason"
+BLESSED_KEY = "blessed"  # InfraValidator's (private there), what the Pusher reads
 BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"
 
 

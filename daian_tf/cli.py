@@ -115,10 +115,12 @@ def cmd_inspect(args, _rest) -> int:
 
 def cmd_build_samples(args, beam_args) -> int:
     from daian_tf.data.sample_builder import run_build_samples
+    from daian_tf.data.sample_report import check_splits_hold_requests
 
     cfg = load_cli_config(args.config).samples
     report = run_build_samples(args.raw, args.out, cfg, beam_args=beam_args)
     print(json.dumps(report, indent=2))
+    check_splits_hold_requests(report, f"{args.out}/report.json")
     return 0
 
 

@@ -27,10 +27,12 @@ import tensorflow as tf
 
 from daian_tf.core import similarity_range as SR
 from daian_tf.core.errors import DaianInputError
-from daian_tf.core.names import EVAL, REPORT_FILE, SAMPLES_GLOB, TRAIN
+from daian_tf.core.names import (EVAL, REPORT_FILE, SAMPLES_GLOB, SPLITS, TRAIN,
+                                  VALIDATION)
 from daian_tf.data.catalog import read_model_catalog
 from daian_tf.data.dataset import file_shard, matching_files
 from daian_tf.data.sample_builder import run_build_samples
+from daian_tf.data.sample_report import check_splits_hold_requests
 from daian_tf.data.transform_beam import (TRANSFORM_OUTPUT, TRANSFORM_OUTPUT_DIR,
                                           TRANSFORMED_DIR, transform_samples)
 from daian_tf.evaluation.columns import popularity_metrics, predict_split
@@ -57,7 +59,8 @@ class PreparedData:
 
     num_levels: int
     train: str  # glob of transformed train TFRecords
-    eval: str
+    validation: str  # what fits choose by (best epoch, early stop)
+    eval: str  # the held-out test split: reported on, never chosen by
     tf_transform_output: object
     sim_range: List[float]  # the sample builder's [lo, hi] (I-2)
     report: dict  # the sample builder's report
@@ -85,15 +88,16 @@ def transform_built_samples(samples_dir: str, out_dir: str, cfg,
     import tensorflow_transform as tft
 
     samples = Path(samples_dir)
-    for split in (TRAIN, EVAL):
+    for split in SPLITS:
         if not list((samples / split).glob(SAMPLES_GLOB)):
             raise DaianInputError(f"{samples / split}: no {SAMPLES_GLOB} files; is "
                                   f"{samples} the output of `daian build-samples`?")
     report = read_report(str(samples))
+    check_splits_hold_requests(report, str(samples / REPORT_FILE))
     sim_range = list(SR.check_range(report[SR.REPORT_KEY]))
     paths = transform_samples(str(samples), out_dir, cfg, sim_range, beam_args)
-    return PreparedData(cfg.samples.num_intent_levels, paths[TRAIN], paths[EVAL],
-                        tft.TFTransformOutput(paths[TRANSFORM_OUTPUT]), sim_range,
+    return PreparedData(cfg.samples.num_intent_levels, paths[TRAIN], paths[VALIDATION],
+                        paths[EVAL], tft.TFTransformOutput(paths[TRANSFORM_OUTPUT]), sim_range,
                         report, paths[TRANSFORM_OUTPUT])
 
 
@@ -105,8 +109,8 @@ def read_transformed(samples_dir: str, out_dir: str, cfg) -> PreparedData:
     report = read_report(samples_dir)
     out = Path(out_dir)
     return PreparedData(cfg.samples.num_intent_levels,
-                        str(out / TRANSFORMED_DIR / TRAIN / SAMPLES_GLOB),
-                        str(out / TRANSFORMED_DIR / EVAL / SAMPLES_GLOB),
+                        *(str(out / TRANSFORMED_DIR / split / SAMPLES_GLOB)
+                          for split in (TRAIN, VALIDATION, EVAL)),
                         tft.TFTransformOutput(str(out / TRANSFORM_OUTPUT_DIR)),
                         list(SR.check_range(report[SR.REPORT_KEY])), report,
                         str(out / TRANSFORM_OUTPUT_DIR))
@@ -135,7 +139,8 @@ def _shards(strategy, data: PreparedData) -> dict:
     """Which files each worker read, per split (`data.dataset.file_shard`)."""
     n = mw.num_workers(strategy)
     out = {}
-    for split, pattern in ((TRAIN, data.train), (EVAL, data.eval)):
+    for split, pattern in ((TRAIN, data.train), (VALIDATION, data.validation),
+                           (EVAL, data.eval)):
         files = matching_files(pattern)
         shards = [file_shard(files, (n, i)) for i in range(n)]
         out[split] = {"sharding": "data" if shards[0][1] else "file",
@@ -174,8 +179,8 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
     """`daian train`: transform, fit, evaluate and export on built samples.
 
     Args:
-        samples_dir: the sample builder's output: `train/` and `eval/` with
-            `data-*.tfrecord.gz`, and `report.json`, whose `sim_range` is the I-2 range
+        samples_dir: the sample builder's output: `train/`, `validation/` and `eval/`
+            with `data-*.tfrecord.gz`, and `report.json`, whose `sim_range` is the I-2 range
             of the similarity bins and of the model.
         out_dir: where `transform_output/`, `transformed/`, `serving_model/<version>/`
             and `train_summary.json` go.
@@ -186,7 +191,8 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
 
     Returns:
         The JSON-able summary also written to `out_dir/train_summary.json`: paths,
-        eval metrics of the model and of the popularity baseline, the fit history and
+        the model's metrics on validation (what the fit chose by) and on eval (the
+        held-out split), the popularity baseline's on eval, the fit history and
         the training time; with `train.distribution: multi_worker` also the workers
         and the files each read (`distribution`). A worker other than the chief
         writes nothing into `out_dir` and returns its index, fit time and history.
@@ -203,8 +209,8 @@ def train_from_samples(samples_dir: str, out_dir: str, cfg,
         prefix="daian_worker_checkpoints_")
     start = time.time()
     try:
-        model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
-                                   sim_range=data.sim_range, catalog=catalog,
+        model, history = fit_model(cfg, data.tf_transform_output, data.train,
+                                   data.validation, sim_range=data.sim_range, catalog=catalog,
                                    checkpoint_dir=checkpoints)
     finally:
         if not chief:
@@ -230,20 +236,23 @@ def _evaluate_and_write(model, history, data: PreparedData, samples_dir: str, ou
                         cfg, transform_seconds: float, train_seconds: float,
                         strategy) -> dict:
     """`train_from_samples`' eval metrics, export and summary file."""
+    validation = ranking_metrics(*predict_split(model, data.validation,
+                                                data.tf_transform_output))
     metrics = ranking_metrics(*predict_split(model, data.eval, data.tf_transform_output))
     baseline = popularity_metrics(data.train, data.eval, data.tf_transform_output)
     export_dir = out / SERVING_MODEL_DIR / str(int(time.time()))
     export_serving_model(
         model, data.tf_transform_output, str(export_dir), cfg.samples,
-        warmup_examples=_first_examples(str(Path(samples_dir) / EVAL / SAMPLES_GLOB),
+        warmup_examples=_first_examples(str(Path(samples_dir) / VALIDATION / SAMPLES_GLOB),
                                         NUM_WARMUP_EXAMPLES))
     summary = {
         "model": cfg.model.name,
         "samples_dir": str(samples_dir),
         SR.REPORT_KEY: data.sim_range,
         TRANSFORM_OUTPUT: data.transform_output_dir,
-        "transformed": {TRAIN: data.train, EVAL: data.eval},
+        "transformed": {TRAIN: data.train, VALIDATION: data.validation, EVAL: data.eval},
         "serving_model_dir": str(export_dir),
+        VALIDATION: validation,
         EVAL: metrics,
         "baselines": {"popularity": baseline},
         "history": jsonable_history(history),

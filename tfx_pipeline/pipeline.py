@@ -37,7 +37,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from daian_tf.core.config import Config
-from daian_tf.core.names import DAIAN, EVAL, STAGES, TRAIN
+from daian_tf.core.names import DAIAN, EVAL, STAGES, TRAIN, VALIDATION
 from daian_tf.data.transform import raw_schema, transform_custom_config
 from tfx_pipeline.components.sample_gen import TirSampleGen
 from tfx_pipeline.components.infra_check import InfraCheck
@@ -140,8 +140,10 @@ def create_pipeline(
             transform_graph=transform.outputs["transform_graph"],
             schema=contract.outputs["schema"],
             base_model=base_model,
+            # a Trainer chooses its epochs by its eval_args: the validation split;
+            # the eval split is read by the Evaluators alone
             train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
-            eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
+            eval_args=tfx.proto.EvalArgs(splits=[VALIDATION]),
             custom_config=custom_config,
             custom_executor_spec=executor_spec.ExecutorClassSpec(TrainerExecutor),
         ).with_id(component_id)

@@ -6,6 +6,9 @@
   (the previous stage's `Model`, or the latest blessed model);
 - `full`: the whole fit of `model.name` (`training.fit.fit_model`: DIN, the baseline).
 
+Every Trainer fits on the `train` split and chooses its epochs by its `eval_files`, the
+`validation` split (`EvalArgs(splits=["validation"])`); the `eval` split is refused there.
+
 Every Trainer writes into its `Model` artifact the serving SavedModel
 (`<uri>/Format-Serving`: TFX requires it; any stage's model can be served or evaluated)
 and its weights and vocabularies (`<uri>/warm_start/`, `training.warm_start`), which the
@@ -26,7 +29,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from daian_tf.core import similarity_range as SR
 from daian_tf.core.config import config_from_dict
-from daian_tf.core.names import STAGES
+from daian_tf.core.names import EVAL, STAGES, VALIDATION
 from daian_tf.export.saved_model import export_serving_model
 from daian_tf.training.fit import build_for_data, fit_model
 from daian_tf.training.stages import STAGE_FUNCTIONS, carry_over, stage_runs
@@ -57,6 +60,21 @@ def _base_weights(fn_args: FnArgs) -> Optional[str]:
     return path
 
 
+def _validation_files(fn_args: FnArgs) -> list:
+    """The Trainer's `eval_files`, which its fits choose by: the validation split
+    (pipeline.py's `eval_args`); refused when they reach into the eval split, the one
+    the Evaluators report and gate on."""
+    files = [fn_args.eval_files] if isinstance(fn_args.eval_files, str) \
+        else list(fn_args.eval_files)
+    held_out = f"Split-{EVAL}"
+    leaked = [f for f in files if held_out in f.replace(os.sep, "/").split("/")]
+    if leaked:
+        raise ValueError(f"the Trainer's eval_args name the held-out {EVAL!r} split "
+                         f"({leaked}); a fit chooses its epochs by the {VALIDATION!r} "
+                         f"split: EvalArgs(splits=[{VALIDATION!r}])")
+    return files
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point: the stage of `custom_config["stage"]`."""
     custom = fn_args.custom_config
@@ -67,6 +85,7 @@ def run_fn(fn_args: FnArgs) -> None:
                          f"{list(TRAINER_STAGES)}, got {stage!r}")
     sim_range = SR.check_range(custom.get(SR.REPORT_KEY),
                                "Trainer custom_config['sim_range']")
+    validation_files = _validation_files(fn_args)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     catalog = catalog_for(cfg, custom.get(RAW_DIR_KEY))
     initial = _base_weights(fn_args)
@@ -74,11 +93,11 @@ def run_fn(fn_args: FnArgs) -> None:
         if initial:
             raise ValueError("the full fit takes no base_model; warm-start DAIAN's stages")
         model, _ = fit_model(cfg, tf_transform_output, fn_args.train_files,
-                             fn_args.eval_files, log_dir=fn_args.model_run_dir,
+                             validation_files, log_dir=fn_args.model_run_dir,
                              sim_range=sim_range, catalog=catalog)
     else:
         model = build_for_data(cfg, tf_transform_output, sim_range, catalog)
-        args = (model, fn_args.train_files, fn_args.eval_files, tf_transform_output,
+        args = (model, fn_args.train_files, validation_files, tf_transform_output,
                 cfg.train)
         if stage_runs(model, cfg.train, stage):
             STAGE_FUNCTIONS[stage](

@@ -72,7 +72,7 @@ class SimulationConfig:
     num_shops: int = 200
     embedding_dim: int = 32  # d_m of the multimodal vectors
     history_days: int = 14  # days of behaviours before the first request
-    request_days: int = 8  # days with requests (the last one becomes eval)
+    request_days: int = 8  # days with requests (the last two: validation, eval)
     requests_per_user_day: float = 2.6  # sessions a user-day, on every day
     background_per_user_day: float = 2.0  # browse behaviours a user-day
     candidates_per_request: int = 12
@@ -150,6 +150,11 @@ class SampleConfig:
     # "2000-12-20T06:00:00"); None: the last `eval_days` UTC days. Logs whose last days
     # hold few requests (MovieLens) cut by a date instead.
     eval_start: Optional[str] = None
+    # The validation split: the last part of the training period, just before the eval
+    # split: `validation_days` UTC days, or from `validation_start` (ISO 8601, UTC) when
+    # set. Best epoch and early stopping read it; the eval split is only reported on.
+    validation_days: int = 1
+    validation_start: Optional[str] = None
     num_intent_levels: int = 6  # n of Eq. 1
     # [I-2] None: [lo, hi] = 1st/99th percentile of train trigger-target similarity;
     # a pair [lo, hi] fixes the range (e.g. [-1.0, 1.0]).
@@ -169,6 +174,13 @@ class SampleConfig:
         _check(self.eval_days > 0, f"samples.eval_days must be > 0, got {self.eval_days}")
         if self.eval_start is not None:
             self.eval_start_timestamp()  # raises ConfigError naming the value
+        _check(self.validation_days > 0,
+               f"samples.validation_days must be > 0, got {self.validation_days}")
+        if self.validation_start is not None:
+            start = self.validation_start_timestamp()
+            _check(self.eval_start is None or start < self.eval_start_timestamp(),
+                   f"samples.validation_start ({self.validation_start}) must be before "
+                   f"samples.eval_start ({self.eval_start})")
         _check(2 <= self.num_intent_levels <= 32,
                f"samples.num_intent_levels must be in 2..32, "
                f"got {self.num_intent_levels}")
@@ -186,6 +198,12 @@ class SampleConfig:
         if self.eval_start is None:
             return None
         return iso_utc_seconds(self.eval_start, "samples.eval_start")
+
+    def validation_start_timestamp(self) -> Optional[int]:
+        """`validation_start` as unix seconds (UTC), or None when it is not set."""
+        if self.validation_start is None:
+            return None
+        return iso_utc_seconds(self.validation_start, "samples.validation_start")
 
 
 @dataclass(frozen=True)
@@ -306,7 +324,7 @@ class TrainConfig:
     uim_lr_scale: float = 0.1  # stage 3: UIM's own optimizer at this x learning_rate
     stage2_label: str = STAGE2_LOO  # [I-3] "loo": intent_label_loo; "plain": intent_label
     # each fit (DIN's, each DAIAN stage) ends with the weights of its best epoch by its
-    # eval metric (stage 1: the KL loss; the CTR stages and DIN: AUC); False: the last
+    # validation metric (stage 1: the KL loss; the CTR stages and DIN: AUC); False: the last
     restore_best_epoch: bool = True
     patience: int = 0  # epochs without improvement before a fit stops early; 0: never
     # "single": one process; "multi_worker": tf.distribute.MultiWorkerMirroredStrategy

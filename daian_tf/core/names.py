@@ -6,8 +6,11 @@ Each is spelled here once; modules import the constant, never repeat the literal
 from __future__ import annotations
 
 # --- splits --------------------------------------------------------------------------
-TRAIN, EVAL = "train", "eval"
-SPLITS = (TRAIN, EVAL)
+# by time: train | validation | eval. Transform analyses train only; every choice made
+# while fitting (best epoch, early stop) reads validation only; eval is the held-out
+# test split, read only by what reports or gates (tables, TFMA's Evaluators)
+TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
+SPLITS = (TRAIN, VALIDATION, EVAL)
 
 # --- files -----------------------------------------------------------------------------
 REPORT_FILE = "report.json"  # the sample builder's report, at the samples' root

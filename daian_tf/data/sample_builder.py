@@ -10,7 +10,8 @@ docs/beam-on-flink.md).
 Data flow (memory per step is bounded by one request or one user, plus the catalog):
 
     impressions.csv ─┬─ by request_id (CoGroupByKey with truth.csv) → Request
-                     └─ max timestamp → split boundary (side input)
+                     └─ max timestamp → the validation and eval splits' first seconds
+                        (side input)
     Request, behaviors.csv, users.csv ── by user_id (CoGroupByKey) → Prepared
         (trigger derived if empty, history cut: strictly earlier, within history_days,
          last max_seq_len, chronological; request-level features serialized,
@@ -21,7 +22,9 @@ Data flow (memory per step is bounded by one request or one user, plus the catal
         (its own grouping, because the examples wait for it: fed from JoinUser, the
         DirectRunner held every Prepared until then, 1,362 vs 774 MiB peak at 1M
         impressions, bench/bench_sample_builder.py)
-    Prepared → tf.Examples (intent labels, LOO labels, per-target features)
+    Prepared → tf.Examples (intent labels, LOO labels, per-target features), by split
+        (train | validation | eval, by the request's time)
+        → by a hash of the request id into num_shards files, each sorted by request id
         → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
 
 Speed: the runner's cost is per element and per encode, so each file reader groups
@@ -29,7 +32,8 @@ its rows by key within chunks (one element per key and chunk, not per row), reco
 cross steps as plain tuples (encoded natively, never pickled), examples are
 written as protobuf wire bytes (`example_encoding`) without importing tensorflow,
 and each request's examples reach the file writer as one element, gzipped at
-level 1 (`tfrecord_sink`).
+level 1 (`tfrecord_sink`). The files' order and bytes follow from the examples alone,
+not from the order in which the runner delivers them (`tfrecord_sink`).
 
 The catalog (items.csv + item_embeddings.parquet) is one side input; its size is the
 catalog's, not the logs'. Drops and fallbacks are Beam counters; `finalize_report`
@@ -57,11 +61,11 @@ from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
 from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impressions,
                                     read_truth, read_users)
 from daian_tf.data.sample_report import finalize_report, meta_path, write_json
-from daian_tf.data.sample_requests import Request, from_plain, split_boundary
-from daian_tf.data.sample_steps import (EmitExamples, checked_sim_range, group_to_request,
+from daian_tf.data.sample_requests import Request, from_plain
+from daian_tf.data.sample_steps import (EmitExamples, boundaries, checked_sim_range, group_to_request,
                                         join_user, load_counted_catalog, read_grouped,
                                         surfacing, train_similarities)
-from daian_tf.data.tfrecord_sink import TFRecordBatchSink
+from daian_tf.data.tfrecord_sink import WriteSortedShards
 
 GZIP_LEVEL = 1  # fastest; see tfrecord_sink
 # Evenly spaced quantiles (0.1 % apart) and their rank error bound for I-2.
@@ -76,7 +80,7 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
     Args:
       pipeline: any Beam pipeline (the CLI's, or the TFX component's).
       raw_dir: a raw-log directory (DATA.md §1); local or any Beam filesystem.
-      output_dirs: split name ('train', 'eval') -> directory for its TFRecord files.
+      output_dirs: split name ('train', 'validation', 'eval') -> directory for its TFRecord files.
       cfg: the sample rules.
       meta_dir: where the in-pipeline statistics go; `finalize_report` reads them.
 
@@ -125,8 +129,7 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
                 | "Timestamps" >> beam.Map(lambda kv: from_plain(Request, kv[1])
                                            .timestamp)
                 | "MaxTimestamp" >> beam.CombineGlobally(max).without_defaults()
-                | "Boundary" >> beam.Map(split_boundary, cfg.eval_days,
-                                          cfg.eval_start_timestamp()))
+                | "Boundary" >> beam.FlatMap(surfacing(boundaries), cfg, imp_path))
     if cfg.sim_range is not None:
         sim_range = p | "FixedSimRange" >> beam.Create(
             [(float(cfg.sim_range[0]), float(cfg.sim_range[1]))])
@@ -151,12 +154,12 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         beam.pvalue.AsSingleton(boundary),
         beam.pvalue.AsSingleton(sim_range)).with_outputs(*SPLITS)
     for split in SPLITS:
-        _ = examples[split] | f"Write{split}" >> beam.io.Write(TFRecordBatchSink(
+        _ = examples[split] | f"Write{split}" >> WriteSortedShards(
             FileSystems.join(output_dirs[split], SAMPLES_PREFIX), SAMPLES_SUFFIX,
-            cfg.num_shards, GZIP_LEVEL))
+            max(cfg.num_shards, 1), GZIP_LEVEL)
 
-    _ = boundary | "WriteBoundary" >> beam.Map(
-        write_json, meta_path(meta_dir, "split_boundary"))
+    _ = (boundary | "BoundaryList" >> beam.Map(list)
+         | "WriteBoundary" >> beam.Map(write_json, meta_path(meta_dir, "split_boundary")))
     _ = (sim_range | "SimRangeList" >> beam.Map(list)
          | "WriteSimRange" >> beam.Map(write_json, meta_path(meta_dir, "sim_range")))
     _ = (p | "CatalogStats" >> beam.Create([None])
@@ -173,7 +176,8 @@ def _remove_old_shards(directory: str) -> None:
 
 def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
                       beam_args: Optional[List[str]] = None) -> dict:
-    """Build samples from `raw_dir` into `out_dir/{train,eval}/` and `out_dir/report.json`.
+    """Build samples from `raw_dir` into `out_dir/{train,validation,eval}/` and
+    `out_dir/report.json`.
 
     Args:
       raw_dir: raw-log directory (DATA.md §1).

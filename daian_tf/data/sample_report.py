@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime, timezone
 from typing import Dict, Mapping, Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -20,6 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from daian_tf.core import similarity_range as SR
 from daian_tf.core.config import SampleConfig
+from daian_tf.core.errors import DaianInputError
 from daian_tf.core.names import REPORT_FILE, SPLITS
 
 NAMESPACE = "daian_samples"
@@ -44,7 +46,7 @@ COUNTERS = {
     "truth_rows_without_impression": "truth.csv rows of unknown requests (unused)",
     "items_without_embedding": "catalog items with no embedding (zero vector)",
     "embeddings_for_unknown_items": "embedding rows of ids not in items.csv",
-    "samples_train": "", "samples_eval": "", "requests_train": "", "requests_eval": "",
+    **{f"{what}_{split}": "" for what in ("samples", "requests") for split in SPLITS},
     "requests_with_clicks": "requests with >= 1 click (intent_mask = 1)",
 }
 _META_FILES = {"split_boundary": "split_boundary.json", "sim_range": "sim_range.json",
@@ -95,7 +97,8 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
 
     Returns:
       The report: `counts` (every counter of COUNTERS, zeros included),
-      `splits` ({split: {samples, requests}}), `split_boundary_timestamp`,
+      `splits` ({split: {samples, requests}}), `validation_boundary_timestamp` and
+      `split_boundary_timestamp` (the first seconds of validation and eval),
       `sim_range` [lo, hi], `sim_range_source`, `catalog` stats (incl. embedding_dim),
       `num_intent_levels`, `intent_level_edges`, and the config.
     """
@@ -105,11 +108,14 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
         value = c.committed if c.committed is not None else c.attempted
         counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
     lo, hi = _read_json(meta_path(meta_dir, "sim_range"))
+    validation_start, eval_start = _read_json(meta_path(meta_dir, "split_boundary"))
     report = {
         "counts": counts,
         "splits": {s: {"samples": counts[f"samples_{s}"],
                        "requests": counts[f"requests_{s}"]} for s in SPLITS},
-        "split_boundary_timestamp": _read_json(meta_path(meta_dir, "split_boundary")),
+        # the first seconds of the validation and the eval split
+        "validation_boundary_timestamp": validation_start,
+        "split_boundary_timestamp": eval_start,
         SR.REPORT_KEY: [lo, hi],
         "sim_range_source": ("config" if cfg.sim_range is not None else
                              f"percentiles {list(cfg.sim_percentiles)} of train "
@@ -126,3 +132,24 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
         report["raw_dir"] = str(raw_dir)
     write_json(report, FileSystems.join(meta_dir, REPORT_FILE))
     return report
+
+
+def check_splits_hold_requests(report: dict, where: str) -> None:
+    """Refuse samples that cannot be trained and reported on: every split (train,
+    validation, eval) must hold a request.
+
+    Raises:
+      DaianInputError: naming the empty splits, the boundaries and `where`.
+    """
+    empty = [s for s in SPLITS if report["splits"][s]["requests"] == 0]
+    if empty:
+        raise DaianInputError(
+            f"{where}: the {' and '.join(empty)} split(s) hold no request: train is "
+            f"before {_utc(report['validation_boundary_timestamp'])}, validation from "
+            f"then to {_utc(report['split_boundary_timestamp'])}, eval from then on "
+            f"(samples.validation_days or validation_start, samples.eval_days or "
+            f"eval_start)")
+
+
+def _utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,7 +3,7 @@
 The records (`Target`, `Request`, `Prepared`) travel between the Beam steps as plain
 tuples (`to_plain`, `from_plain`). The rules of DATA.md §2 act on one request or one
 user: assembling a request from its impression rows, deriving an empty trigger,
-cutting the history, the eval split's first second, and `prepare`, which serializes
+cutting the history, the splits' first seconds, and `prepare`, which serializes
 a request's features and computes its trigger-target similarities (counting unknown
 items and missing embeddings with `sample_report.inc_counter`).
 """
@@ -16,6 +16,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 from daian_tf.core import features as F
 from daian_tf.core.config import SampleConfig
 from daian_tf.core.errors import RawLogError
+from daian_tf.core.names import EVAL, TRAIN, VALIDATION
 from daian_tf.data import example_encoding as E
 from daian_tf.data import intent_labels as IL
 from daian_tf.data.catalog import Catalog
@@ -47,6 +48,7 @@ class Prepared(NamedTuple):
     """A kept request with everything its examples need except the intent labels,
     which wait for sim_range (a statistic over all train requests, I-2)."""
 
+    request_id: str
     timestamp: int
     features: bytes  # serialized request-level feature entries (example_encoding)
     sims: Tuple[float, ...]  # cos(m_trigger, m_target) per target
@@ -108,14 +110,37 @@ def derive_trigger(behaviors: Sequence[Behavior], times: Sequence[int], timestam
     return None
 
 
-def split_boundary(max_timestamp: int, eval_days: int,
-                   eval_start: Optional[int] = None) -> int:
-    """First second of the eval split: `eval_start` when given (`samples.eval_start`),
-    else the last `eval_days` UTC days up to and including the day of the latest
-    impression."""
-    if eval_start is not None:
-        return eval_start
-    return (max_timestamp // DAY_S - eval_days + 1) * DAY_S
+def split_boundaries(max_timestamp: int, cfg: SampleConfig,
+                     impressions_path: Optional[str] = None) -> Tuple[int, int]:
+    """`(validation_start, eval_start)`: the first seconds of the validation and eval
+    splits. Eval: `samples.eval_start` when given, else the last `eval_days` UTC days up
+    to and including the day of the latest impression. Validation: `validation_start`
+    when given, else the `validation_days` UTC days before the eval split.
+
+    Raises:
+      RawLogError: the validation split would start at or after the eval split.
+    """
+    eval_start = cfg.eval_start_timestamp()
+    if eval_start is None:
+        eval_start = (max_timestamp // DAY_S - cfg.eval_days + 1) * DAY_S
+    validation_start = cfg.validation_start_timestamp()
+    if validation_start is None:
+        validation_start = eval_start - cfg.validation_days * DAY_S
+    if validation_start >= eval_start:
+        raise RawLogError(f"samples.validation_start ({cfg.validation_start}) is not "
+                          f"before the eval split's first second ({eval_start}, from "
+                          f"samples.eval_days={cfg.eval_days} and the latest impression "
+                          f"{max_timestamp}): the validation split would be empty",
+                          impressions_path)
+    return validation_start, eval_start
+
+
+def split_of(timestamp: int, boundaries: Tuple[int, int]) -> str:
+    """The split of a request at `timestamp` (`split_boundaries`)."""
+    validation_start, eval_start = boundaries
+    if timestamp >= eval_start:
+        return EVAL
+    return VALIDATION if timestamp >= validation_start else TRAIN
 
 
 # --- request-level features and similarities ----------------------------------------
@@ -156,8 +181,8 @@ def prepare(request: Request, trigger: str, history: Sequence[Behavior],
                         [request.timestamp - b.timestamp for b in history]),
         E.int64_feature(F.INTENT_DIVERSITY, [diversity]),
     ])
-    return Prepared(request.timestamp, features, similarities(request, trigger, catalog),
-                    request.targets)
+    return Prepared(request.request_id, request.timestamp, features,
+                    similarities(request, trigger, catalog), request.targets)
 
 
 def similarities(request: Request, trigger: str, catalog: Catalog) -> Tuple[float, ...]:

@@ -20,7 +20,7 @@ from daian_tf.core import features as F
 from daian_tf.core import similarity_range as SR
 from daian_tf.core.config import SampleConfig
 from daian_tf.core.errors import RawLogError
-from daian_tf.core.names import EVAL, TRAIN
+from daian_tf.core.names import TRAIN
 from daian_tf.data import example_encoding as E
 from daian_tf.data import intent_labels as IL
 from daian_tf.data.catalog import Catalog, load_catalog
@@ -29,7 +29,8 @@ from daian_tf.data.raw_logs import Behavior, Impression, RawLayout, UserProfile
 from daian_tf.data.sample_report import inc_counter
 from daian_tf.data.sample_requests import (Prepared, Request, assemble_request,
                                            cut_history, derive_trigger, from_plain,
-                                           prepare, similarities, to_plain)
+                                           prepare, similarities, split_boundaries,
+                                           split_of, to_plain)
 
 # Rows read before a file's rows are grouped by key and emitted (see read_grouped):
 # the reader's only buffer, a constant independent of the logs' size.
@@ -103,14 +104,20 @@ def join_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
         yield to_plain(prepare(request, trigger, history, profile, catalog, cfg))
 
 
+def boundaries(max_timestamp: int, cfg: SampleConfig,
+               impressions_path: str) -> Iterator[Tuple[int, int]]:
+    """The one element `split_boundaries` (a generator, for `surfacing`)."""
+    yield split_boundaries(max_timestamp, cfg, impressions_path)
+
+
 def train_similarities(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
-                       boundary: int) -> Iterator[Tuple[float, ...]]:
+                       boundaries: Tuple[int, int]) -> Iterator[Tuple[float, ...]]:
     """Per user, one batch per train request: its trigger-target similarities (the
     batched input of the quantiles combine). The same trigger resolution as
     `join_user`, without counting (JoinUser counts) and without the features."""
     for request, trigger, _, _ in _resolve_user(kv, catalog, cfg, users_path,
                                                 has_truth=False, count=False):
-        if request.timestamp < boundary:
+        if split_of(request.timestamp, boundaries) == TRAIN:
             yield similarities(request, trigger, catalog)
 
 
@@ -204,11 +211,11 @@ class EmitExamples(beam.DoFn):
                 E.float_feature(F.TARGET_PRICE, [side.price])])
         return cached
 
-    def process(self, plain: tuple, catalog: Catalog, boundary: int,
+    def process(self, plain: tuple, catalog: Catalog, boundaries: Tuple[int, int],
                 sim_range: Tuple[float, float]):
         n, (lo, hi) = self._n, sim_range
         prepared = from_plain(Prepared, plain)
-        split = EVAL if prepared.timestamp >= boundary else TRAIN
+        split = split_of(prepared.timestamp, boundaries)
         inc_counter(f"requests_{split}")
         inc_counter(f"samples_{split}", len(prepared.targets))
         levels = [int(SR.level_index(s, lo, hi, n, xp=SR.SCALAR)) for s in prepared.sims]
@@ -241,4 +248,4 @@ class EmitExamples(beam.DoFn):
             if self._has_truth and target.p_true is not None:
                 parts.append(E.float_feature(F.P_TRUE, [target.p_true]))
             examples.append(E.example(*parts))
-        yield beam.pvalue.TaggedOutput(split, examples)
+        yield beam.pvalue.TaggedOutput(split, (prepared.request_id, examples))

@@ -1,7 +1,8 @@
 """tf.Transform on Beam over the sample builder's splits (`daian train`, experiments).
 
 The same `preprocessing_fn` as the pipeline's Transform component: analyze the train
-split, transform both, write the transform graph and the transformed TFRecords.
+split only, transform every split (train, validation, eval), write the transform graph
+and the transformed TFRecords.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from daian_tf.core.names import EVAL, SAMPLES_GLOB, SAMPLES_PREFIX, SAMPLES_SUFFIX, TRAIN
+from daian_tf.core.names import (SAMPLES_GLOB, SAMPLES_PREFIX, SAMPLES_SUFFIX, SPLITS,
+                                  TRAIN)
 from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.data.raw_log_errors import quiet_runner_noise
 from daian_tf.data.transform import preprocessing_fn, raw_schema, transform_custom_config
@@ -24,20 +26,21 @@ TRANSFORM_OUTPUT = "transform_output"  # key of the paths `transform_samples` re
 
 def transform_samples(samples_dir: str, out_dir: str, cfg, sim_range: Sequence[float],
                       beam_args: Optional[Sequence[str]] = None) -> Dict[str, str]:
-    """Analyze the train split, transform both splits (tf.Transform on Beam).
+    """Analyze the train split, transform every split (tf.Transform on Beam).
 
     Writes `out_dir/transform_output` (the transform graph and vocabularies) and
-    `out_dir/transformed/{train,eval}/data-*.tfrecord.gz`; a rerun replaces them.
+    `out_dir/transformed/{train,validation,eval}/data-*.tfrecord.gz`; a rerun replaces
+    them.
 
     Args:
-        samples_dir: holds `train/` and `eval/` with `data-*.tfrecord.gz`.
+        samples_dir: holds `train/`, `validation/` and `eval/` with `data-*.tfrecord.gz`.
         out_dir: output directory (created if needed).
         cfg: the full `Config`.
         sim_range: the sample builder's `[lo, hi]` (its report), for the similarity bins.
         beam_args: Beam pipeline flags.
 
     Returns:
-        {"transform_output": dir, "train": glob, "eval": glob}.
+        {"transform_output": dir, "train": glob, "validation": glob, "eval": glob}.
     """
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -57,19 +60,22 @@ def transform_samples(samples_dir: str, out_dir: str, cfg, sim_range: Sequence[f
                 beam.Pipeline(options=pipeline_options(beam_args)) as p, \
                 tft_beam.Context(temp_dir=temp_dir):
             datasets = {}
-            for split in (TRAIN, EVAL):
+            for split in SPLITS:
                 source = tfxio.TFExampleRecord(
                     file_pattern=str(Path(samples_dir) / split / SAMPLES_GLOB),
                     schema=schema)
                 raw = p | f"Read_{split}" >> source.BeamSource()
                 datasets[split] = (raw, source.TensorAdapterConfig())
-            transformed_train, transform_fn = (
+            transformed = {}
+            transformed[TRAIN], transform_fn = (
                 datasets[TRAIN]
                 | tft_beam.AnalyzeAndTransformDataset(fn, output_record_batches=True))
-            transformed_eval = (
-                (datasets[EVAL], transform_fn)
-                | tft_beam.TransformDataset(output_record_batches=True))
-            for split, data in ((TRAIN, transformed_train), (EVAL, transformed_eval)):
+            for split in (s for s in SPLITS if s != TRAIN):
+                transformed[split] = (
+                    (datasets[split], transform_fn)
+                    | f"Transform_{split}" >> tft_beam.TransformDataset(
+                        output_record_batches=True))
+            for split, data in transformed.items():
                 prefix = out / TRANSFORMED_DIR / split / SAMPLES_PREFIX
                 _ = (data
                      | f"Encode_{split}" >> tft_beam.EncodeTransformedDataset()

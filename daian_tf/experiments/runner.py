@@ -2,7 +2,8 @@
 
 Steps: simulate the configured world (or take a raw-log directory) → build samples and
 transform them once per value of n (`workflows.prepare_data`) → for each variant and
-seed: `fit_model`, then `evaluation.runs.evaluate_run` → the reference rows (oracle and
+seed: `fit_model` on train, choosing its epochs by validation, then
+`evaluation.runs.evaluate_run` on the eval split → the reference rows (oracle and
 popularity) → the report (`experiments.report.write_report`: markdown, JSON, PNG
 figures). Each finished run is appended to `runs.jsonl`; a rerun resumes.
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from daian_tf.core.config import Config, config_from_dict
-from daian_tf.core.names import DAIAN, EVAL, MODEL_NAMES, STAGE2_PLAIN, TRAIN
+from daian_tf.core.names import (DAIAN, EVAL, MODEL_NAMES, STAGE2_PLAIN, TRAIN,
+                                  VALIDATION)
 from daian_tf.data.catalog import read_model_catalog
 from daian_tf.evaluation.probe import probe_daian
 from daian_tf.evaluation.runs import evaluate_run, reference_rows, user_intent_groups
@@ -65,7 +67,7 @@ def _jobs(cfg: Config) -> List[Tuple[str, int, int]]:
 
 def _plain_history(history: dict) -> dict:
     """Keras history ({metric: [per epoch]}, or {stage: that} for DAIAN) as JSON-able
-    floats, rounded: which stage and epoch moved the eval metric."""
+    floats, rounded: which stage and epoch moved the validation metric."""
     if all(isinstance(v, dict) for v in history.values()):
         return {k: _plain_history(v) for k, v in history.items()}
     return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
@@ -123,10 +125,11 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
             continue
         run_cfg = variant_config(cfg, variant, seed, n)
         start = time.time()
+        # the fit chooses by the validation split; the eval split is only scored
         model, history = fit_model(run_cfg, data[n].tf_transform_output, data[n].train,
-                             data[n].eval, sim_range=data[n].sim_range,
-                             catalog=catalog if needs_catalog(run_cfg) else None,
-                             verbose=0)
+                                   data[n].validation, sim_range=data[n].sim_range,
+                                   catalog=catalog if needs_catalog(run_cfg) else None,
+                                   verbose=0)
         seconds = time.time() - start
         trained = data[n].report["splits"][TRAIN]["samples"] * epochs_run(history)
         runs.append({"variant": variant, "seed": seed, "num_levels": n,
@@ -148,6 +151,8 @@ def run_experiment(cfg: Config, out_dir: str, raw_dir: Optional[str] = None,
         "config": cfg.to_dict(),
         "dataset": {"raw_dir": str(raw_dir),
                     "train_samples": data[n0].report["splits"][TRAIN]["samples"],
+                    "validation_samples":
+                        data[n0].report["splits"][VALIDATION]["samples"],
                     "eval_samples": data[n0].report["splits"][EVAL]["samples"],
                     "sim_range": data[n0].sim_range,
                     "specific_users": len(groups[n0][0]),

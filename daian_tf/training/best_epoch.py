@@ -1,14 +1,14 @@
-"""Each fit keeps its best epoch: Keras' `EarlyStopping` on the fit's eval metric, with
-the weights the fit starts from among the candidates.
+"""Each fit keeps its best epoch: Keras' `EarlyStopping` on the fit's validation metric,
+with the weights the fit starts from among the candidates.
 
-`train.restore_best_epoch` (default on): a fit (DIN's, each of DAIAN's stages) ends with
-the weights of its best epoch by its eval metric — stage 1 by its eval KL loss, the CTR
-fits by eval AUC (`names.BEST_EPOCH_MONITOR`); `train.patience` > 0 also stops a fit
+The metric is read on the fit's `validation_data`, which every route of the project fills
+with the validation split (`names.VALIDATION`), never with the eval split that is
+reported on. `train.restore_best_epoch` (default on): a fit (DIN's, each of DAIAN's
+stages) ends with the weights of its best epoch by that metric — stage 1 by its KL loss,
+the CTR fits by AUC (`names.BEST_EPOCH_MONITOR`); `train.patience` > 0 also stops a fit
 after that many epochs without improvement. A fit that starts from trained weights
 (stages 2 and 3, any warm start) first evaluates them ("epoch 0"): if no epoch beats its
-start, it ends where it started. Measured on the quick start before this existed: stage 2
-ended at eval AUC 0.7475 and stage 3 brought it down to 0.7326 while its train AUC
-climbed to 0.85; restoring stage 3's better epoch alone still ends at 0.7331.
+start, it ends where it started.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def build_for_data(cfg, tf_transform_output,
 
 
 def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
-              eval_pattern: FilePattern, log_dir: Optional[str] = None,
+              validation_pattern: FilePattern, log_dir: Optional[str] = None,
               steps_per_epoch: Optional[int] = None,
               validation_steps: Optional[int] = None,
               sim_range: Optional[Sequence[float]] = None,
@@ -60,11 +60,13 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
     Args:
         cfg: the full `Config`.
         tf_transform_output: `tft.TFTransformOutput` of the transformed data.
-        train_pattern, eval_pattern: glob(s) of gzipped transformed TFRecords.
+        train_pattern: glob(s) of gzipped transformed TFRecords to fit on.
+        validation_pattern: those of the validation split: the only data a fit chooses
+            by (best epoch, early stop). Never the split that is reported on.
         log_dir: TensorBoard directory (the TFX Trainer's model_run_dir); None: none.
         steps_per_epoch: DIN only: batches per epoch (the training data then
             repeats); None: one pass over the data per epoch.
-        validation_steps: DIN only: eval batches per epoch; None: the whole split.
+        validation_steps: DIN only: validation batches per epoch; None: the whole split.
         sim_range: DAIAN only: the sample builder's I-2 range `[lo, hi]` (its report
             or its `Examples` artifact's property; never estimated here).
         catalog: DAIAN only: `(item ids, vectors)` (`data.catalog.read_model_catalog`).
@@ -85,7 +87,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
             if log_dir:
                 log_dir = scratch = tempfile.mkdtemp(prefix="daian_worker_logs_")
     try:
-        return _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
+        return _fit(cfg, tf_transform_output, train_pattern, validation_pattern, log_dir,
                     steps_per_epoch, validation_steps, sim_range, catalog,
                     checkpoint_dir, verbose, strategy, list(callbacks))
     finally:
@@ -93,7 +95,7 @@ def fit_model(cfg, tf_transform_output, train_pattern: FilePattern,
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
+def _fit(cfg, tf_transform_output, train_pattern, validation_pattern, log_dir,
          steps_per_epoch, validation_steps, sim_range, catalog, checkpoint_dir, verbose,
          strategy, callbacks: list) -> Tuple[keras.Model, dict]:
     def scope():
@@ -104,12 +106,12 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
     with scope():
         model = build_for_data(cfg, tf_transform_output, sim_range, catalog)
     if isinstance(model, DAIAN):
-        history = train_daian(model, train_pattern, eval_pattern, tf_transform_output,
+        history = train_daian(model, train_pattern, validation_pattern, tf_transform_output,
                               cfg.train, checkpoint_dir=checkpoint_dir,
                               callbacks=callbacks, verbose=verbose, strategy=strategy)
         if strategy is not None:
             history[mw.WORKERS_KEY] = _worker_report(strategy, model, None)
-            model = detached_copy(cfg, tf_transform_output, model, eval_pattern,
+            model = detached_copy(cfg, tf_transform_output, model, validation_pattern,
                                   sim_range, catalog)
         return model, history
     # a model with an intent head and `intent_loss_weight` > 0 (IntentRec, DUPN) is
@@ -131,14 +133,14 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
                             cache=cfg.train.cache, shuffle_unit=cfg.train.shuffle_unit,
                             shard=shard)
 
-    def eval_data(shard, batch_size):
-        return make_dataset(eval_pattern, tf_transform_output, batch_size,
+    def valid_data(shard, batch_size):
+        return make_dataset(validation_pattern, tf_transform_output, batch_size,
                             shuffle=False, input_keys=keys, shard=shard)
 
     # without a strategy: the two datasets as they are
     train_ds = mw.distribute_dataset(strategy, train_data, cfg.train.batch_size)
-    eval_ds = mw.distribute_dataset(strategy, eval_data, cfg.train.batch_size)
-    history = fitted.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
+    validation_ds = mw.distribute_dataset(strategy, valid_data, cfg.train.batch_size)
+    history = fitted.fit(train_ds, validation_data=validation_ds, epochs=cfg.train.epochs,
                         steps_per_epoch=steps_per_epoch,
                         validation_steps=validation_steps,
                         callbacks=callbacks + best_epoch_callbacks(cfg.train,
@@ -147,8 +149,8 @@ def _fit(cfg, tf_transform_output, train_pattern, eval_pattern, log_dir,
     history = dict(history.history)
     if strategy is not None:
         history[mw.WORKERS_KEY] = _worker_report(strategy, model, counter)
-        model = detached_copy(cfg, tf_transform_output, model, eval_pattern, sim_range,
-                              catalog)
+        model = detached_copy(cfg, tf_transform_output, model, validation_pattern,
+                              sim_range, catalog)
     return model, history
 
 

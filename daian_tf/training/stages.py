@@ -14,10 +14,12 @@ Each stage is a model of its own with fixed inputs, built on the DAIAN model's l
 (shared objects: fitting a stage model trains the DAIAN model); the DAIAN model itself
 never changes mode.
 
-Each stage ends with the weights of its best epoch by its eval metric (stage 1: the KL
-loss; stages 2 and 3: AUC), the weights it started from included (stages 2 and 3, any
-warm start), unless `train.restore_best_epoch` is off (`training/best_epoch.py`);
-`train.patience` also stops a stage early.
+Each stage ends with the weights of its best epoch by its metric on the validation split
+(stage 1: the KL loss; stages 2 and 3: AUC), the weights it started from included
+(stages 2 and 3, any warm start), unless `train.restore_best_epoch` is off
+(`training/best_epoch.py`); `train.patience` also stops a stage early. Every stage
+function takes `(train_pattern, validation_pattern)`: the split that is reported on
+is never among them.
 
 `train_daian` runs them in order (or, for the "w/o three-stage" ablation, one joint stage
 from scratch with one optimizer), writing `stage<k>.weights.h5` after each stage when
@@ -198,8 +200,8 @@ def intent_kl(model: DAIAN, file_pattern: FilePattern, tf_transform_output,
     return total / weight_sum if weight_sum > 0 else float("nan")
 
 
-def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform_output,
-                  train_cfg, strategy=None):
+def _ctr_datasets(keys: Sequence[str], train_pattern, validation_pattern,
+                  tf_transform_output, train_cfg, strategy=None):
     keys = list(keys)
 
     def train(shard, batch_size):
@@ -209,12 +211,12 @@ def _ctr_datasets(keys: Sequence[str], train_pattern, eval_pattern, tf_transform
                             cache=train_cfg.cache, shuffle_unit=train_cfg.shuffle_unit,
                             shard=shard)
 
-    def evaluation(shard, batch_size):
-        return make_dataset(eval_pattern, tf_transform_output, batch_size,
+    def validation(shard, batch_size):
+        return make_dataset(validation_pattern, tf_transform_output, batch_size,
                             shuffle=False, input_keys=keys, shard=shard)
 
     return (mw.distribute_dataset(strategy, train, train_cfg.batch_size),
-            mw.distribute_dataset(strategy, evaluation, train_cfg.batch_size))
+            mw.distribute_dataset(strategy, validation, train_cfg.batch_size))
 
 
 def _scope(strategy):
@@ -263,17 +265,17 @@ def _start(model: DAIAN, initial_weights: Optional[str], sample,
               flush=True)
 
 
-def _fit(model, train_ds, eval_ds, epochs: int, callbacks, verbose: int, train_cfg,
+def _fit(model, train_ds, validation_ds, epochs: int, callbacks, verbose: int, train_cfg,
          kind: str = CTR_FIT, trained_start: bool = False):
     """`model.fit`, ending with its best epoch's weights (`train.restore_best_epoch`);
     `trained_start`: the starting weights are a candidate too (evaluated first)."""
     callbacks = list(callbacks or []) + best_epoch_callbacks(
-        train_cfg, epochs, kind, start_data=eval_ds if trained_start else None)
-    return model.fit(train_ds, validation_data=eval_ds, epochs=epochs,
+        train_cfg, epochs, kind, start_data=validation_ds if trained_start else None)
+    return model.fit(train_ds, validation_data=validation_ds, epochs=epochs,
                      callbacks=callbacks, verbose=verbose)
 
 
-def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
+def train_stage1(model: DAIAN, train_pattern: FilePattern, validation_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
                  callbacks=None, verbose: int = 2,
                  strategy=None) -> keras.callbacks.History:
@@ -283,12 +285,12 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
                               shuffle=True, seed=train_cfg.seed, cache=train_cfg.cache,
                               shuffle_unit=train_cfg.shuffle_unit, shard=shard)
 
-    def eval_data(shard, batch_size):
-        return intent_dataset(model, eval_pattern, tf_transform_output, batch_size,
+    def valid_data(shard, batch_size):
+        return intent_dataset(model, validation_pattern, tf_transform_output, batch_size,
                               shuffle=False, shard=shard)
 
     train = mw.distribute_dataset(strategy, train_data, train_cfg.batch_size)
-    evaluation = mw.distribute_dataset(strategy, eval_data, train_cfg.batch_size)
+    validation = mw.distribute_dataset(strategy, valid_data, train_cfg.batch_size)
     with _scope(strategy):
         _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
                                                tf_transform_output, train_cfg),
@@ -298,11 +300,11 @@ def train_stage1(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
         intent_model.compile(
             optimizer=make_optimizer(train_cfg.optimizer, train_cfg.learning_rate),
             loss=keras.losses.KLDivergence())
-    return _fit(intent_model, train, evaluation, train_cfg.stage1_epochs, callbacks,
+    return _fit(intent_model, train, validation, train_cfg.stage1_epochs, callbacks,
                 verbose, train_cfg, kind=STAGE1, trained_start=bool(initial_weights))
 
 
-def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
+def train_stage2(model: DAIAN, train_pattern: FilePattern, validation_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
                  callbacks=None, verbose: int = 2,
                  strategy=None) -> keras.callbacks.History:
@@ -310,7 +312,7 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     `train_cfg.stage2_label` (I-3); UIM frozen."""
     with _scope(strategy):
         stage = LabelIntentModel(model, STAGE2_INTENT_KEYS[train_cfg.stage2_label])
-    train, evaluation = _ctr_datasets(stage.input_keys, train_pattern, eval_pattern,
+    train, validation = _ctr_datasets(stage.input_keys, train_pattern, validation_pattern,
                                       tf_transform_output, train_cfg, strategy)
     with _scope(strategy):
         _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
@@ -320,13 +322,13 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     try:
         with _scope(strategy):
             compile_ctr(stage, train_cfg)
-        return _fit(stage, train, evaluation, train_cfg.stage2_epochs, callbacks,
+        return _fit(stage, train, validation, train_cfg.stage2_epochs, callbacks,
                     verbose, train_cfg, trained_start=True)
     finally:
         _set_uim_trainable(model, True)
 
 
-def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
+def train_stage3(model: DAIAN, train_pattern: FilePattern, validation_pattern: FilePattern,
                  tf_transform_output, train_cfg, initial_weights: Optional[str] = None,
                  callbacks=None, verbose: int = 2, epochs: Optional[int] = None,
                  separate_uim_optimizer: bool = True,
@@ -335,7 +337,7 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
     their own optimizer at `uim_lr_scale` × the learning rate (`TwoOptimizerModel`),
     unless `separate_uim_optimizer=False`: one optimizer for all (the DAIAN model fitted
     as it is, the joint-from-scratch run)."""
-    train, evaluation = _ctr_datasets(model.input_keys, train_pattern, eval_pattern,
+    train, validation = _ctr_datasets(model.input_keys, train_pattern, validation_pattern,
                                       tf_transform_output, train_cfg, strategy)
     with _scope(strategy):
         _start(model, initial_weights, _sample(model, train, strategy, train_pattern,
@@ -349,12 +351,12 @@ def train_stage3(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePat
             uim_optimizer.build(model.uim_variables())
             stage = TwoOptimizerModel(model, uim_optimizer)
         compile_ctr(stage, train_cfg)
-    return _fit(stage, train, evaluation,
+    return _fit(stage, train, validation,
                 train_cfg.stage3_epochs if epochs is None else epochs, callbacks, verbose,
                 train_cfg, trained_start=separate_uim_optimizer or bool(initial_weights))
 
 
-def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePattern,
+def train_daian(model: DAIAN, train_pattern: FilePattern, validation_pattern: FilePattern,
                 tf_transform_output, train_cfg, checkpoint_dir: Optional[str] = None,
                 callbacks=None, verbose: int = 2, strategy=None) -> Dict[str, dict]:
     """The whole schedule of `train_cfg` (three stages, or one joint stage).
@@ -375,7 +377,7 @@ def train_daian(model: DAIAN, train_pattern: FilePattern, eval_pattern: FilePatt
             Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
             model.save_weights(str(Path(checkpoint_dir) / f"{name}.weights.h5"))
 
-    args = (model, train_pattern, eval_pattern, tf_transform_output, train_cfg)
+    args = (model, train_pattern, validation_pattern, tf_transform_output, train_cfg)
     kwargs = dict(callbacks=callbacks, verbose=verbose)
     if strategy is not None:
         kwargs["strategy"] = strategy

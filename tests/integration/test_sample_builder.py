@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from daian_tf.core import features as F
+from daian_tf.core.names import SPLITS
 from daian_tf.data.sample_builder import run_build_samples
 from daian_tf.data.simulator import simulate
 from daian_tf.core.config import SampleConfig, SimulationConfig
@@ -73,7 +74,7 @@ def add_edge_cases(raw: str) -> None:
 def read_examples(out_dir: str):
     """[(split, {key: python values})] of every example written."""
     rows = []
-    for split in ("train", "eval"):
+    for split in SPLITS:
         for path in sorted(Path(out_dir, split).glob("data-*.tfrecord.gz")):
             for rec in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
                 ex = tf.train.Example.FromString(rec.numpy())
@@ -114,6 +115,12 @@ class Reference:
                      for r in rows)
         day = 86400
         self.boundary = (max_ts // day) * day - (cfg.eval_days - 1) * day
+        self.validation_boundary = self.boundary - cfg.validation_days * day
+
+    def split(self, ts: int) -> str:
+        if ts >= self.boundary:
+            return "eval"
+        return "validation" if ts >= self.validation_boundary else "train"
 
     def cos(self, a: str, b: str) -> float:
         if a not in self.vec or b not in self.vec:
@@ -142,7 +149,7 @@ class Reference:
         sims = []
         for rid, rows in self.requests.items():
             trig = self.trigger(rid)
-            if trig is not None and int(rows[0]["timestamp"]) < self.boundary:
+            if trig is not None and self.split(int(rows[0]["timestamp"])) == "train":
                 sims += [self.cos(trig, r["item_id"]) for r in rows]
         return np.asarray(sims)
 
@@ -197,7 +204,7 @@ class Reference:
             F.TARGET_SIM: self.cos(trig, target),
             F.INTENT_DIVERSITY: len({cat(i) for i in clicked_items} - {cat(trig), ""}),
             F.P_TRUE: self.truth[(rid, target)],
-            "split": "eval" if ts >= self.boundary else "train",
+            "split": self.split(ts),
             "ambiguous": any(self.near_edge(self.cos(trig, i), lo, hi)
                              for i in clicked_items),
         }
@@ -213,17 +220,24 @@ def compare(raw_dir: str, out_dir: str, cfg: SampleConfig, report: dict) -> None
     examples = read_examples(out_dir)
     lo, hi = report["sim_range"]
     assert report["split_boundary_timestamp"] == ref.boundary
+    assert report["validation_boundary_timestamp"] == ref.validation_boundary
 
     # every request with a derivable trigger yields all its impressions, no others
     kept = {rid for rid in ref.requests if ref.trigger(rid) is not None}
     assert len(ref.requests) - len(kept) == 2  # the two added underivable ones
     assert report["counts"]["requests_dropped_no_trigger"] == len(ref.requests) - len(kept)
     assert len(examples) == sum(len(ref.requests[rid]) for rid in kept)
-    for split in ("train", "eval"):
+    for split in SPLITS:
         n_split = sum(len(ref.requests[rid]) for rid in kept
-                      if (int(ref.requests[rid][0]["timestamp"]) >= ref.boundary)
-                      == (split == "eval"))
+                      if ref.split(int(ref.requests[rid][0]["timestamp"])) == split)
         assert report["splits"][split]["samples"] == n_split > 0
+    # each file holds its requests sorted by id, a request's examples together
+    for split in SPLITS:
+        for path in Path(out_dir, split).glob("data-*.tfrecord.gz"):
+            ids = [tf.train.Example.FromString(r.numpy()).features.feature[
+                F.REQUEST_ID].bytes_list.value[0] for r in tf.data.TFRecordDataset(
+                    str(path), compression_type="GZIP")]
+            assert ids == sorted(ids)
 
     checked = ambiguous = 0
     for split, feats in random.Random(0).sample(examples, N_CHECK):

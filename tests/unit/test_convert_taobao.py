@@ -31,6 +31,7 @@ from daian_tf.core.config import (DEFAULT_CONFIG_FILE, ConfigError, TaobaoConfig
                                   iso_utc_seconds,
                                   load_config)
 from daian_tf.core.errors import RawLogError
+from daian_tf.core.names import SPLITS
 from daian_tf.data.convert.taobao import (AD_FEATURE_FILE, BEHAVIOR_LOG_FILE,
                                           PROFILE_COLUMNS, RAW_SAMPLE_FILE,
                                           USER_PROFILE_FILE, convert_taobao)
@@ -301,10 +302,11 @@ def test_the_sample_builder_reads_the_output(converted, tmp_path):
     assert counts["requests"] == report["requests"]["kept"]
     assert counts["requests_dropped_no_trigger"] == 0
     assert counts["requests_trigger_derived"] == 0
-    assert built["splits"]["train"]["requests"] == report["requests"]["train"]
+    # the converter's train period is the builder's train and validation splits
+    assert (built["splits"]["train"]["requests"]
+            + built["splits"]["validation"]["requests"] == report["requests"]["train"])
     assert built["splits"]["eval"]["requests"] == report["requests"]["eval"] > 0
-    assert (built["splits"]["train"]["samples"] + built["splits"]["eval"]["samples"]
-            == len(imp))
+    assert sum(built["splits"][s]["samples"] for s in SPLITS) == len(imp)
     assert built["split_boundary_timestamp"] == EVAL_TS
     assert counts["users_without_profile"] == 1
     unknown = imp["item_id"].astype(int) == UNKNOWN_AD

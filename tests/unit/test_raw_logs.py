@@ -21,6 +21,7 @@ from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impres
 from daian_tf.data.sample_builder import run_build_samples
 from daian_tf.core.errors import RawLogError
 from daian_tf.core.config import SampleConfig
+from daian_tf.core.names import SPLITS
 
 DAY = 86400
 T0 = 1_700_006_400 + 20 * DAY  # a UTC day boundary
@@ -246,7 +247,7 @@ def test_disagreeing_request_rows_raise_clean_error(tmp_path):
 
 def _read_examples(out: Path):
     records = []
-    for split in ("train", "eval"):
+    for split in SPLITS:
         for path in sorted((out / split).glob("data-*.tfrecord.gz")):
             for rec in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
                 ex = tf.train.Example.FromString(rec.numpy())

@@ -1,8 +1,10 @@
-"""TFRecordBatchSink: batches of records become gzipped TFRecord files that
-TensorFlow's own reader reads back, record for record."""
+"""WriteSortedShards: requests' records become gzipped TFRecord files that TensorFlow's
+own reader reads back, record for record, in an order and with bytes fixed by the
+records alone."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import apache_beam as beam
@@ -10,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from daian_tf.data.beam_runners import pipeline_options
-from daian_tf.data.tfrecord_sink import TFRecordBatchSink, frame_records
+from daian_tf.data.tfrecord_sink import WriteSortedShards, frame_records, shard_of
 
 
 def test_tensorflow_reads_the_framing_back(tmp_path):
@@ -21,33 +23,51 @@ def test_tensorflow_reads_the_framing_back(tmp_path):
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
 
 
-def test_pipeline_writes_gzipped_shards(tmp_path):
-    batches = [[f"r{i}-{k}".encode() for k in range(i)] for i in range(1, 30)]
+REQUESTS = [(f"r{i:03d}", [f"r{i:03d}-{k}".encode() for k in range(i % 4 + 1)])
+            for i in range(60)]
+
+
+def _write(directory: Path, requests, num_shards: int) -> list:
     with beam.Pipeline(options=pipeline_options()) as p:  # the project's runner
-        _ = (p | beam.Create(batches)
-             | beam.io.Write(TFRecordBatchSink(str(tmp_path / "data"), ".tfrecord.gz",
-                                               num_shards=2, compress_level=1)))
-    shards = sorted(Path(tmp_path).glob("data-*-of-00002.tfrecord.gz"))
-    assert len(shards) == 2
-    read = [r.numpy() for r in tf.data.TFRecordDataset(
-        [str(s) for s in shards], compression_type="GZIP")]
-    assert sorted(read) == sorted(r for b in batches for r in b)
+        _ = (p | beam.Create(requests)
+             | WriteSortedShards(str(directory / "data"), ".tfrecord.gz", num_shards,
+                                 compress_level=1))
+    return sorted(directory.glob("data-*.tfrecord.gz"))
 
 
-def test_the_same_records_give_the_same_bytes(tmp_path):
-    """No run-specific header field (gzip's time, Beam's temporary file name)."""
-    files = []
-    for run in ("a", "b"):
-        with beam.Pipeline(options=pipeline_options()) as p:
-            _ = (p | beam.Create([[b"x", b"yz"]])
-                 | beam.io.Write(TFRecordBatchSink(str(tmp_path / run / "data"),
-                                                   ".tfrecord.gz", num_shards=1,
-                                                   compress_level=1)))
-        files += list((tmp_path / run).glob("data-*.tfrecord.gz"))
-    assert len(files) == 2
-    assert files[0].read_bytes() == files[1].read_bytes()
+def _read(path: Path) -> list:
+    return [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
 
 
-def test_bad_compress_level():
-    with pytest.raises(ValueError, match="compress_level must be in 1..9, got 0"):
-        TFRecordBatchSink("/tmp/x", ".gz", 0, compress_level=0)
+def test_each_file_holds_its_hash_shard_sorted_by_request(tmp_path):
+    """Brute force: file k holds exactly the requests whose crc32c is k mod n, in id
+    order, each request's records in their own order; a file no request reaches is
+    written empty."""
+    files = _write(tmp_path, REQUESTS, 3)
+    assert [f.name for f in files] == [f"data-0000{k}-of-00003.tfrecord.gz"
+                                       for k in range(3)]
+    for k, path in enumerate(files):
+        want = [rec for rid, recs in sorted(REQUESTS) if shard_of(rid, 3) == k
+                for rec in recs]
+        assert _read(path) == want
+    few = _write(tmp_path / "few", REQUESTS[:1], 4)
+    assert len(few) == 4 and sum(len(_read(f)) for f in few) == 1
+
+
+def test_the_order_of_arrival_changes_no_byte(tmp_path):
+    """Two runs whose requests arrive in different orders write the same bytes (no
+    time, no temporary name in the gzip header; sorted by request id)."""
+    shuffled = list(REQUESTS)
+    random.Random(1).shuffle(shuffled)
+    a = _write(tmp_path / "a", REQUESTS, 2)
+    b = _write(tmp_path / "b", shuffled, 2)
+    assert [f.read_bytes() for f in a] == [f.read_bytes() for f in b]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_shards": 1, "compress_level": 0}, "compress_level must be in 1..9, got 0"),
+    ({"num_shards": 0, "compress_level": 1}, "num_shards must be >= 1, got 0"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WriteSortedShards("/tmp/x", ".gz", **kwargs)

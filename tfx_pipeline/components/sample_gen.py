@@ -1,12 +1,12 @@
 """`TirSampleGen`: the pipeline's ExampleGen, running the library's Beam sample builder.
 
 It reads a raw TIR log directory (spec/DATA.md §1) and writes an `Examples` artifact with
-`Split-train` and `Split-eval` (gzipped TFRecords of `tf.Example`, DATA.md §2) plus the
-builder's `report.json` at the artifact root; the artifact's custom properties hold the
-report and the I-2 similarity range (`sim_range`, read by Transform and Trainer). The Beam code is `daian_tf.data.sample_builder`
-itself, applied to the pipeline that TFX builds from `beam_pipeline_args`, so the same code
-runs under the CLI, LocalDagRunner and Kubeflow with Dataflow/Flink/Spark.
-"""
+`Split-train`, `Split-validation` and `Split-eval` (gzipped TFRecords of `tf.Example`,
+DATA.md §2) plus the builder's `report.json` at the artifact root; the artifact's custom
+properties hold the report and the I-2 similarity range (`sim_range`, read by Transform
+and Trainer). The Beam code is `daian_tf.data.sample_builder` itself, applied to the
+pipeline that TFX builds from `beam_pipeline_args`, so the same code runs under the CLI,
+LocalDagRunner and Kubeflow with Dataflow/Flink/Spark."""
 
 
 import json
@@ -42,14 +42,14 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     Args:
       raw_dir: the raw-log directory (local path or any Beam filesystem URI).
       sample_config: `SampleConfig` as JSON (the `samples:` section of the config).
-      examples: the output `Examples` artifact (splits `train`, `eval`).
+      examples: the output `Examples` artifact (splits `train`, `validation`, `eval`).
       code_version: the package's code hash; part of the cache key, so that a code
         change re-runs the component (PITFALLS: TFX caches).
       beam_pipeline: provided by TFX from the pipeline's `beam_pipeline_args`.
     """
     del code_version  # only a cache key
     from daian_tf.data.sample_builder import build_sample_pipeline, run_pipeline
-    from daian_tf.data.sample_report import finalize_report
+    from daian_tf.data.sample_report import check_splits_hold_requests, finalize_report
     from daian_tf.core.config import config_from_dict
 
     cfg = config_from_dict({"samples": json.loads(sample_config)}).samples
@@ -57,6 +57,7 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
     report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg,
                              raw_dir=raw_dir)
+    check_splits_hold_requests(report, f"TirSampleGen ({examples.uri})")
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     examples_utils.set_payload_format(
         examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)

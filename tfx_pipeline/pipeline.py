@@ -37,7 +37,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from daian_tf.core.config import Config
-from daian_tf.core.names import DAIAN, EVAL, STAGES, TRAIN, VALIDATION
+from daian_tf.core.names import DAIAN, EVAL, SPLITS, STAGES, TRAIN, VALIDATION
 from daian_tf.data.transform import raw_schema, transform_custom_config
 from tfx_pipeline.components.sample_gen import TirSampleGen
 from tfx_pipeline.components.infra_check import InfraCheck
@@ -125,6 +125,8 @@ def create_pipeline(
         examples=sample_gen.outputs["examples"],
         schema=contract.outputs["schema"],
         preprocessing_fn="tfx_pipeline.transform_module.preprocessing_fn",
+        # vocabularies and statistics from train alone; every split transformed
+        splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN], transform=list(SPLITS)),
         # sim_range: filled in at run time from the Examples artifact
         custom_config={**transform_custom_config(cfg, None), "code_version": version},
     )

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from daian_tf.core import features as F
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, load_config
-from daian_tf.core.names import EVAL
+from daian_tf.core.names import EVAL, SPLITS
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_pipeline_produces_every_artifact(pipeline_run):
         uri = latest_output_uri(md, component, key)
         assert os.path.exists(uri), (component, uri)
     examples = latest_output_uri(md, "TirSampleGen", "examples")
-    for split in ("Split-train", "Split-eval"):
+    for split in (f"Split-{s}" for s in SPLITS):
         assert any(f.endswith(".gz") for f in os.listdir(os.path.join(examples, split)))
     report = json.load(open(os.path.join(examples, "report.json")))
     assert report["sim_range"][0] < report["sim_range"][1]
@@ -133,7 +133,7 @@ def test_example_validator_finds_no_anomaly(pipeline_run):
     from tfx_pipeline.runner import latest_output_uri
 
     uri = latest_output_uri(pipeline_run["metadata"], "ExampleValidator", "anomalies")
-    for split in ("train", "eval"):
+    for split in SPLITS:
         path = os.path.join(uri, f"Split-{split}", "SchemaDiff.pb")
         anomalies = anomalies_pb2.Anomalies()
         anomalies.ParseFromString(open(path, "rb").read())

@@ -77,7 +77,7 @@ def _values(variables):
 
 def _args(data):
     p = data["paths"]
-    return p["train"], p["eval"], data["tfo"], data["cfg"].train
+    return p["train"], p["validation"], data["tfo"], data["cfg"].train
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_ablation_schedules_train(data, model_overrides, train_overrides, stages
         cfg, model=dataclasses.replace(cfg.model, **model_overrides),
         train=dataclasses.replace(cfg.train, stage1_epochs=1, **train_overrides))
     model, history = fit_model(cfg, data["tfo"], data["paths"]["train"],
-                               data["paths"]["eval"], sim_range=list(SIM_RANGE),
+                               data["paths"]["validation"], sim_range=list(SIM_RANGE),
                                catalog=_catalog(), verbose=0)
     assert list(history) == stages_run
     assert all(np.isfinite(h["loss"]).all() for h in history.values())

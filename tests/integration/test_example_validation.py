@@ -23,6 +23,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from daian_tf.core import features as F
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, SimulationConfig, load_config
 from daian_tf.core.errors import DaianInputError, ExampleContractError
+from daian_tf.core.names import SPLITS
 from daian_tf.data.beam_runners import pipeline_options, with_default_runner
 from tfx_pipeline.components.validation import (
     DATASET, HEADER, anomaly_lines, contract_error)
@@ -275,7 +276,7 @@ def test_pipeline_stops_before_downstream_on_a_negative_price(good_world, cfg,
     message = str(error)
     assert message.startswith(HEADER)
     for key in F.PRICE_KEYS:
-        for split in ("train", "eval"):
+        for split in SPLITS:
             assert (f"split {split}: feature {key!r}: Out-of-range values: "
                     "Unexpectedly low values: -1") in message, message
     assert {feature for _, feature, _ in error.problems} == set(F.PRICE_KEYS)

@@ -31,6 +31,7 @@ import pytest
 from daian_tf.core.config import DEFAULT_CONFIG_FILE, SampleConfig, SimulationConfig, \
     load_config
 from daian_tf.core.errors import RawLogError
+from daian_tf.core.names import SPLITS
 from daian_tf.data.sample_builder import run_build_samples
 from daian_tf.data.simulator import simulate
 from tests.integration.test_sample_builder import USER_COLUMNS, add_edge_cases
@@ -95,7 +96,7 @@ def test_the_builder_on_flink_writes_the_direct_runners_records(raw_dir, direct,
     assert any("org.apache.flink.runtime.executiongraph" in line
                and "GroupByUser" in line for line in flink_lines)
 
-    for split in ("train", "eval"):
+    for split in SPLITS:
         records = sorted(tfrecords(tmp_path / split))
         assert records and records == sorted(tfrecords(Path(direct_dir) / split)), split
     assert report["counts"]["samples_train"] > 0 and report["counts"][
@@ -156,7 +157,7 @@ def test_transform_on_flink_gives_the_direct_runners_output(direct, tmp_path):
         return [tf.train.Example.FromString(r).SerializeToString(deterministic=True)
                 for r in tfrecords(root / TRANSFORMED_DIR / split)]
 
-    for split in ("train", "eval"):
+    for split in SPLITS:
         flink = examples(outputs["flink"], split)
         assert flink and sorted(flink) == sorted(examples(outputs["direct"], split))
         # each request's records stay together (request-level shuffling relies on it)

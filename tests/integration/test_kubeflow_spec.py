@@ -138,6 +138,29 @@ def test_the_root_raw_logs_and_serving_dir_come_from_config_and_command_line(cli
     assert local.parent == path.parent and "feature {" in local.read_text()
 
 
+def test_trainers_choose_by_validation_and_evaluators_report_on_eval(cli_compile):
+    """Transform analyses train; each Trainer fits on train and chooses its epochs by
+    validation (its eval_args); only the Evaluators read the eval split."""
+    from tfx_pipeline.spec_check import constant_parameters, pipeline_spec, tasks
+
+    def value(v):
+        return json.loads(v) if isinstance(v, str) else v
+
+    t = tasks(pipeline_spec(_job(cli_compile[0])))
+    trainers = sorted(n for n in t if n.startswith("Trainer_"))
+    assert trainers == ["Trainer_din", "Trainer_stage1", "Trainer_stage2",
+                        "Trainer_stage3"]
+    for name in trainers:
+        params = constant_parameters(t[name])
+        assert value(params["train_args"])["splits"] == ["train"], name
+        assert value(params["eval_args"])["splits"] == ["validation"], name
+    for name in ("Evaluator_vs_din", "Evaluator_vs_blessed"):
+        assert value(constant_parameters(t[name])["example_splits"]) == ["eval"], name
+    # Transform's vocabularies and statistics come from train alone
+    assert value(constant_parameters(t["Transform"])["splits_config"]) == {
+        "analyze": ["train"], "transform": ["train", "validation", "eval"]}
+
+
 def test_the_beam_options_reach_the_beam_components(cli_compile):
     from tfx_pipeline.spec_check import container_arguments, containers, pipeline_spec
 

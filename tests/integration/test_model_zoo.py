@@ -43,7 +43,7 @@ ZOO = [name for name in MODEL_NAMES if name not in (DIN, DAIAN) and name in MODE
 def _cfg(name: str = DIN) -> Config:
     return Config(
         simulation=SimulationConfig(num_users=150, num_items=300, num_categories=16,
-                                    num_shops=20, request_days=4, history_days=4),
+                                    num_shops=20, request_days=5, history_days=4),
         samples=SampleConfig(history_days=4, max_seq_len=12),
         model=dataclasses.replace(Config().model, name=name, embedding_dim=8,
                                   hidden_units=(32, 16), attention_units=(16,)),
@@ -67,7 +67,7 @@ _FITTED: dict = {}
 def _fitted(world, name):
     if name not in _FITTED:
         cfg, data = _cfg(name), world["data"]
-        model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
+        model, history = fit_model(cfg, data.tf_transform_output, data.train, data.validation,
                                    sim_range=data.sim_range,
                                    catalog=world["catalog"] if needs_catalog(cfg) else None,
                                    verbose=0)

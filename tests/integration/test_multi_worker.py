@@ -17,7 +17,7 @@ chief, and the command exits with 1 after both errors.
 DAIAN's three stages (a stage model, optimizer and dataset each) run under the strategy
 too: two workers (`launch_local`, `fit_model` on the same transformed data, one epoch a
 stage) end every stage in step with the same weights, and the plain copy that
-`fit_model` returns scores the eval split.
+`fit_model` returns scores the validation split as the fit's last epoch did.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def single(run):
     for seed in SEEDS:
         cfg = dataclasses.replace(run["cfg"], train=dataclasses.replace(
             run["cfg"].train, seed=seed))
-        model, _ = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
+        model, _ = fit_model(cfg, data.tf_transform_output, data.train, data.validation,
                              verbose=0)
         labels, scores, users = predict_split(model, data.eval, data.tf_transform_output)
         out.append((roc_auc_score(labels, scores), _gauc(labels, scores, users)))
@@ -119,10 +119,10 @@ def test_both_workers_trained_on_disjoint_shards_of_the_split(run):
     summary, data = run["summary"], run["data"]
     history = summary["history"]
     epochs = run["cfg"].train.epochs
-    n_train, n_eval = _count(data.train), _count(data.eval)
+    n_train, n_validation = _count(data.train), _count(data.validation)
     # every epoch's global counts (the metrics read over all workers): each example once
     assert history["examples"] == [n_train] * epochs
-    assert history["val_examples"] == [n_eval] * epochs
+    assert history["val_examples"] == [n_validation] * epochs
     workers = history["workers"]
     own = np.array([workers[f"train_examples_worker{i}"] for i in range(WORKERS)])
     assert own.shape == (WORKERS, epochs)
@@ -192,13 +192,14 @@ from daian_tf.evaluation.tables import ranking_metrics
 from daian_tf.training.fit import fit_model, jsonable_history
 from daian_tf.workflows import read_transformed
 data = read_transformed(samples, out, cfg)
-model, history = fit_model(cfg, data.tf_transform_output, data.train, data.eval,
+model, history = fit_model(cfg, data.tf_transform_output, data.train, data.validation,
                            sim_range=data.sim_range, catalog=read_model_catalog(raw),
                            verbose=0)
 if mw.is_chief(strategy):
-    metrics = ranking_metrics(*predict_split(model, data.eval, data.tf_transform_output))
+    metrics = ranking_metrics(*predict_split(model, data.validation,
+                                             data.tf_transform_output))
     with open(result, "w") as f:
-        json.dump({"history": jsonable_history(history), "eval": metrics}, f)
+        json.dump({"history": jsonable_history(history), "validation": metrics}, f)
 """
 
 
@@ -222,7 +223,7 @@ def test_daian_three_stages_train_in_step(run, tmp_path):
     digests = history["workers"]["weights_digest"]
     assert len(digests) == WORKERS and digests[1] == pytest.approx(digests[0], rel=1e-9)
     # the returned copy holds the trained weights: it scores as stage 3 ended
-    assert report["eval"]["auc"] == pytest.approx(history["stage3"]["val_auc"][0],
+    assert report["validation"]["auc"] == pytest.approx(history["stage3"]["val_auc"][0],
                                                   abs=0.01)
 
 

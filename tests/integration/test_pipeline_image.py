@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import _image as I
+from daian_tf.core.names import SPLITS
 
 pytestmark = pytest.mark.slow
 
@@ -174,9 +175,9 @@ def test_tir_sample_gen_runs_in_the_image_environment_as_its_container_does(
                                .read_text(), pipeline_spec_pb2.ExecutorOutput())
     examples = output.artifacts["examples"].artifacts[0]
     assert examples.uri == str(tmp_path / "TirSampleGen" / "examples")
-    assert json.loads(examples.metadata["split_names"]) == ["train", "eval"]
+    assert json.loads(examples.metadata["split_names"]) == list(SPLITS)
     assert "sim_range" in examples.metadata  # what Transform and the Trainers read
-    for split in ("train", "eval"):
+    for split in SPLITS:
         files = sorted((Path(examples.uri) / f"Split-{split}").glob("*.gz"))
         assert files, split
         first = next(iter(tf.data.TFRecordDataset([str(f) for f in files],

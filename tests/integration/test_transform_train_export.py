@@ -24,6 +24,7 @@ from daian_tf.core import features as F
 from daian_tf.data.dataset import make_dataset
 from daian_tf.core.config import Config, ModelConfig, SampleConfig, TrainConfig
 from daian_tf.core.errors import DaianInputError
+from daian_tf.core.names import EVAL, TRAIN, VALIDATION
 from daian_tf.core.features import vocab_filename
 from daian_tf.core.signatures import (INPUT_EXAMPLES, OUTPUT_CTR, SIGNATURE_CTR,
                                       SIGNATURE_RANK, SIGNATURE_SERVING_DEFAULT)
@@ -115,11 +116,14 @@ def random_example(rng: np.random.Generator, cfg: Config, index: int,
 
 
 def write_random_samples(directory: Path, cfg: Config, num_train: int = 320,
-                         num_eval: int = 160, seed: int = 0) -> dict:
-    """A sample builder's output: train/eval gzipped TFRecords and report.json."""
+                         num_eval: int = 160, seed: int = 0,
+                         num_validation: int = 96, sim_range=SIM_RANGE) -> dict:
+    """A sample builder's output: train/validation/eval gzipped TFRecords and a
+    report.json with the splits' counts and `sim_range`."""
     rng = np.random.default_rng(seed)
     written = {}
-    for split, count in (("train", num_train), ("eval", num_eval)):
+    for split, count in ((TRAIN, num_train), (VALIDATION, num_validation),
+                         (EVAL, num_eval)):
         (directory / split).mkdir(parents=True)
         examples = [random_example(rng, cfg, i) for i in range(count)]
         for shard in range(2):
@@ -128,7 +132,11 @@ def write_random_samples(directory: Path, cfg: Config, num_train: int = 320,
                 for e in examples[shard::2]:
                     w.write(e)
         written[split] = examples
-    (directory / "report.json").write_text(json.dumps({"sim_range": list(SIM_RANGE)}))
+    report = {"sim_range": list(sim_range),
+              "splits": {s: {"samples": len(e), "requests": len(e)}
+                         for s, e in written.items()},
+              "validation_boundary_timestamp": 0, "split_boundary_timestamp": 86400}
+    (directory / "report.json").write_text(json.dumps(report))
     return written
 
 
@@ -141,7 +149,7 @@ def run(tmp_path_factory):
     paths = transform_samples(str(root / "samples"), str(root / "out"), cfg,
                               list(SIM_RANGE))
     tfo = tft.TFTransformOutput(paths["transform_output"])
-    model, history = fit_model(cfg, tfo, paths["train"], paths["eval"],
+    model, history = fit_model(cfg, tfo, paths[TRAIN], paths[VALIDATION],
                                steps_per_epoch=3, validation_steps=2)
     export_dir = str(root / "serving_model" / "1")
     export_serving_model(model, tfo, export_dir, cfg.samples,
@@ -408,11 +416,9 @@ def test_warmup_requests_are_predict_logs(run):
 def test_train_from_samples_uses_the_reports_similarity_range(tmp_path):
     """`daian train` bins with the sample builder's range (report.json), as data."""
     cfg = _cfg()
-    examples = write_random_samples(tmp_path / "samples", cfg, num_train=160,
-                                    num_eval=96, seed=1)
     report_range = [-0.1, 0.45]  # not the range the random similarities span
-    (tmp_path / "samples" / "report.json").write_text(
-        json.dumps({"sim_range": report_range}))
+    examples = write_random_samples(tmp_path / "samples", cfg, num_train=160,
+                                    num_eval=96, seed=1, sim_range=report_range)
     summary = train_from_samples(str(tmp_path / "samples"), str(tmp_path / "out"), cfg)
     assert summary["sim_range"] == report_range
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text()) == summary

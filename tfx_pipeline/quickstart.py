@@ -18,7 +18,7 @@ from typing import List, Optional
 import numpy as np
 
 from daian_tf.core.config import Config
-from daian_tf.core.names import DAIAN, EVAL, TRAIN
+from daian_tf.core.names import DAIAN, EVAL, REPORT_FILE, TRAIN, VALIDATION
 
 
 def _log(msg: str) -> None:
@@ -106,7 +106,10 @@ def run_quickstart(workdir: str, cfg: Config, scale: float = 1.0,
     train = read_split(os.path.join(split_dir(examples_uri, TRAIN), "*"),
                        cfg.samples, with_requests=False)
     evals = read_split(os.path.join(split_dir(examples_uri, EVAL), "*"), cfg.samples)
-    _log(f"eval split: {len(evals)} samples; train split: {len(train)} samples")
+    with open(os.path.join(examples_uri, REPORT_FILE)) as f:
+        validation = json.load(f)["splits"][VALIDATION]["samples"]
+    _log(f"scoring the eval split: {len(evals)} samples (train {len(train)}, validation "
+         f"{validation}: what each fit chose its epochs by)")
 
     name = cfg.model.name.upper()
     if out["pushed"]:

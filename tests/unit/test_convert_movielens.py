@@ -17,6 +17,7 @@ import pytest
 from daian_tf.core import features as F
 from daian_tf.core.config import ConfigError, MovieLensConfig, SampleConfig
 from daian_tf.core.errors import DaianInputError, RawLogError
+from daian_tf.core.names import SPLITS
 from daian_tf.data.catalog import read_embeddings
 from daian_tf.data.convert import movielens as ml
 
@@ -112,8 +113,12 @@ def _read_out(out):
     return imp, beh, items
 
 
-def _check_rules(imp, beh, cfg, cut):
-    """Every rule of the construction, re-derived from behaviors.csv (= the ratings)."""
+def _check_rules(imp, beh, cfg, samples):
+    """Every rule of the construction, re-derived from behaviors.csv (= the ratings):
+    a request's labels and its watched films stop before the next split cut after it
+    (validation: `validation_days` before eval_start, here)."""
+    cut = samples.eval_start_timestamp()
+    cuts = (cut - samples.validation_days * DAY, cut)
     by_user = defaultdict(list)
     for row in beh.itertuples(index=False):
         by_user[row.user_id].append((row.timestamp, row.item_id, row.behavior))
@@ -125,7 +130,9 @@ def _check_rules(imp, beh, cfg, cut):
         assert (u, trig) in liked and rated_at[(u, trig)] == t_req - 1, rid
         assert len(req) == cfg.candidates_per_request and req.item_id.is_unique
         t0 = t_req - 1
-        end = t0 + cfg.horizon_s if t_req >= cut else min(t0 + cfg.horizon_s, cut - 1)
+        next_cut = min([c for c in cuts if t_req < c], default=None)
+        end = t0 + cfg.horizon_s if next_cut is None else min(t0 + cfg.horizon_s,
+                                                              next_cut - 1)
         # brute force: the user's liked ratings strictly after t0's second, to `end`, in
         # file order within a second (behaviors.csv keeps it), the first max_clicks
         expected = [i for t, i, b in by_user[u] if t0 < t <= end and b == ml.LIKED]
@@ -133,8 +140,8 @@ def _check_rules(imp, beh, cfg, cut):
         assert sorted(got) == sorted(expected[:cfg.max_clicks]), rid
         watched = {i for t, i, _ in by_user[u] if t <= end}
         assert not (set(req.loc[req.clicked == 0, "item_id"]) & watched), rid
-        if t_req < cut:
-            assert all(rated_at[(u, i)] < cut for i in got), rid
+        if next_cut is not None:
+            assert all(rated_at[(u, i)] < next_cut for i in got), rid
 
 
 def test_fixture_follows_every_rule(tmp_path):
@@ -143,10 +150,12 @@ def test_fixture_follows_every_rule(tmp_path):
     out = str(tmp_path / "raw")
     report = ml.convert_movielens(out, cfg, SAMPLES)
     imp, beh, items = _read_out(out)
-    _check_rules(imp, beh, cfg, CUT)
+    _check_rules(imp, beh, cfg, SAMPLES)
     # every liked rating is a trigger at request_fraction 1
     n_liked = sum(r >= 4 for _, _, r, _ in _ratings())
-    assert imp.request_id.nunique() == n_liked == report["requests_train"] + report["requests_eval"]
+    assert imp.request_id.nunique() == n_liked == sum(report[f"requests_{s}"]
+                                                      for s in SPLITS)
+    assert report["requests_validation"] > 0
     # the hand-derived cases: Toy Story at T is followed by two liked films at T+30
     # (same second: both count) and stops there (max_clicks 2)
     ts = items.set_index("title").item_id
@@ -156,8 +165,8 @@ def test_fixture_follows_every_rule(tmp_path):
     # Clueless at T+90: Sabrina exactly a horizon later is in, Nixon a second later out
     req = imp[imp.trigger_item_id == ts["Clueless (1995)"]]
     assert req.loc[req.clicked == 1, "item_id"].tolist() == [ts["Sabrina (1995)"]]
-    # user 2: Alien at CUT-100 is a train request; its liked followers after the cut
-    # (Psycho, Vertigo) are not its labels, Aliens (before the cut) is
+    # user 2: Alien at CUT-100 is a validation request; its liked followers after the
+    # cut (Psycho, Vertigo) are not its labels, Aliens (before the cut) is
     req = imp[imp.trigger_item_id == ts["Alien (1979)"]]
     assert req.loc[req.clicked == 1, "item_id"].tolist() == [ts["Aliens (1986)"]]
     # ... while Aliens' own request (CUT-49) keeps nothing after the cut either
@@ -197,7 +206,8 @@ def test_non_clicks_come_from_the_triggers_neighbours_by_share(tmp_path):
             for k in range(len(vectors))}
     for _, req in imp.groupby("request_id"):
         u, t0 = req.user_id.iloc[0], req.timestamp.iloc[0] - 1
-        end = t0 + DAY if t0 + 1 >= CUT else min(t0 + DAY, CUT - 1)
+        next_cut = min([c for c in (CUT - DAY, CUT) if t0 + 1 < c], default=None)
+        end = t0 + DAY if next_cut is None else min(t0 + DAY, next_cut - 1)
         watched = set(beh.item_id[(beh.user_id == u) & (beh.timestamp <= end)])
         pool = top3[req.trigger_item_id.iloc[0]] - watched
         non_clicks = set(req.item_id[req.clicked == 0])
@@ -271,7 +281,7 @@ def test_real_ml1m_follows_every_rule(tmp_path):
     assert report["ratings"] == 1_000_209 and report["users"] == 6040
     assert report["items"] == 3883
     imp, beh, _ = _read_out(out)
-    _check_rules(imp, beh, cfg, samples.eval_start_timestamp())
+    _check_rules(imp, beh, cfg, samples)
     assert report["requests_eval"] > 400 and report["requests_train"] > 4000
 
 
@@ -291,7 +301,6 @@ def test_the_sample_builder_reads_the_converted_logs(tmp_path):
     assert counts["requests_dropped_no_trigger"] == 0
     assert counts["users_without_profile"] == 0 and counts["items_without_embedding"] == 0
     assert counts["requests_eval"] == conv["requests_eval"]
-    # the converter's train period is the builder's train and validation splits
-    assert (counts["requests_train"] + counts["requests_validation"]
-            == conv["requests_train"])
+    assert counts["requests_validation"] == conv["requests_validation"]
+    assert counts["requests_train"] == conv["requests_train"]
     assert report["split_boundary_timestamp"] == CUT

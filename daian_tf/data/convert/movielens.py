@@ -18,11 +18,14 @@ MovieLens has no pages and no triggers, only who rated which film when. The cons
   the others drawn by popularity (train-period rating count + 1, to the power
   `popularity_power`). Never shown as a non-click: a film the user rated before the
   request or within its horizon.
-* **No leakage across the time split.** `samples.eval_start` (required) is the first
-  instant of the eval split, and the converter applies it to labels: a train request's
-  horizon ends before the cut, so no eval-period rating is a train label or shapes a
-  train candidate list, and popularity counts only train-period ratings. (Text vectors
-  are content, not behaviour.)
+* **No leakage across the time splits.** `samples.eval_start` (required) is the first
+  instant of the eval split and the validation split starts at
+  `samples.validation_start` (or `validation_days` before eval), as in the sample
+  builder (`sample_requests.split_boundaries`). The converter applies both cuts to
+  labels: a request's horizon ends before the next cut after it, so no later period's
+  rating is its label or shapes its candidate list, and popularity counts only
+  train-period ratings (before the validation cut). (Text vectors are content, not
+  behaviour.)
 * **Items.** `item_id` `ml0001`... in the order of `ml-1m.item`; `category_id` the film's
   genre set (`Animation|Children's|Comedy`), `brand_id` its release decade, `title`
   RecBole's "Title (Year)". Item vectors: all-MiniLM-L6-v2 over "Title (Year). Genre,
@@ -50,7 +53,9 @@ import pandas as pd
 from daian_tf.core import features as F
 from daian_tf.core.config import MovieLensConfig, SampleConfig
 from daian_tf.core.errors import DaianInputError, RawLogError
+from daian_tf.core.names import SPLITS
 from daian_tf.data.catalog import write_embeddings
+from daian_tf.data.sample_requests import split_boundaries, split_of
 
 ML1M = "ml-1m"
 INTER, ITEM, USER = (f"{ML1M}.inter", f"{ML1M}.item", f"{ML1M}.user")
@@ -204,12 +209,13 @@ class _Shown:
         return chosen
 
 
-def _requests(ratings: pd.DataFrame, cfg: MovieLensConfig, cut: int, shown: _Shown,
-              rng: np.random.Generator) -> Tuple[list, dict]:
+def _requests(ratings: pd.DataFrame, cfg: MovieLensConfig, cuts: Tuple[int, int],
+              shown: _Shown, rng: np.random.Generator) -> Tuple[list, dict]:
     """Impression rows (request_index, user, timestamp, trigger, item, clicked) and
-    counts, user by user in time order."""
+    counts, user by user in time order. `cuts`: the first seconds of the validation
+    and eval splits; a request's labels stay before the next cut after it."""
     rows: list = []
-    counts = {"requests_train": 0, "requests_eval": 0, "requests_without_click": 0,
+    counts = {**{f"requests_{s}": 0 for s in SPLITS}, "requests_without_click": 0,
               "clicks": 0}
     users = ratings["user"].to_numpy()
     items = ratings["item"].to_numpy()
@@ -225,8 +231,9 @@ def _requests(ratings: pd.DataFrame, cfg: MovieLensConfig, cut: int, shown: _Sho
             t0 = int(u_ts[k])
             t_req = t0 + 1
             end = t0 + cfg.horizon_s
-            if t_req < cut:  # a train request: its labels stay before the cut
-                end = min(end, cut - 1)
+            later = [c for c in cuts if t_req < c]
+            if later:  # its labels stay before the next cut
+                end = min(end, later[0] - 1)
             first = int(np.searchsorted(u_ts, t0, side="right"))
             last = int(np.searchsorted(u_ts, end, side="right"))
             window = np.arange(first, last)
@@ -240,7 +247,7 @@ def _requests(ratings: pd.DataFrame, cfg: MovieLensConfig, cut: int, shown: _Sho
             order = rng.permutation(len(shown_items))
             for j in order:
                 rows.append((n_req, users[lo], t_req, trigger, shown_items[j], labels[j]))
-            counts["requests_eval" if t_req >= cut else "requests_train"] += 1
+            counts[f"requests_{split_of(t_req, cuts)}"] += 1
             counts["requests_without_click"] += not clicks
             counts["clicks"] += len(clicks)
             n_req += 1
@@ -267,16 +274,17 @@ def convert_movielens(out_dir: str, cfg: MovieLensConfig, samples: SampleConfig)
     vectors = embed_texts(films.texts, batch_size=cfg.text_batch_size,
                           cache_dir=cfg.embedding_cache)
     rng = np.random.default_rng(cfg.seed)
-    train_counts = np.bincount(ratings.loc[ratings["ts"] < cut, "item"],
+    cuts = split_boundaries(int(ratings["ts"].max()), samples)
+    train_counts = np.bincount(ratings.loc[ratings["ts"] < cuts[0], "item"],
                                minlength=len(films.ids))
     shown = _Shown(cfg, _neighbours(vectors, cfg.neighbours), train_counts, rng)
-    rows, counts = _requests(ratings, cfg, cut, shown, rng)
+    rows, counts = _requests(ratings, cfg, cuts, shown, rng)
     if counts["requests_eval"] == 0 or counts["requests_train"] == 0:
         raise DaianInputError(
             f"samples.eval_start {samples.eval_start} leaves "
-            f"{counts['requests_train']} train and {counts['requests_eval']} eval "
-            f"requests; ratings span {_utc(int(ratings['ts'].min()))} to "
-            f"{_utc(int(ratings['ts'].max()))}")
+            f"{counts['requests_train']} train, {counts['requests_validation']} "
+            f"validation and {counts['requests_eval']} eval requests; ratings span "
+            f"{_utc(int(ratings['ts'].min()))} to {_utc(int(ratings['ts'].max()))}")
 
     os.makedirs(out_dir, exist_ok=True)
     pd.DataFrame({"item_id": films.ids, "category_id": films.category,
@@ -305,9 +313,11 @@ def convert_movielens(out_dir: str, cfg: MovieLensConfig, samples: SampleConfig)
     report = {
         "source": src,
         "settings": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-                     "eval_start": samples.eval_start},
+                     "eval_start": samples.eval_start,
+                     "validation_start": _utc(cuts[0])},
         "ratings": len(ratings), "users": len(users), "items": len(films.ids),
         "ratings_span": [_utc(int(ratings["ts"].min())), _utc(int(ratings["ts"].max()))],
+        "ratings_before_validation_start": int((ratings["ts"] < cuts[0]).sum()),
         "ratings_before_eval_start": int((ratings["ts"] < cut).sum()),
         **drops, **counts,
         "impressions": len(imp),

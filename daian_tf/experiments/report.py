@@ -186,9 +186,13 @@ def _header(results: Mapping[str, Any]) -> List[str]:
     if dataset:
         parts = [f"{dataset[k]:,} {label} samples"
                  for k, label in (("train_samples", "training"),
+                                  ("validation_samples", "validation (what each fit "
+                                   "chose its epochs by)"),
                                   ("eval_samples", "evaluation")) if k in dataset]
         source = f" from `{dataset['raw_dir']}`" if "raw_dir" in dataset else ""
-        lines += [f"Data: {' and '.join(parts) or 'sizes not reported'}{source}.", ""]
+        sizes = (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
+                 else "".join(parts) or "sizes not reported")
+        lines += [f"Data: {sizes}{source}.", ""]
     lines += [f"Base variant: `{results.get('base_variant')}`. The full results, "
               f"config included, are in `{RESULTS_FILE}`.", ""]
     return lines

@@ -5,7 +5,9 @@
    `intent_mask / |request|`, so every request counts once whatever its length (I-11).
 2. `train_stage2`: DIE, SEIN and the CTR head on the CTR loss with the ground-truth intent
    in place of p̂ (`intent_label_loo` by default, I-3; Eq. 20); UIM is frozen
-   (`LabelIntentModel`, whose inputs are DAIAN's plus the label keys).
+   (`LabelIntentModel`, whose inputs are DAIAN's plus the label keys). Its epoch is
+   chosen by the DAIAN model's own validation AUC, with p̂ (`val_served_auc`): the
+   label is built from the request's clicks, which no served request has.
 3. `train_stage3`: everything on the CTR loss with p̂ plugged back in (Eq. 21); UIM's
    variables get their own optimizer at `uim_lr_scale` × the learning rate
    (`TwoOptimizerModel`).
@@ -15,11 +17,11 @@ Each stage is a model of its own with fixed inputs, built on the DAIAN model's l
 never changes mode.
 
 Each stage ends with the weights of its best epoch by its metric on the validation split
-(stage 1: the KL loss; stages 2 and 3: AUC), the weights it started from included
-(stages 2 and 3, any warm start), unless `train.restore_best_epoch` is off
-(`training/best_epoch.py`); `train.patience` also stops a stage early. Every stage
-function takes `(train_pattern, validation_pattern)`: the split that is reported on
-is never among them.
+(stage 1: the KL loss; stage 2: the served model's AUC; stage 3: AUC), the weights it
+started from included (stages 2 and 3, any warm start), unless
+`train.restore_best_epoch` is off (`training/best_epoch.py`); `train.patience` also
+stops a stage early. Every stage function takes `(train_pattern, validation_pattern)`:
+the split that is reported on is never among them.
 
 `train_daian` runs them in order (or, for the "w/o three-stage" ablation, one joint stage
 from scratch with one optimizer), writing `stage<k>.weights.h5` after each stage when
@@ -266,11 +268,13 @@ def _start(model: DAIAN, initial_weights: Optional[str], sample,
 
 
 def _fit(model, train_ds, validation_ds, epochs: int, callbacks, verbose: int, train_cfg,
-         kind: str = CTR_FIT, trained_start: bool = False):
+         kind: str = CTR_FIT, trained_start: bool = False, served=None):
     """`model.fit`, ending with its best epoch's weights (`train.restore_best_epoch`);
-    `trained_start`: the starting weights are a candidate too (evaluated first)."""
+    `trained_start`: the starting weights are a candidate too (evaluated first);
+    `served`: `(model, validation batches)` to choose by instead (`ServedAUC`)."""
     callbacks = list(callbacks or []) + best_epoch_callbacks(
-        train_cfg, epochs, kind, start_data=validation_ds if trained_start else None)
+        train_cfg, epochs, kind, start_data=validation_ds if trained_start else None,
+        served=served)
     return model.fit(train_ds, validation_data=validation_ds, epochs=epochs,
                      callbacks=callbacks, verbose=verbose)
 
@@ -319,11 +323,15 @@ def train_stage2(model: DAIAN, train_pattern: FilePattern, validation_pattern: F
                                                tf_transform_output, train_cfg),
                tf_transform_output)
     _set_uim_trainable(model, False)
+    # chosen by the DAIAN model itself, with p̂, on validation: what is served
+    served = (model, make_dataset(validation_pattern, tf_transform_output,
+                                  train_cfg.batch_size, shuffle=False,
+                                  input_keys=list(model.input_keys)))
     try:
         with _scope(strategy):
             compile_ctr(stage, train_cfg)
         return _fit(stage, train, validation, train_cfg.stage2_epochs, callbacks,
-                    verbose, train_cfg, trained_start=True)
+                    verbose, train_cfg, trained_start=True, served=served)
     finally:
         _set_uim_trainable(model, True)
 

@@ -7,7 +7,8 @@ through, so the same code runs on Dataflow, Flink or Spark; the CLI's runs on Fl
 the job server that scripts/setup_flink.sh stages (`beam_runners.pipeline_options`,
 docs/beam-on-flink.md).
 
-Data flow (memory per step is bounded by one request or one user, plus the catalog):
+Data flow (memory per step is bounded by one request or one user, plus the catalog,
+except the sorted write, which holds one output file's requests: `tfrecord_sink`):
 
     impressions.csv ─┬─ by request_id (CoGroupByKey with truth.csv) → Request
                      └─ max timestamp → the validation and eval splits' first seconds
@@ -62,9 +63,10 @@ from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impres
                                     read_truth, read_users)
 from daian_tf.data.sample_report import finalize_report, meta_path, write_json
 from daian_tf.data.sample_requests import Request, from_plain
-from daian_tf.data.sample_steps import (EmitExamples, boundaries, checked_sim_range, group_to_request,
-                                        join_user, load_counted_catalog, read_grouped,
-                                        surfacing, train_similarities)
+from daian_tf.data.sample_steps import (EmitExamples, boundaries, checked_sim_range,
+                                        group_to_request, join_user,
+                                        load_counted_catalog, read_grouped, surfacing,
+                                        train_similarities)
 from daian_tf.data.tfrecord_sink import WriteSortedShards
 
 GZIP_LEVEL = 1  # fastest; see tfrecord_sink
@@ -80,7 +82,8 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
     Args:
       pipeline: any Beam pipeline (the CLI's, or the TFX component's).
       raw_dir: a raw-log directory (DATA.md §1); local or any Beam filesystem.
-      output_dirs: split name ('train', 'validation', 'eval') -> directory for its TFRecord files.
+      output_dirs: split name ('train', 'validation', 'eval') -> directory for its
+        TFRecord files.
       cfg: the sample rules.
       meta_dir: where the in-pipeline statistics go; `finalize_report` reads them.
 

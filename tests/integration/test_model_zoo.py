@@ -67,8 +67,8 @@ _FITTED: dict = {}
 def _fitted(world, name):
     if name not in _FITTED:
         cfg, data = _cfg(name), world["data"]
-        model, history = fit_model(cfg, data.tf_transform_output, data.train, data.validation,
-                                   sim_range=data.sim_range,
+        model, history = fit_model(cfg, data.tf_transform_output, data.train,
+                                   data.validation, sim_range=data.sim_range,
                                    catalog=world["catalog"] if needs_catalog(cfg) else None,
                                    verbose=0)
         _FITTED[name] = (cfg, model, history)

@@ -144,7 +144,8 @@ def check_splits_hold_requests(report: dict, where: str) -> None:
     empty = [s for s in SPLITS if report["splits"][s]["requests"] == 0]
     if empty:
         raise DaianInputError(
-            f"{where}: the {' and '.join(empty)} split(s) hold no request: train is "
+            f"{where}: the {' and '.join(empty)} "
+            f"{'split holds' if len(empty) == 1 else 'splits hold'} no request: train is "
             f"before {_utc(report['validation_boundary_timestamp'])}, validation from "
             f"then to {_utc(report['split_boundary_timestamp'])}, eval from then on "
             f"(samples.validation_days or validation_start, samples.eval_days or "

@@ -173,7 +173,9 @@ def checked_sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
     no train impressions or no spread between the percentiles is a RawLogError."""
     if not quantiles:
         raise RawLogError("no train-split impressions to derive sim_range from (I-2); "
-                          "set samples.sim_range or lower samples.eval_days", path)
+                          "set samples.sim_range, or lower samples.eval_days or "
+                          "samples.validation_days (or move eval_start / "
+                          "validation_start later)", path)
     lo, hi = IL.range_from_quantiles(quantiles, percentiles)
     if not hi > lo:
         raise RawLogError(f"train trigger-target similarities have no spread "

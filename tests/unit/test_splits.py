@@ -77,6 +77,9 @@ def test_a_split_without_a_request_is_refused():
     check_splits_hold_requests(report, "r.json")
     report["splits"][VALIDATION] = {"samples": 0, "requests": 0}
     with pytest.raises(DaianInputError, match=(
-            r"^r.json: the validation split\(s\) hold no request: train is before "
+            r"^r.json: the validation split holds no request: train is before "
             r"2023-11-15T00:00:00Z, validation from then to 2023-11-16T00:00:00Z")):
+        check_splits_hold_requests(report, "r.json")
+    report["splits"][TRAIN] = {"samples": 0, "requests": 0}
+    with pytest.raises(DaianInputError, match="the train and validation splits hold no"):
         check_splits_hold_requests(report, "r.json")

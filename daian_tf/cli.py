@@ -97,7 +97,9 @@ def cmd_convert_taobao(args, _rest) -> int:
 
     cfg = load_cli_config(args.config)
     report = convert_taobao(args.src, args.out, cfg.taobao,
-                            cfg.samples.eval_start_timestamp())
+                            cfg.samples.eval_start_timestamp(),
+                            cfg.samples.validation_start_timestamp(),
+                            cfg.samples.validation_days)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -30,7 +30,7 @@ from daian_tf.core import features as F
 from daian_tf.core.config import (DEFAULT_CONFIG_FILE, ConfigError, TaobaoConfig,
                                   iso_utc_seconds,
                                   load_config)
-from daian_tf.core.errors import RawLogError
+from daian_tf.core.errors import DaianInputError, RawLogError
 from daian_tf.core.names import SPLITS
 from daian_tf.data.convert.taobao import (AD_FEATURE_FILE, BEHAVIOR_LOG_FILE,
                                           PROFILE_COLUMNS, RAW_SAMPLE_FILE,
@@ -39,6 +39,7 @@ from daian_tf.data.convert.taobao import (AD_FEATURE_FILE, BEHAVIOR_LOG_FILE,
 REPO = Path(__file__).resolve().parents[2]
 DAY0 = 1494000000  # 2017-05-06 00:00 Beijing (UTC+8) = 2017-05-05T16:00:00 UTC
 EVAL_START = "2017-05-12T16:00:00"  # 2017-05-13 00:00 Beijing, the last local day
+VALIDATION_START = "2017-05-11T16:00:00"  # the Beijing day before
 EVAL_TS = DAY0 + 7 * 86400
 WINDOW = 4 * 3600
 UNKNOWN_AD = 999999  # clicked, not in ad_feature.csv
@@ -250,14 +251,16 @@ def test_embeddings_cover_the_catalog_without_eval_leakage(converted, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
     lo, hi = report["embedding"]["layout"]["cooccurrence"]
     row = dict(zip(emb["item_id"], range(len(emb))))
-    assert report["cooccurrence_until"] == EVAL_START
+    # the train period only: up to the validation split, the Beijing day before eval
+    assert report["cooccurrence_until"] == VALIDATION_START
     # shown and clicked together only on the eval day: no co-occurrence part
     for ad in EVAL_PAIR:
         assert not vec[row[str(ad)], lo:hi].any()
     assert report["embedding"]["items_with_cooccurrence"] > 10
-    # ... which they get once the cut moves past the eval day
+    # ... which they get once the validation cut moves past the eval day
     later = convert_taobao(str(src), str(tmp_path / "later"), TaobaoConfig(
-        num_shards=2, count_behavior_log=False), iso_utc_seconds("2017-05-14", "cut"))
+        num_shards=2, count_behavior_log=False), iso_utc_seconds("2017-05-15", "cut"))
+    assert later["cooccurrence_until"] == "2017-05-14T00:00:00"
     emb2 = pq.read_table(tmp_path / "later" / F.EMBEDDINGS_FILE).to_pandas()
     vec2 = np.stack(emb2["embedding"].to_numpy())
     a, b = (vec2[row[str(ad)], lo:hi] for ad in EVAL_PAIR)
@@ -420,3 +423,12 @@ def test_cli_names_a_missing_file_in_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert errors == [f"daian convert: error: {src / AD_FEATURE_FILE}: required file "
                       f"is missing"], proc.stderr[-3000:]
+
+
+def test_a_validation_start_not_before_eval_is_refused(tmp_path):
+    src = write_fixture(tmp_path / "src")
+    cut = iso_utc_seconds(EVAL_START, "cut")
+    with pytest.raises(DaianInputError, match=r"the validation split's start "
+                                              r"\(2017-05-12T16:00:00\) must be before"):
+        convert_taobao(str(src), str(tmp_path / "out"), TaobaoConfig(num_shards=2),
+                       cut, validation_start=cut)

@@ -51,11 +51,12 @@ Output, in `out_dir` (file names from `core.features`; ids as decimal integers):
   out-of-vocabulary id). The report lists the columns for `samples.user_columns`.
 - `item_embeddings.parquet` (`catalog.write_embeddings`): no text or image exists, so
   item vectors come from co-occurrence and side features (`taobao_vectors`); the
-  co-occurrence part counts only impressions before `samples.eval_start`, the eval
-  split's first instant (the one setting the sample builder cuts at too; unset: the start
-  of the last local day, which the report gives), so that nothing of the eval period
-  leaks into the vectors (configs/taobao.yaml: 2017-05-12T16:00:00 UTC = 2017-05-13
-  00:00 Beijing, the paper's 7 train days and 1 test day).
+  co-occurrence part counts only impressions of the train period, before the validation
+  split's first instant (`samples.validation_start`, else `validation_days` before
+  `samples.eval_start`, as the sample builder cuts; eval_start unset: the start of the
+  last local day, which the report gives), so that nothing of the validation or eval
+  period leaks into the vectors (configs/taobao.yaml: eval from 2017-05-12T16:00:00 UTC
+  = 2017-05-13 00:00 Beijing, validation the Beijing day before, 6 train days).
 
 Streaming: no file is read whole. raw_sample.csv and behavior_log.csv are read in
 chunks of `chunk_rows` rows (pandas, explicit dtypes; on a parse error or a bad value
@@ -90,7 +91,7 @@ import pandas as pd
 
 from daian_tf.core import features as F
 from daian_tf.core.config import TaobaoConfig
-from daian_tf.core.errors import RawLogError
+from daian_tf.core.errors import DaianInputError, RawLogError
 from daian_tf.data.catalog import write_embeddings
 from daian_tf.data.convert.taobao_vectors import item_vectors
 from daian_tf.data.raw_logs import iter_csv
@@ -125,11 +126,16 @@ _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of user ids into shar
 
 
 def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig,
-                   eval_start: Optional[int] = None) -> dict:
+                   eval_start: Optional[int] = None,
+                   validation_start: Optional[int] = None,
+                   validation_days: int = 1) -> dict:
     """Write the raw TIR logs of the Taobao/Alimama files in `src_dir` into `out_dir`.
 
-    `eval_start` (unix seconds; `samples.eval_start`, the sample builder's cut) ends the
-    period the co-occurrence embedding counts; None: the start of the last local day.
+    `eval_start` (unix seconds; `samples.eval_start`, the sample builder's cut) starts
+    the eval split; None: the start of the last local day. The co-occurrence embedding
+    counts the train period only, up to the validation split's start, as the builder
+    cuts it: `validation_start` (`samples.validation_start`), else `validation_days`
+    days before `eval_start`.
 
     Returns:
       The report (also `out_dir/conversion.json`): what was read, written and dropped, the
@@ -164,7 +170,13 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig,
         cut = eval_start
         if cut is None:
             cut = _local_day_start(sharded["last_timestamp"], cfg.utc_offset_s)
-        joined = _convert_requests(sharded, catalog, profiles, cut, out_dir, cfg)
+        cooc_cut = (validation_start if validation_start is not None
+                    else cut - validation_days * DAY_S)
+        if cooc_cut >= cut:
+            raise DaianInputError(f"the validation split's start ({_iso(cooc_cut)}) "
+                                  f"must be before the eval split's ({_iso(cut)})")
+        joined = _convert_requests(sharded, catalog, profiles, cut, cooc_cut, out_dir,
+                                   cfg)
         clock.lap("raw_sample_pass2_requests")
     finally:
         shutil.rmtree(shard_root, ignore_errors=True)
@@ -177,7 +189,7 @@ def convert_taobao(src_dir: str, out_dir: str, cfg: TaobaoConfig,
                                        headers[BEHAVIOR_LOG_FILE], cfg)
     clock.lap("behavior_log")
     report = _report(src_dir, out_dir, cfg, catalog, profiles, sharded, joined, cut,
-                     embedding_stats, behavior_log)
+                     cooc_cut, embedding_stats, behavior_log)
     report["timing_s"] = clock.laps
     report["peak_rss_mib_by_phase_end"] = clock.peak_rss_mib
     with open(os.path.join(out_dir, F.CONVERSION_REPORT_FILE), "w") as f:
@@ -488,9 +500,10 @@ def _local_day_start(ts: int, offset_s: int) -> int:
 
 # --- raw_sample.csv, pass 2: requests, triggers, impressions, behaviours ------------
 def _convert_requests(sharded: dict, catalog: AdCatalog, profiles: dict, cut: int,
-                      out_dir: str, cfg: TaobaoConfig) -> dict:
+                      cooc_cut: int, out_dir: str, cfg: TaobaoConfig) -> dict:
     """Pass 2, one shard at a time: write impressions.csv and behaviors.csv; return
-    the counts and the train-period (item, user, weight) co-occurrence triples."""
+    the counts (train/eval by `cut`) and the train-period (before `cooc_cut`)
+    (item, user, weight) co-occurrence triples."""
     day0 = _local_day_start(sharded["first_timestamp"], cfg.utc_offset_s)
     n_days = (_local_day_start(sharded["last_timestamp"], cfg.utc_offset_s)
               - day0) // DAY_S + 1
@@ -509,9 +522,10 @@ def _convert_requests(sharded: dict, catalog: AdCatalog, profiles: dict, cut: in
             if len(rec) == 0:
                 continue
             shard = _Shard(rec, catalog, cfg)
-            shard.count(c, profiles["ids"], cut, day0)
+            shard.count(c, profiles["ids"], cut, cooc_cut, day0)
             shard.write(fi, fb)
-            for parts, array_ in zip(cooc, shard.cooccurrence(cut, user_offset, cfg)):
+            for parts, array_ in zip(cooc, shard.cooccurrence(cooc_cut, user_offset,
+                                                              cfg)):
                 parts.append(array_)
             user_offset += shard.num_users
     out = c.as_dict(day0, cfg.utc_offset_s)
@@ -592,7 +606,8 @@ class _Shard:
         self.cat = catalog.index(self.item)
         self.trigger_cat = catalog.index(self.trigger)
 
-    def count(self, c: _Counts, profile_ids: np.ndarray, cut: int, day0: int) -> None:
+    def count(self, c: _Counts, profile_ids: np.ndarray, cut: int, cooc_cut: int,
+              day0: int) -> None:
         n, has, keep = c.n, self.has, self.keep
         trig_row = self.trigger[self.req_of_row]
         n["users"] += self.num_users
@@ -605,7 +620,7 @@ class _Shard:
         n["clicks_kept"] += int(self.clk[keep].sum())
         n["clicks"] += int(self.clk.sum())
         n["target_is_trigger"] += int((keep & (self.item == trig_row)).sum())
-        n["impressions_train_period"] += int((self.ts < cut).sum())
+        n["impressions_train_period"] += int((self.ts < cooc_cut).sum())
         unknown = self.cat < 0
         n["unknown_item_impressions"] += int(unknown.sum())
         n["unknown_item_clicks"] += int(self.clk[unknown].sum())
@@ -691,8 +706,8 @@ def _iso(ts: int) -> str:
 
 
 def _report(src_dir, out_dir, cfg: TaobaoConfig, catalog: AdCatalog, profiles: dict,
-            sharded: dict, j: dict, cut: int, embedding: dict, behavior_log: dict
-            ) -> dict:
+            sharded: dict, j: dict, cut: int, cooc_cut: int, embedding: dict,
+            behavior_log: dict) -> dict:
     dropped_requests = j["requests"] - j["requests_kept"]
     return {
         "source_dir": os.path.abspath(src_dir),
@@ -741,8 +756,8 @@ def _report(src_dir, out_dir, cfg: TaobaoConfig, catalog: AdCatalog, profiles: d
         },
         "embedding": dict(embedding, dim=cfg.embedding_dim,
                           train_period_impressions=j["impressions_train_period"]),
-        "cooccurrence_until": _iso(cut),
-        "cooccurrence_until_timestamp": cut,
+        "cooccurrence_until": _iso(cooc_cut),
+        "cooccurrence_until_timestamp": cooc_cut,
         # what configs/taobao.yaml sets: the cut as the eval split's start, a history
         # window covering the whole data
         "samples": {"user_columns": list(PROFILE_COLUMNS), "eval_start": _iso(cut),

@@ -34,6 +34,10 @@ STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx",
                     "docker.io/tensorflow/tfx")
 
 
+SORT_OUTPUTS = ("auto", "sorted", "runner")  # samples.sort_output
+SORT_OUTPUT_MAX_RAW_MB = 32  # "auto" sorts raw logs up to this size (the quick start: 9)
+
+
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it."""
 
@@ -161,7 +165,13 @@ class SampleConfig:
     sim_range: Optional[Sequence[float]] = None
     sim_percentiles: Sequence[float] = (1.0, 99.0)
     user_columns: Sequence[str] = ()  # profile columns of users.csv to carry over
-    num_shards: int = 0  # 0: let the runner decide
+    num_shards: int = 0  # 0: let the runner decide (one file per split when sorted)
+    # the order of each split's records: "sorted" by request id (the same logs give the
+    # same files, and the same seed the same training order; holds the split in memory
+    # on Beam's local runner: about 12 GiB per 1M impressions), "runner" (as Beam
+    # delivers them, in bounded memory; the order may change between runs), "auto":
+    # sorted when the raw logs are at most SORT_OUTPUT_MAX_RAW_MB, else runner
+    sort_output: str = "auto"
 
     def __post_init__(self):
         _check(self.history_days > 0,
@@ -174,6 +184,8 @@ class SampleConfig:
         _check(self.eval_days > 0, f"samples.eval_days must be > 0, got {self.eval_days}")
         if self.eval_start is not None:
             self.eval_start_timestamp()  # raises ConfigError naming the value
+        _check(self.sort_output in SORT_OUTPUTS, f"samples.sort_output must be one of "
+               f"{list(SORT_OUTPUTS)}, got {self.sort_output!r}")
         _check(self.validation_days > 0,
                f"samples.validation_days must be > 0, got {self.validation_days}")
         if self.validation_start is not None:

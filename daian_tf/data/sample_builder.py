@@ -26,6 +26,7 @@ except the sorted write, which holds one output file's requests: `tfrecord_sink`
     Prepared → tf.Examples (intent labels, LOO labels, per-target features), by split
         (train | validation | eval, by the request's time)
         → by a hash of the request id into num_shards files, each sorted by request id
+          (samples.sort_output; else as the runner delivers them)
         → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
 
 Speed: the runner's cost is per element and per encode, so each file reader groups
@@ -55,7 +56,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from daian_tf.core import features as F
-from daian_tf.core.config import SampleConfig
+from daian_tf.core.config import SORT_OUTPUT_MAX_RAW_MB, SampleConfig
 from daian_tf.core.names import SAMPLES_PREFIX, SAMPLES_SUFFIX, SPLITS
 from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
@@ -67,7 +68,7 @@ from daian_tf.data.sample_steps import (EmitExamples, boundaries, checked_sim_ra
                                         group_to_request, join_user,
                                         load_counted_catalog, read_grouped, surfacing,
                                         train_similarities)
-from daian_tf.data.tfrecord_sink import WriteSortedShards
+from daian_tf.data.tfrecord_sink import TFRecordBatchSink, WriteSortedShards
 
 GZIP_LEVEL = 1  # fastest; see tfrecord_sink
 # Evenly spaced quantiles (0.1 % apart) and their rank error bound for I-2.
@@ -156,10 +157,16 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         catalog,
         beam.pvalue.AsSingleton(boundary),
         beam.pvalue.AsSingleton(sim_range)).with_outputs(*SPLITS)
+    sort = output_sorted(cfg, raw_dir)
     for split in SPLITS:
-        _ = examples[split] | f"Write{split}" >> WriteSortedShards(
-            FileSystems.join(output_dirs[split], SAMPLES_PREFIX), SAMPLES_SUFFIX,
-            max(cfg.num_shards, 1), GZIP_LEVEL)
+        prefix = FileSystems.join(output_dirs[split], SAMPLES_PREFIX)
+        if sort:
+            _ = examples[split] | f"Write{split}" >> WriteSortedShards(
+                prefix, SAMPLES_SUFFIX, max(cfg.num_shards, 1), GZIP_LEVEL)
+        else:
+            _ = (examples[split] | f"Records{split}" >> beam.Map(lambda r: r[1])
+                 | f"Write{split}" >> beam.io.Write(TFRecordBatchSink(
+                     prefix, SAMPLES_SUFFIX, cfg.num_shards, GZIP_LEVEL)))
 
     _ = (boundary | "BoundaryList" >> beam.Map(list)
          | "WriteBoundary" >> beam.Map(write_json, meta_path(meta_dir, "split_boundary")))
@@ -168,6 +175,22 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
     _ = (p | "CatalogStats" >> beam.Create([None])
          | "GetCatalogStats" >> beam.Map(lambda _, c: c.stats, catalog)
          | "WriteCatalogStats" >> beam.Map(write_json, meta_path(meta_dir, "catalog")))
+
+
+def output_sorted(cfg: SampleConfig, raw_dir: str) -> bool:
+    """Whether the splits are written sorted by request id (`samples.sort_output`;
+    "auto": raw logs of at most `SORT_OUTPUT_MAX_RAW_MB`)."""
+    if cfg.sort_output != "auto":
+        return cfg.sort_output == "sorted"
+    return raw_bytes(raw_dir) <= SORT_OUTPUT_MAX_RAW_MB * 2 ** 20
+
+
+def output_order(cfg: SampleConfig, raw_dir: str) -> str:
+    """The report's words for the order of the splits' records."""
+    if output_sorted(cfg, raw_dir):
+        return "sorted by request id"
+    return (f"as the runner delivered them (samples.sort_output: {cfg.sort_output}; "
+            f"raw logs over {SORT_OUTPUT_MAX_RAW_MB} MB are not sorted under auto)")
 
 
 def _remove_old_shards(directory: str) -> None:
@@ -203,7 +226,8 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
         _remove_old_shards(d)
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, raw_bytes(raw_dir)))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
-    return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir)
+    return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir,
+                           output_order(cfg, raw_dir))
 
 
 def raw_bytes(raw_dir: str) -> int:

@@ -83,7 +83,8 @@ def _read_json(path: str):
 
 def finalize_report(result, meta_dir: str, cfg: SampleConfig,
                     output_dirs: Optional[Mapping[str, str]] = None,
-                    raw_dir: Optional[str] = None) -> dict:
+                    raw_dir: Optional[str] = None,
+                    output_order: Optional[str] = None) -> dict:
     """Gather the Beam counters and in-pipeline statistics into `meta_dir/report.json`.
 
     Args:
@@ -94,6 +95,8 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
       output_dirs: recorded in the report when given.
       raw_dir: the raw-log directory the samples came from, recorded as given (a
         string) under `raw_dir` when given.
+      output_order: how the splits' records are ordered (`sample_builder.output_order`),
+        recorded under `output_order` when given.
 
     Returns:
       The report: `counts` (every counter of COUNTERS, zeros included),
@@ -126,6 +129,8 @@ def finalize_report(result, meta_dir: str, cfg: SampleConfig,
         "counter_meanings": {k: v for k, v in COUNTERS.items() if v},
         "config": dataclasses.asdict(cfg),
     }
+    if output_order is not None:
+        report["output_order"] = output_order
     if output_dirs is not None:
         report["output_dirs"] = dict(output_dirs)
     if raw_dir is not None:

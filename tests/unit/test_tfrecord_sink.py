@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from daian_tf.data.beam_runners import pipeline_options
-from daian_tf.data.tfrecord_sink import WriteSortedShards, frame_records, shard_of
+from daian_tf.data.tfrecord_sink import (TFRecordBatchSink, WriteSortedShards,
+                                        frame_records, shard_of)
 
 
 def test_tensorflow_reads_the_framing_back(tmp_path):
@@ -71,3 +72,34 @@ def test_the_order_of_arrival_changes_no_byte(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WriteSortedShards("/tmp/x", ".gz", **kwargs)
+
+
+def test_the_streaming_sink_writes_gzipped_shards(tmp_path):
+    """`TFRecordBatchSink` (samples.sort_output: runner): the same records, in bounded
+    memory, in the order the runner delivers them."""
+    batches = [records for _, records in REQUESTS]
+    with beam.Pipeline(options=pipeline_options()) as p:
+        _ = (p | beam.Create(batches)
+             | beam.io.Write(TFRecordBatchSink(str(tmp_path / "data"), ".tfrecord.gz",
+                                               num_shards=2, compress_level=1)))
+    shards = sorted(Path(tmp_path).glob("data-*-of-00002.tfrecord.gz"))
+    assert len(shards) == 2
+    read = [r for s in shards for r in _read(s)]
+    assert sorted(read) == sorted(r for b in batches for r in b)
+
+
+def test_the_builder_sorts_small_logs_and_streams_large_ones(tmp_path):
+    from daian_tf.core.config import SORT_OUTPUT_MAX_RAW_MB, SampleConfig
+    from daian_tf.data.sample_builder import output_order, output_sorted
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "impressions.csv").write_bytes(b"x" * 1000)
+    assert output_sorted(SampleConfig(), str(raw))  # auto, small
+    assert not output_sorted(SampleConfig(sort_output="runner"), str(raw))
+    (raw / "behaviors.csv").write_bytes(b"x" * (SORT_OUTPUT_MAX_RAW_MB * 2 ** 20))
+    assert not output_sorted(SampleConfig(), str(raw))  # auto, over the limit
+    assert output_sorted(SampleConfig(sort_output="sorted"), str(raw))
+    assert output_order(SampleConfig(), str(raw)).startswith("as the runner delivered")
+    with pytest.raises(ValueError, match="samples.sort_output must be one of"):
+        SampleConfig(sort_output="yes")

@@ -48,7 +48,8 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
       beam_pipeline: provided by TFX from the pipeline's `beam_pipeline_args`.
     """
     del code_version  # only a cache key
-    from daian_tf.data.sample_builder import build_sample_pipeline, run_pipeline
+    from daian_tf.data.sample_builder import (build_sample_pipeline, output_order,
+                                              run_pipeline)
     from daian_tf.data.sample_report import check_splits_hold_requests, finalize_report
     from daian_tf.core.config import config_from_dict
 
@@ -56,7 +57,7 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     output_dirs = {split: split_dir(examples.uri, split) for split in SPLITS}
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
     report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg,
-                             raw_dir=raw_dir)
+                             raw_dir=raw_dir, output_order=output_order(cfg, raw_dir))
     check_splits_hold_requests(report, f"TirSampleGen ({examples.uri})")
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     examples_utils.set_payload_format(

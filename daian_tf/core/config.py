@@ -21,7 +21,8 @@ from daian_tf import __version__
 from daian_tf.core import features as F
 from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
                                   DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES,
-                                  SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE, STAGE1,
+                                  SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE,
+                                  SORT_AUTO, SORT_OUTPUTS, STAGE1,
                                   STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
@@ -34,7 +35,6 @@ STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx",
                     "docker.io/tensorflow/tfx")
 
 
-SORT_OUTPUTS = ("auto", "sorted", "runner")  # samples.sort_output
 SORT_OUTPUT_MAX_RAW_MB = 32  # "auto" sorts raw logs up to this size (the quick start: 9)
 
 
@@ -171,7 +171,7 @@ class SampleConfig:
     # on Beam's local runner: about 12 GiB per 1M impressions), "runner" (as Beam
     # delivers them, in bounded memory; the order may change between runs), "auto":
     # sorted when the raw logs are at most SORT_OUTPUT_MAX_RAW_MB, else runner
-    sort_output: str = "auto"
+    sort_output: str = SORT_AUTO
 
     def __post_init__(self):
         _check(self.history_days > 0,

@@ -11,6 +11,9 @@ from __future__ import annotations
 # test split, read only by what reports or gates (tables, TFMA's Evaluators)
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
 SPLITS = (TRAIN, VALIDATION, EVAL)
+# samples.sort_output: the order of a split's records (data/sample_builder.py)
+SORT_AUTO, SORT_SORTED, SORT_RUNNER = "auto", "sorted", "runner"
+SORT_OUTPUTS = (SORT_AUTO, SORT_SORTED, SORT_RUNNER)
 
 # --- files -----------------------------------------------------------------------------
 REPORT_FILE = "report.json"  # the sample builder's report, at the samples' root

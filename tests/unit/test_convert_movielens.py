@@ -17,7 +17,7 @@ import pytest
 from daian_tf.core import features as F
 from daian_tf.core.config import ConfigError, MovieLensConfig, SampleConfig
 from daian_tf.core.errors import DaianInputError, RawLogError
-from daian_tf.core.names import SPLITS
+from daian_tf.core.names import ML_NEXT_LIKES, ML_SHOWN_PAGE, SPLITS
 from daian_tf.data.catalog import read_embeddings
 from daian_tf.data.convert import movielens as ml
 
@@ -187,6 +187,76 @@ def test_fixture_follows_every_rule(tmp_path):
     users = pd.read_csv(os.path.join(out, F.USERS_FILE), dtype=str)
     assert list(users.columns) == ["user_id", *ml.PROFILE_COLUMNS]
     assert json.load(open(os.path.join(out, F.CONVERSION_REPORT_FILE))) == report
+
+
+def _check_page_rules(imp, beh, cfg, samples, n_items):
+    """The shown-page construction, re-derived from behaviors.csv: a page shows
+    `candidates_per_request` films or every film the user had not rated, none rated by
+    the user up to the trigger's second, and a shown film is a click exactly when the
+    user liked it after that second, up to the horizon and before the next split cut.
+    Returns the number of short pages."""
+    short = 0
+    cut = samples.eval_start_timestamp()
+    cuts = (cut - samples.validation_days * DAY, cut)
+    rated = {(r.user_id, r.item_id): (r.timestamp, r.behavior)
+             for r in beh.itertuples(index=False)}
+    for rid, req in imp.groupby("request_id", sort=False):
+        u, t_req, trig = req.user_id.iloc[0], req.timestamp.iloc[0], req.trigger_item_id.iloc[0]
+        assert req.user_id.nunique() == 1 and req.timestamp.nunique() == 1
+        assert rated[(u, trig)] == (t_req - 1, ml.LIKED), rid
+        t0 = t_req - 1
+        unrated = n_items - sum(t <= t0 for (v, _), (t, _) in rated.items() if v == u)
+        assert len(req) == min(cfg.candidates_per_request, unrated), rid
+        assert req.item_id.is_unique
+        short += len(req) < cfg.candidates_per_request
+        next_cut = min([c for c in cuts if t_req < c], default=None)
+        end = t0 + cfg.horizon_s if next_cut is None else min(t0 + cfg.horizon_s,
+                                                              next_cut - 1)
+        for item, clicked in zip(req.item_id, req.clicked):
+            t, b = rated.get((u, item), (None, None))
+            assert t is None or t > t0, (rid, item)
+            assert clicked == int(t is not None and t <= end and b == ml.LIKED), (rid, item)
+    return short
+
+
+def test_shown_page_follows_every_rule(tmp_path):
+    src = _write_fixture(tmp_path / "ml")
+    cfg = _cfg(src, construction=ML_SHOWN_PAGE, candidates_per_request=8)
+    out = str(tmp_path / "raw")
+    report = ml.convert_movielens(out, cfg, SAMPLES)
+    imp, beh, _ = _read_out(out)
+    # user 1 has rated 10 of the 16 films before her last request: 6 left to show
+    assert report["requests_short_of_films"] == _check_page_rules(
+        imp, beh, cfg, SAMPLES, len(FILMS)) > 0
+    assert report["clicks"] == imp.clicked.sum() > 0
+    assert report["requests_without_click"] == int(
+        (imp.groupby("request_id").clicked.sum() == 0).sum()) > 0
+    with pytest.raises(ConfigError, match="movielens.construction"):
+        MovieLensConfig(construction="next_page")
+
+
+@pytest.mark.parametrize("construction", [ML_SHOWN_PAGE, ML_NEXT_LIKES])
+def test_a_shown_page_is_blind_to_what_follows(tmp_path, construction):
+    """Turning a later like of user 1 (Babe at T+60) into a dislike leaves the films
+    shown to her earlier requests as they were, only their labels change: the page does
+    not depend on the future. The next-likes construction fails this (a liked film is
+    shown because it is liked), which is its sampling tell."""
+    ratings = _ratings()
+    disliked = [(u, k, 2 if (u, k) == ("1m_1", 7) else r, t) for u, k, r, t in ratings]
+    shown = []
+    for name, rows in (("a", ratings), ("b", disliked)):
+        cfg = _cfg(_write_fixture(tmp_path / name, rows), construction=construction,
+                   candidates_per_request=8)
+        ml.convert_movielens(str(tmp_path / f"raw_{name}"), cfg, SAMPLES)
+        imp, _, items = _read_out(str(tmp_path / f"raw_{name}"))
+        early = imp[imp.timestamp <= CUT - 10 * DAY + 31]  # requests before Babe's rating
+        shown.append(early.groupby("request_id").item_id.apply(frozenset))
+    babe = items.set_index("title").item_id["Babe (1995)"]
+    same_pages = shown[0].equals(shown[1])
+    assert same_pages == (construction == ML_SHOWN_PAGE)
+    if construction == ML_NEXT_LIKES:
+        assert any(babe in page for page in shown[0]) and not any(
+            babe in page for page in shown[1])
 
 
 def test_non_clicks_come_from_the_triggers_neighbours_by_share(tmp_path):

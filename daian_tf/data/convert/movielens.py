@@ -18,6 +18,14 @@ MovieLens has no pages and no triggers, only who rated which film when. The cons
   the others drawn by popularity (train-period rating count + 1, to the power
   `popularity_power`). Never shown as a non-click: a film the user rated before the
   request or within its horizon.
+* **Or a shown page** (`construction: shown_page`). Above, clicks and non-clicks come
+  from two distributions (the user's next likes against neighbour and popularity draws),
+  so a feature that tells the two draws apart, such as the trigger-target similarity,
+  scores without learning anything about the user. A shown page instead draws all
+  `candidates_per_request` films from the trigger's neighbours and popularity as above
+  (never a film the user rated up to the trigger's second), blind to what follows, and
+  its clicks are the shown films the user liked within the horizon; the others are its
+  non-clicks. Requests whose page the user did not go on to like are kept and counted.
 * **No leakage across the time splits.** `samples.eval_start` (required) is the first
   instant of the eval split and the validation split starts at
   `samples.validation_start` (or `validation_days` before eval), as in the sample
@@ -53,7 +61,7 @@ import pandas as pd
 from daian_tf.core import features as F
 from daian_tf.core.config import MovieLensConfig, SampleConfig
 from daian_tf.core.errors import DaianInputError, RawLogError
-from daian_tf.core.names import SPLITS
+from daian_tf.core.names import ML_SHOWN_PAGE, SPLITS
 from daian_tf.data.catalog import write_embeddings
 from daian_tf.data.sample_requests import split_boundaries, split_of
 
@@ -188,6 +196,7 @@ class _Shown:
         p = (np.asarray(train_counts, dtype=np.float64) + 1.0) ** cfg.popularity_power
         self.cdf = np.cumsum(p / p.sum())
         self.short_similar = 0  # requests whose trigger had too few eligible neighbours
+        self.short_pages = 0  # requests shown fewer films: the user had rated the rest
 
     def draw(self, trigger: int, k: int, excluded: set) -> List[int]:
         n_sim = int(round(self.cfg.similar_share * k))
@@ -198,6 +207,11 @@ class _Shown:
                 self.short_similar += 1
             chosen = [int(j) for j in self.rng.permutation(pool)[:n_sim]]
         taken = excluded | set(chosen)
+        left = len(self.cdf) - len(taken)
+        if left < k - len(chosen):  # the user has rated nearly every film: show the rest
+            self.short_pages += 1
+            rest = [j for j in range(len(self.cdf)) if j not in taken]
+            return chosen + [int(j) for j in self.rng.permutation(rest)]
         while len(chosen) < k:
             draws = np.searchsorted(self.cdf, self.rng.random(4 * k), side="right")
             for j in np.minimum(draws, len(self.cdf) - 1):
@@ -237,19 +251,27 @@ def _requests(ratings: pd.DataFrame, cfg: MovieLensConfig, cuts: Tuple[int, int]
             first = int(np.searchsorted(u_ts, t0, side="right"))
             last = int(np.searchsorted(u_ts, end, side="right"))
             window = np.arange(first, last)
-            clicks = [int(u_items[j]) for j in window[u_liked[window]][:cfg.max_clicks]]
-            excluded = set(u_items[:last].tolist())
+            liked_next = [int(u_items[j]) for j in window[u_liked[window]]]
             trigger = int(u_items[k])
-            others = shown.draw(trigger, cfg.candidates_per_request - len(clicks),
-                                excluded)
-            shown_items = clicks + others
-            labels = [1] * len(clicks) + [0] * len(others)
+            if cfg.construction == ML_SHOWN_PAGE:
+                # one draw for the whole page, blind to what follows the request
+                shown_items = shown.draw(trigger, cfg.candidates_per_request,
+                                         set(u_items[:first].tolist()))
+                liked_set = set(liked_next)
+                labels = [int(j in liked_set) for j in shown_items]
+            else:
+                clicks = liked_next[:cfg.max_clicks]
+                others = shown.draw(trigger, cfg.candidates_per_request - len(clicks),
+                                    set(u_items[:last].tolist()))
+                shown_items = clicks + others
+                labels = [1] * len(clicks) + [0] * len(others)
+            n_clicks = sum(labels)
             order = rng.permutation(len(shown_items))
             for j in order:
                 rows.append((n_req, users[lo], t_req, trigger, shown_items[j], labels[j]))
             counts[f"requests_{split_of(t_req, cuts)}"] += 1
-            counts["requests_without_click"] += not clicks
-            counts["clicks"] += len(clicks)
+            counts["requests_without_click"] += not n_clicks
+            counts["clicks"] += n_clicks
             n_req += 1
     return rows, counts
 
@@ -323,6 +345,7 @@ def convert_movielens(out_dir: str, cfg: MovieLensConfig, samples: SampleConfig)
         "impressions": len(imp),
         "ctr": round(counts["clicks"] / max(len(imp), 1), 4),
         "requests_short_of_similar": shown.short_similar,
+        "requests_short_of_films": shown.short_pages,
         "embedding_dim": int(vectors.shape[1]),
         "user_columns": list(PROFILE_COLUMNS),
     }

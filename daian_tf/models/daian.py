@@ -23,7 +23,9 @@ explicit read-out against the one history, not N copies of it.
 
 Switches (`ModelConfig`): `use_uim=False` is "w/o UIM" (the intent vector is not a
 distribution: UIM's raw scores times the level table), `use_die=False` drops o_imp/o_exp
-(and IA2N), `use_sein=False` drops e_sim/s_sem and IA2N (o_exp/o_imp enter the head
+and IA2N, and with them v_int and its level table, since the intent reaches the click
+probability only through I2E and IA2N (the prediction layer reads no v_int); UIM is then
+trained on its KL loss alone and served as p̂. `use_sein=False` drops e_sim/s_sem and IA2N (o_exp/o_imp enter the head
 unweighted); `uim_shared_tables` shares the CTR network's tables with UIM (I-10).
 
 The model's inputs are fixed (`input_keys`) and its intent is always UIM's p̂. Stage 2
@@ -142,8 +144,10 @@ class DAIAN(keras.Model):
         self.uim = IntentEstimator(self.num_levels, hidden_units=c.uim_hidden_units,
                                    attention_units=c.attention_units,
                                    as_distribution=c.use_uim, name="uim")
-        self.intent_embedding = IntentEmbedding(self.num_levels, c.intent_dim,
-                                                name="intent_level_table")
+        # v_int feeds I2E and IA2N only, both parts of DIE
+        self.intent_embedding = (IntentEmbedding(self.num_levels, c.intent_dim,
+                                                 name="intent_level_table")
+                                 if c.use_die else None)
         self.catalog = MultimodalCatalog(list(catalog_ids), catalog_vectors,
                                          name="multimodal_catalog")
         self.din_pooling = DinAttentionPooling(hidden_units=c.attention_units,
@@ -205,9 +209,9 @@ class DAIAN(keras.Model):
         `embedded`: `self.embedding.request(inputs)`, when the caller has it."""
         if intent is None:
             intent = self.predict_intent(inputs, training=training)
-        v_int = self.intent_embedding(intent)
-        out = {_REQ_INTENT: intent, _REQ_VINT: v_int}
+        out = {_REQ_INTENT: intent}
         if self.cfg.use_die:
+            v_int = out[_REQ_VINT] = self.intent_embedding(intent)
             e = self.embedding.request(inputs) if embedded is None else embedded
             out[_REQ_IMP] = self.implicit(e[emb.TRIGGER], v_int, e[emb.HISTORY],
                                           mask=e[emb.MASK], training=training)

@@ -81,6 +81,7 @@ def test_scores_are_probabilities_for_every_switch(overrides):
 def test_switches_remove_their_blocks():
     assert not hasattr(_model(use_die=False), "implicit")
     assert not hasattr(_model(use_die=False), "adaptive")
+    assert _model(use_die=False).intent_embedding is None  # v_int feeds DIE only
     model = _model(use_sein=False)
     assert not hasattr(model, "similarity") and not hasattr(model, "adaptive")
     assert hasattr(model, "implicit") and hasattr(model, "explicit")

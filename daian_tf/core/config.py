@@ -23,7 +23,7 @@ from daian_tf.core.names import (ADAM, CACHE_MODES, CACHE_NONE, DAIAN, DIN,
                                   DISTRIBUTIONS, ML_CONSTRUCTIONS, ML_NEXT_LIKES,
                                   MODEL_NAMES, OPTIMIZER_NAMES,
                                   SHUFFLE_REQUEST, SHUFFLE_UNITS, SINGLE,
-                                  SORT_AUTO, SORT_OUTPUTS, STAGE1,
+                                  SORT_OUTPUTS, SORT_SORTED, STAGE1,
                                   STAGE2_LABELS, STAGE2_LOO, STAGES)
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "base.yaml"
@@ -35,8 +35,6 @@ DEFAULT_PIPELINE_IMAGE = f"daian-tf-pipeline:{__version__}"
 STOCK_TFX_IMAGES = ("gcr.io/tfx-oss-public/tfx", "tensorflow/tfx",
                     "docker.io/tensorflow/tfx")
 
-
-SORT_OUTPUT_MAX_RAW_MB = 32  # "auto" sorts raw logs up to this size (the quick start: 9)
 
 
 class ConfigError(ValueError):
@@ -168,11 +166,10 @@ class SampleConfig:
     user_columns: Sequence[str] = ()  # profile columns of users.csv to carry over
     num_shards: int = 0  # 0: let the runner decide (one file per split when sorted)
     # the order of each split's records: "sorted" by request id (the same logs give the
-    # same files, and the same seed the same training order; holds the split in memory
-    # on Beam's local runner: about 12 GiB per 1M impressions), "runner" (as Beam
-    # delivers them, in bounded memory; the order may change between runs), "auto":
-    # sorted when the raw logs are at most SORT_OUTPUT_MAX_RAW_MB, else runner
-    sort_output: str = SORT_AUTO
+    # same files, and the same seed the same training order; an external sort through
+    # temporary files beside the output), "runner" (as Beam delivers them, without the
+    # temporary files; the order may change between runs)
+    sort_output: str = SORT_SORTED
 
     def __post_init__(self):
         _check(self.history_days > 0,

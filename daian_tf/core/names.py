@@ -12,8 +12,8 @@ from __future__ import annotations
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
 SPLITS = (TRAIN, VALIDATION, EVAL)
 # samples.sort_output: the order of a split's records (data/sample_builder.py)
-SORT_AUTO, SORT_SORTED, SORT_RUNNER = "auto", "sorted", "runner"
-SORT_OUTPUTS = (SORT_AUTO, SORT_SORTED, SORT_RUNNER)
+SORT_SORTED, SORT_RUNNER = "sorted", "runner"
+SORT_OUTPUTS = (SORT_SORTED, SORT_RUNNER)
 # movielens.construction: what a MovieLens request shows (data/convert/movielens.py)
 ML_NEXT_LIKES, ML_SHOWN_PAGE = "next_likes", "shown_page"
 ML_CONSTRUCTIONS = (ML_NEXT_LIKES, ML_SHOWN_PAGE)

@@ -26,7 +26,8 @@ except the sorted write, which holds one output file's requests: `tfrecord_sink`
     Prepared → tf.Examples (intent labels, LOO labels, per-target features), by split
         (train | validation | eval, by the request's time)
         → by a hash of the request id into num_shards files, each sorted by request id
-          (samples.sort_output; else as the runner delivers them)
+          (an external merge sort, `tfrecord_sink`; samples.sort_output: runner
+          writes them as the runner delivers them)
         → <output_dirs[split]>/data-SSSSS-of-NNNNN.tfrecord.gz
 
 Speed: the runner's cost is per element and per encode, so each file reader groups
@@ -34,7 +35,7 @@ its rows by key within chunks (one element per key and chunk, not per row), reco
 cross steps as plain tuples (encoded natively, never pickled), examples are
 written as protobuf wire bytes (`example_encoding`) without importing tensorflow,
 and each request's examples reach the file writer as one element, gzipped at
-level 1 (`tfrecord_sink`). Sorted (`samples.sort_output`), the files' order and bytes
+level 1 (`tfrecord_sink`). Sorted (the default), the files' order and bytes
 follow from the examples alone, not from the order in which the runner delivers them.
 
 The catalog (items.csv + item_embeddings.parquet) is one side input; its size is the
@@ -56,8 +57,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from daian_tf.core import features as F
-from daian_tf.core.config import SORT_OUTPUT_MAX_RAW_MB, SampleConfig
-from daian_tf.core.names import (SAMPLES_PREFIX, SAMPLES_SUFFIX, SORT_AUTO, SORT_SORTED,
+from daian_tf.core.config import SampleConfig
+from daian_tf.core.names import (SAMPLES_PREFIX, SAMPLES_SUFFIX, SORT_SORTED,
                                   SPLITS)
 from daian_tf.data.beam_runners import pipeline_options
 from daian_tf.data.raw_log_errors import find_raw_log_error, quiet_runner_noise
@@ -158,10 +159,9 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
         catalog,
         beam.pvalue.AsSingleton(boundary),
         beam.pvalue.AsSingleton(sim_range)).with_outputs(*SPLITS)
-    sort = output_sorted(cfg, raw_dir)
     for split in SPLITS:
         prefix = FileSystems.join(output_dirs[split], SAMPLES_PREFIX)
-        if sort:
+        if cfg.sort_output == SORT_SORTED:
             _ = examples[split] | f"Write{split}" >> WriteSortedShards(
                 prefix, SAMPLES_SUFFIX, max(cfg.num_shards, 1), GZIP_LEVEL)
         else:
@@ -178,20 +178,11 @@ def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
          | "WriteCatalogStats" >> beam.Map(write_json, meta_path(meta_dir, "catalog")))
 
 
-def output_sorted(cfg: SampleConfig, raw_dir: str) -> bool:
-    """Whether the splits are written sorted by request id (`samples.sort_output`;
-    "auto": raw logs of at most `SORT_OUTPUT_MAX_RAW_MB`)."""
-    if cfg.sort_output != SORT_AUTO:
-        return cfg.sort_output == SORT_SORTED
-    return raw_bytes(raw_dir) <= SORT_OUTPUT_MAX_RAW_MB * 2 ** 20
-
-
-def output_order(cfg: SampleConfig, raw_dir: str) -> str:
+def output_order(cfg: SampleConfig) -> str:
     """The report's words for the order of the splits' records."""
-    if output_sorted(cfg, raw_dir):
+    if cfg.sort_output == SORT_SORTED:
         return "sorted by request id"
-    return (f"as the runner delivered them (samples.sort_output: {cfg.sort_output}; "
-            f"raw logs over {SORT_OUTPUT_MAX_RAW_MB} MB are not sorted under auto)")
+    return "as the runner delivered them (samples.sort_output: runner)"
 
 
 def _remove_old_shards(directory: str) -> None:
@@ -228,7 +219,7 @@ def run_build_samples(raw_dir: str, out_dir: str, cfg: SampleConfig,
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, raw_bytes(raw_dir)))
     build_sample_pipeline(pipeline, raw_dir, output_dirs, cfg, out_dir)
     return finalize_report(run_pipeline(pipeline), out_dir, cfg, output_dirs, raw_dir,
-                           output_order(cfg, raw_dir))
+                           output_order(cfg))
 
 
 def raw_bytes(raw_dir: str) -> int:

@@ -6,6 +6,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from daian_tf.core import features as F
 from daian_tf.core.names import INTENT_COLUMN, SCORE_COLUMN
@@ -30,14 +31,19 @@ def collect_columns(model: Optional[keras.Model], file_pattern: FilePattern,
                       input_keys=sorted(set(inputs_keys) | set(keys)))
     out: Dict[str, list] = {k: [] for k in list(keys) + [F.LABEL, SCORE_COLUMN,
                                                            INTENT_COLUMN]}
+    if model is not None:
+        # traced for the full batches and once more with a free batch size for the last
+        # one; Keras' predict_on_batch traces each shape anew and TensorFlow logs that
+        # as excessive retracing once a run has scored a few splits
+        score = tf.function(lambda batch: model(batch, training=False),
+                            reduce_retracing=True)
     for inputs, label in ds:
         out[F.LABEL].append(label.numpy())
         for k in keys:
             out[k].append(inputs[k].numpy())
         if model is not None:
             batch = {k: inputs[k] for k in inputs_keys}
-            out[SCORE_COLUMN].append(
-                np.asarray(model.predict_on_batch(batch)).reshape(-1))
+            out[SCORE_COLUMN].append(np.asarray(score(batch)).reshape(-1))
             if with_intent:
                 out[INTENT_COLUMN].append(
                     np.asarray(model.predict_intent(batch, training=False)))

@@ -106,3 +106,19 @@ def test_distribution_defaults_to_one_process_and_names_bad_values():
     with pytest.raises(ConfigError, match=r"train.distribution must be one of "
                        r"\['single', 'multi_worker'\], got 'mirrored'"):
         TrainConfig(distribution="mirrored")
+
+
+def test_every_shipped_config_loads_over_the_default():
+    """A key misspelt or a value out of range in configs/*.yaml fails here, not an hour
+    into an experiment; the experiment configs give every fit the same early-stopped
+    budget."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        load_config(DEFAULT_CONFIG_FILE, path)
+    for name in ("experiment", "experiment_models", "experiment_levels"):
+        train = load_config(DEFAULT_CONFIG_FILE, path.parent / f"{name}.yaml").train
+        assert (train.epochs, train.stage2_epochs, train.patience) == (20, 20, 3), name
+        assert train.restore_best_epoch

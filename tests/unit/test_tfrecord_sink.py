@@ -28,11 +28,11 @@ REQUESTS = [(f"r{i:03d}", [f"r{i:03d}-{k}".encode() for k in range(i % 4 + 1)])
             for i in range(60)]
 
 
-def _write(directory: Path, requests, num_shards: int) -> list:
+def _write(directory: Path, requests, num_shards: int, **kwargs) -> list:
     with beam.Pipeline(options=pipeline_options()) as p:  # the project's runner
         _ = (p | beam.Create(requests)
              | WriteSortedShards(str(directory / "data"), ".tfrecord.gz", num_shards,
-                                 compress_level=1))
+                                 compress_level=1, **kwargs))
     return sorted(directory.glob("data-*.tfrecord.gz"))
 
 
@@ -40,18 +40,21 @@ def _read(path: Path) -> list:
     return [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
 
 
-def test_each_file_holds_its_hash_shard_sorted_by_request(tmp_path):
+@pytest.mark.parametrize("run_bytes", [2 ** 26, 40])
+def test_each_file_holds_its_hash_shard_sorted_by_request(tmp_path, run_bytes):
     """Brute force: file k holds exactly the requests whose crc32c is k mod n, in id
     order, each request's records in their own order; a file no request reaches is
-    written empty."""
-    files = _write(tmp_path, REQUESTS, 3)
+    written empty. With 40-byte runs a worker spills every request or two, and the
+    files are merged from dozens of runs; no run file is left behind."""
+    files = _write(tmp_path, REQUESTS, 3, run_bytes=run_bytes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f.name for f in files]
     assert [f.name for f in files] == [f"data-0000{k}-of-00003.tfrecord.gz"
                                        for k in range(3)]
     for k, path in enumerate(files):
         want = [rec for rid, recs in sorted(REQUESTS) if shard_of(rid, 3) == k
                 for rec in recs]
         assert _read(path) == want
-    few = _write(tmp_path / "few", REQUESTS[:1], 4)
+    few = _write(tmp_path / "few", REQUESTS[:1], 4, run_bytes=run_bytes)
     assert len(few) == 4 and sum(len(_read(f)) for f in few) == 1
 
 
@@ -61,13 +64,14 @@ def test_the_order_of_arrival_changes_no_byte(tmp_path):
     shuffled = list(REQUESTS)
     random.Random(1).shuffle(shuffled)
     a = _write(tmp_path / "a", REQUESTS, 2)
-    b = _write(tmp_path / "b", shuffled, 2)
+    b = _write(tmp_path / "b", shuffled, 2, run_bytes=100)
     assert [f.read_bytes() for f in a] == [f.read_bytes() for f in b]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_shards": 1, "compress_level": 0}, "compress_level must be in 1..9, got 0"),
     ({"num_shards": 0, "compress_level": 1}, "num_shards must be >= 1, got 0"),
+    ({"num_shards": 1, "compress_level": 1, "run_bytes": 0}, "run_bytes must be >= 1"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -88,18 +92,13 @@ def test_the_streaming_sink_writes_gzipped_shards(tmp_path):
     assert sorted(read) == sorted(r for b in batches for r in b)
 
 
-def test_the_builder_sorts_small_logs_and_streams_large_ones(tmp_path):
-    from daian_tf.core.config import SORT_OUTPUT_MAX_RAW_MB, SampleConfig
-    from daian_tf.data.sample_builder import output_order, output_sorted
+def test_the_builder_sorts_unless_told_to_stream():
+    from daian_tf.core.config import SampleConfig
+    from daian_tf.data.sample_builder import output_order
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "impressions.csv").write_bytes(b"x" * 1000)
-    assert output_sorted(SampleConfig(), str(raw))  # auto, small
-    assert not output_sorted(SampleConfig(sort_output="runner"), str(raw))
-    (raw / "behaviors.csv").write_bytes(b"x" * (SORT_OUTPUT_MAX_RAW_MB * 2 ** 20))
-    assert not output_sorted(SampleConfig(), str(raw))  # auto, over the limit
-    assert output_sorted(SampleConfig(sort_output="sorted"), str(raw))
-    assert output_order(SampleConfig(), str(raw)).startswith("as the runner delivered")
+    assert SampleConfig().sort_output == "sorted"
+    assert output_order(SampleConfig()) == "sorted by request id"
+    assert output_order(SampleConfig(sort_output="runner")).startswith(
+        "as the runner delivered")
     with pytest.raises(ValueError, match="samples.sort_output must be one of"):
-        SampleConfig(sort_output="yes")
+        SampleConfig(sort_output="auto")

@@ -57,7 +57,7 @@ def TirSampleGen(  # noqa: N802 - TFX component names are classes by convention
     output_dirs = {split: split_dir(examples.uri, split) for split in SPLITS}
     build_sample_pipeline(beam_pipeline, raw_dir, output_dirs, cfg, examples.uri)
     report = finalize_report(run_pipeline(beam_pipeline), examples.uri, cfg,
-                             raw_dir=raw_dir, output_order=output_order(cfg, raw_dir))
+                             raw_dir=raw_dir, output_order=output_order(cfg))
     check_splits_hold_requests(report, f"TirSampleGen ({examples.uri})")
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     examples_utils.set_payload_format(

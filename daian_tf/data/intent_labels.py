@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, List, Sequence, Tuple
 
+import numpy as np
+
 
 def intent_histogram(levels: Iterable[int], n: int) -> Tuple[List[float], int]:
     """Eq. 1: the fraction of clicks per level, and the mask (1 iff any click).
@@ -58,22 +60,38 @@ def intent_diversity(click_categories: Iterable[str], trigger_category: str) -> 
     return len({c for c in click_categories if c and c != trigger_category})
 
 
-def range_from_quantiles(quantiles: Sequence[float],
-                         percentiles: Sequence[float]) -> Tuple[float, float]:
-    """I-2: `[lo, hi]` at `percentiles` from evenly spaced quantiles (min .. max).
+SIM_BINS = 2 ** 16  # the histogram of train similarities over [-1, 1] (I-2)
 
-    `quantiles[i]` is the `100 * i / (len - 1)`-th percentile; values between two
-    quantiles are interpolated linearly, as `numpy.percentile` does between ranks.
-    """
-    if len(quantiles) < 2:
-        raise ValueError("need at least two quantiles (min and max) to derive sim_range")
-    last = len(quantiles) - 1
+
+def similarity_bins(sims: Sequence[float]) -> np.ndarray:
+    """The bin of each cosine similarity in `SIM_BINS` equal bins over [-1, 1] (values
+    outside, from rounding, in the end bins)."""
+    b = np.floor((np.asarray(sims, dtype=np.float64) + 1.0) * (SIM_BINS / 2.0))
+    return np.clip(b, 0, SIM_BINS - 1).astype(np.int64)
+
+
+def range_from_histogram(counts: Sequence[int],
+                         percentiles: Sequence[float]) -> Tuple[float, float]:
+    """I-2: `[lo, hi]` at `percentiles` of the similarities counted in `counts`
+    (`SIM_BINS` bins, `similarity_bins`), as `numpy.percentile` would give them (linear
+    between ranks), each order statistic taken at its bin's centre: within half a bin,
+    1/`SIM_BINS`, of the exact value. Counts add up in any order, so the range does not
+    depend on how a runner splits and merges the data."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        raise ValueError("no similarities to derive sim_range from")
+    cum = np.cumsum(counts)
+    width = 2.0 / len(counts)
+
+    def order_statistic(k: int) -> float:  # the k-th smallest (0-based)
+        return -1.0 + (int(np.searchsorted(cum, k, side="right")) + 0.5) * width
 
     def at(p: float) -> float:
-        pos = p / 100.0 * last
-        i = min(int(math.floor(pos)), last - 1)
-        frac = pos - i
-        return quantiles[i] + (quantiles[i + 1] - quantiles[i]) * frac
+        pos = p / 100.0 * (total - 1)
+        k = int(math.floor(pos))
+        lo = order_statistic(k)
+        return lo + (order_statistic(min(k + 1, total - 1)) - lo) * (pos - k)
 
     lo, hi = percentiles
     return float(at(lo)), float(at(hi))

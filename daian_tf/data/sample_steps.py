@@ -4,7 +4,7 @@ Each step turns one element into the next record of the data flow described in
 `sample_builder`: file rows grouped by key (`read_grouped`), the counted catalog,
 a request id's rows into a Request (`group_to_request`), a user's group into
 Prepared requests (`join_user`) or train similarities (`train_similarities`), the
-similarity quantiles into a checked sim_range, and a Prepared request into its
+similarities' histogram into a checked sim_range, and a Prepared request into its
 serialized tf.Examples tagged with their split (`EmitExamples`). `surfacing` keeps
 a RawLogError's file, row and column through the runner.
 """
@@ -12,9 +12,10 @@ a RawLogError's file, row and column through the runner.
 from __future__ import annotations
 
 from itertools import chain
-from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 
 from daian_tf.core import features as F
 from daian_tf.core import similarity_range as SR
@@ -113,7 +114,7 @@ def boundaries(max_timestamp: int, cfg: SampleConfig,
 def train_similarities(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
                        boundaries: Tuple[int, int]) -> Iterator[Tuple[float, ...]]:
     """Per user, one batch per train request: its trigger-target similarities (the
-    batched input of the quantiles combine). The same trigger resolution as
+    batched input of `SimilarityHistogram`). The same trigger resolution as
     `join_user`, without counting (JoinUser counts) and without the features."""
     for request, trigger, _, _ in _resolve_user(kv, catalog, cfg, users_path,
                                                 has_truth=False, count=False):
@@ -167,16 +168,43 @@ def _resolve_user(kv, catalog: Catalog, cfg: SampleConfig, users_path: str,
                profile)
 
 
-def checked_sim_range(quantiles: Sequence[float], percentiles: Sequence[float],
+class SimilarityHistogram(beam.CombineFn):
+    """Batches of train similarities → their counts in `IL.SIM_BINS` bins over [-1, 1]
+    (None when there are none). Counts are summed, so the result, unlike approximate
+    quantiles, is the same however the runner bundles and merges."""
+
+    def create_accumulator(self):
+        return None  # no similarities yet; the 512 kB array only once there are
+
+    def add_input(self, acc, batch):
+        if not len(batch):
+            return acc
+        if acc is None:
+            acc = np.zeros(IL.SIM_BINS, dtype=np.int64)
+        np.add.at(acc, IL.similarity_bins(batch), 1)
+        return acc
+
+    def merge_accumulators(self, accs):
+        merged = None
+        for acc in accs:
+            if acc is not None:
+                merged = acc.copy() if merged is None else merged + acc
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def checked_sim_range(counts: Optional[np.ndarray], percentiles: Sequence[float],
                       path: str) -> Iterator[Tuple[float, float]]:
-    """The sim_range [lo, hi] from the train similarity quantiles (one element);
+    """The sim_range [lo, hi] from the train similarities' histogram (one element);
     no train impressions or no spread between the percentiles is a RawLogError."""
-    if not quantiles:
+    if counts is None:
         raise RawLogError("no train-split impressions to derive sim_range from (I-2); "
                           "set samples.sim_range, or lower samples.eval_days or "
                           "samples.validation_days (or move eval_start / "
                           "validation_start later)", path)
-    lo, hi = IL.range_from_quantiles(quantiles, percentiles)
+    lo, hi = IL.range_from_histogram(counts, percentiles)
     if not hi > lo:
         raise RawLogError(f"train trigger-target similarities have no spread "
                           f"(percentiles {list(percentiles)} are both {lo}); set "

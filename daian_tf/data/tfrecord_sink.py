@@ -15,8 +15,8 @@ each worker buffers the requests of its bundle up to `RUN_BYTES` of framed recor
 sorts them by file and id, and spills them as one sorted *run* file per output file
 into a temporary directory beside the output; the runner then groups the run files'
 paths (not the records) by output file, and one worker per file merges its runs
-(`heapq.merge`, one request of each run in memory) into the gzipped file, and deletes
-them. Only the paths travel through the runner's grouping. `TFRecordBatchSink` writes
+(`heapq.merge`, one request of each run in memory, at most `MAX_FAN_IN` runs open:
+more are merged in passes) into the gzipped file, and deletes them. Only the paths travel through the runner's grouping. `TFRecordBatchSink` writes
 the same records as they come, in the runner's order, without the temporary runs
 (`samples.sort_output: runner`).
 
@@ -40,7 +40,7 @@ import heapq
 import struct
 import uuid
 from collections import defaultdict
-from typing import Iterable, Iterator, Sequence, Tuple
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
 import google_crc32c
@@ -54,6 +54,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 _MASK_DELTA = 0xA282EAD8
 _UINT32 = 0xFFFFFFFF
 RUN_BYTES = 64 * 2 ** 20  # framed records a worker buffers before it spills a run
+MAX_FAN_IN = 128  # runs merged at once (open files); more are merged in passes
 _RUN_HEAD = struct.Struct("<IQ")  # a run's entry: id length, framed length, id, framed
 
 
@@ -126,7 +127,7 @@ def write_gzipped(path: str, framed: Iterable[bytes], compress_level: int) -> No
     FileSystems.rename([temp], [path])
 
 
-def write_run(path: str, entries: Sequence[Tuple[str, bytes]]) -> None:
+def write_run(path: str, entries: Iterable[Tuple[str, bytes]]) -> None:
     """A run file: `(request_id, framed)` entries, in the order given (sorted)."""
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for rid, framed in entries:
@@ -143,6 +144,24 @@ def read_run(path: str) -> Iterator[Tuple[str, bytes]]:
                 return
             n_key, n_framed = _RUN_HEAD.unpack(head)
             yield f.read(n_key).decode("utf-8"), f.read(n_framed)
+
+
+def merge_passes(runs: Sequence[str], temp_dir: str,
+                 fan_in: int = MAX_FAN_IN) -> Tuple[List[str], List[str]]:
+    """At most `fan_in` sorted runs holding the entries of sorted `runs`: groups of
+    `fan_in` are merged into new runs in `temp_dir`, pass after pass, so that no more
+    than `fan_in` files are ever open. Returns (the runs to merge last, every run
+    written here); nothing is deleted, so that a retried write finds its inputs."""
+    runs, written = list(runs), []
+    while len(runs) > fan_in:
+        merged = []
+        for i in range(0, len(runs), fan_in):
+            path = FileSystems.join(temp_dir, f"merged-{uuid.uuid4().hex}.run")
+            write_run(path, heapq.merge(*(read_run(r) for r in runs[i:i + fan_in])))
+            merged.append(path)
+        written += merged
+        runs = merged
+    return runs, written
 
 
 class _SpillRuns(beam.DoFn):
@@ -214,11 +233,12 @@ class WriteSortedShards(beam.PTransform):
         def write(kv):
             shard, runs = kv
             runs = sorted(r for r in runs if r is not None)
-            merged = heapq.merge(*(read_run(r) for r in runs))
+            last, written = merge_passes(runs, self.temp_dir)
+            merged = heapq.merge(*(read_run(r) for r in last))
             path = self.path(shard)
             write_gzipped(path, (framed for _, framed in merged), self.compress_level)
             if runs:
-                FileSystems.delete(runs)
+                FileSystems.delete(runs + written)
             return path
 
         def remove_temp_dir(paths):

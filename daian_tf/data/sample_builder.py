@@ -75,6 +75,7 @@ from daian_tf.data.tfrecord_sink import TFRecordBatchSink, WriteSortedShards
 
 GZIP_LEVEL = 1  # fastest; see tfrecord_sink
 
+
 def build_sample_pipeline(pipeline: beam.Pipeline, raw_dir: str,
                           output_dirs: Mapping[str, str], cfg: SampleConfig,
                           meta_dir: str) -> None:

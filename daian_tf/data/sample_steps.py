@@ -187,8 +187,12 @@ class SimilarityHistogram(beam.CombineFn):
     def merge_accumulators(self, accs):
         merged = None
         for acc in accs:
-            if acc is not None:
-                merged = acc.copy() if merged is None else merged + acc
+            if acc is None:
+                continue
+            if merged is None:
+                merged = acc.copy()
+            else:
+                merged += acc
         return merged
 
     def extract_output(self, acc):
